@@ -1,0 +1,58 @@
+"""The kinds of command in the inbox, and which shard's writer applies each."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from typing import Any
+
+from domain.holds import LineAction
+
+
+class HoldCommand(enum.StrEnum):
+    """Hold-level commands, applied by the hold's home shard writer."""
+
+    PLACE = "hold.place"  # recorded and fanned out by the producer in one transaction
+    RELEASE = "hold.release"
+    PAY = "hold.pay"
+    EXPIRE = "hold.expire"
+
+
+class StockCommand(enum.StrEnum):
+    RECEIVE = "stock.receive"
+
+
+CommandKind = HoldCommand | StockCommand | LineAction
+
+
+def parse_kind(kind: str) -> CommandKind:
+    for family in (HoldCommand, StockCommand, LineAction):
+        try:
+            return family(kind)
+        except ValueError:
+            continue
+    raise ValueError(f"unknown command kind {kind!r}")
+
+
+def stable_hash(text: str) -> int:
+    """A hash that is the same in every process and release (Python's ``hash()`` is salted)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def shard_of(key: str, shards: int) -> int:
+    return stable_hash(key) % shards
+
+
+def payload_digest(kind: str, payload: dict[str, Any]) -> str:
+    """Fingerprint of a command, to tell a resend (same digest) from a reused key (another one)."""
+    canonical = json.dumps({"kind": kind, "payload": payload}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def line_command_key(hold_id: str, line_no: int, action: LineAction) -> str:
+    return f"{action.value}:{hold_id}:{line_no}"
+
+
+def expiry_key(hold_id: str) -> str:
+    return f"{HoldCommand.EXPIRE.value}:{hold_id}"

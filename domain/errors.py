@@ -1,0 +1,64 @@
+"""The one error tree of Tessera.
+
+Business outcomes (not enough stock, an expired hold) are results, never exceptions; these are
+for commands that cannot be accepted at all and for broken invariants.
+"""
+
+from __future__ import annotations
+
+
+class TesseraError(Exception):
+    """Root of every Tessera error."""
+
+
+class InvalidCommand(TesseraError, ValueError):
+    """A command that cannot be accepted as sent; nothing was recorded.
+
+    Parameters:
+      message: what is wrong, in words a caller can show.
+      field: the input field at fault, when there is one (``lines[2].quantity``).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
+        self.field = field
+
+
+class UnknownSku(InvalidCommand):
+    def __init__(self, sku: str, *, field: str | None = None) -> None:
+        super().__init__(f"unknown SKU {sku!r}", field=field)
+        self.sku = sku
+
+
+class UnknownWarehouse(InvalidCommand):
+    def __init__(self, code: str, *, field: str | None = None) -> None:
+        super().__init__(f"unknown or inactive warehouse {code!r}", field=field)
+        self.code = code
+
+
+class UnknownHold(InvalidCommand):
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"unknown hold {hold_id!r}", field="hold_id")
+        self.hold_id = hold_id
+
+
+class IdempotencyConflict(TesseraError):
+    """The idempotency key was already used for a command with another payload (HTTP 422)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used with a different payload")
+        self.key = key
+
+
+class LeaseLost(TesseraError):
+    """This worker no longer owns the shard: another worker took it over with a newer epoch."""
+
+    def __init__(self, shard: int, epoch: int) -> None:
+        super().__init__(f"lease on shard {shard} at epoch {epoch} is lost")
+        self.shard = shard
+        self.epoch = epoch
+
+
+class ResultTimeout(TesseraError):
+    """A ticket's result did not arrive in time; the command stays recorded and will apply."""

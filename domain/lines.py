@@ -1,0 +1,128 @@
+"""What one line command does to one product's stock: the product shard writer's decisions.
+
+Each function mutates the in-memory line and lot balances of the writer's batch (so a later
+command in the same batch sees what an earlier one took) and returns the ledger movements that
+explain the change. A rejection is an outcome, never an exception.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from domain.allocation import LotStock, Pick, WarehouseRoute, allocate_line
+from domain.errors import TesseraError
+from domain.holds import HoldLine, LineAction, LineStatus
+
+
+class MovementKind(enum.StrEnum):
+    RECEIPT = "receipt"
+    SALE = "sale"
+    RETURN = "return"
+    RESERVATION = "reservation"
+    RELEASE = "release"
+    EXPIRY = "expiry"
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """One ledger row: a signed change to a lot balance's buckets."""
+
+    kind: MovementKind
+    stock: LotStock
+    on_hand: Decimal = Decimal(0)
+    reserved: Decimal = Decimal(0)
+
+
+@dataclass(slots=True)
+class LineOutcome:
+    outcome: str
+    note: str = ""
+    movements: list[Movement] = field(default_factory=list)
+    paid_without_stock: bool = False
+
+
+class InvariantBroken(TesseraError):
+    """A movement would break reserved ≤ on_hand or make a bucket negative: a bug, never a result."""
+
+
+def move(kind: MovementKind, stock: LotStock, *, on_hand: Decimal = Decimal(0), reserved: Decimal = Decimal(0)) -> Movement:
+    """Apply a signed change to a balance, keeping its invariants, and say it in a ledger row."""
+    new_on_hand, new_reserved = stock.on_hand + on_hand, stock.reserved + reserved
+    if new_on_hand < 0 or new_reserved < 0 or new_reserved + stock.damaged + stock.quarantine > new_on_hand:
+        raise InvariantBroken(
+            f"{kind} on lot {stock.lot_code}: on_hand {stock.on_hand}{on_hand:+}, reserved {stock.reserved}{reserved:+}"
+        )
+    stock.on_hand, stock.reserved = new_on_hand, new_reserved
+    return Movement(kind, stock, on_hand=on_hand, reserved=reserved)
+
+
+def _held_stock(line: HoldLine, stocks: list[LotStock]) -> LotStock:
+    for stock in stocks:
+        if stock.warehouse_id == line.warehouse_id and stock.lot_id == line.lot_id:
+            return stock
+    raise InvariantBroken(f"hold {line.hold_id} line {line.line_no}: its lot balance is gone")
+
+
+def _allocate(line: HoldLine, stocks: list[LotStock], routes: list[WarehouseRoute]) -> Pick | None:
+    result = allocate_line(line.pieces, stocks, routes, requested_warehouse_id=line.requested_warehouse_id)
+    if isinstance(result, Pick):
+        line.warehouse_id, line.lot_id = result.stock.warehouse_id, result.stock.lot_id
+        line.reason, line.available, line.largest_lot = None, None, None
+        return result
+    line.reason = result.message(line.pieces)
+    line.available = result.available
+    line.largest_lot = (
+        {
+            "lot": result.largest_lot.lot_code,
+            "warehouse": result.largest_lot.warehouse_code,
+            "available": str(result.largest_lot.available),
+        }
+        if result.largest_lot
+        else None
+    )
+    return None
+
+
+def apply_line(
+    action: LineAction, line: HoldLine, stocks: list[LotStock], routes: list[WarehouseRoute]
+) -> LineOutcome:
+    """Apply one line command to the product's lot balances."""
+    if action is LineAction.RESERVE:
+        if line.status is not LineStatus.PENDING:
+            return LineOutcome("noop", f"line already {line.status.value}")
+        pick = _allocate(line, stocks, routes)
+        if pick is None:
+            line.status = LineStatus.REJECTED
+            return LineOutcome("rejected", line.reason or "")
+        line.status, line.allocated = LineStatus.RESERVED, pick.quantity
+        return LineOutcome("reserved", movements=[move(MovementKind.RESERVATION, pick.stock, reserved=pick.quantity)])
+
+    if action in (LineAction.RELEASE, LineAction.EXPIRE, LineAction.CONFIRM):
+        if line.status is not LineStatus.RESERVED:
+            return LineOutcome("noop", f"line is {line.status.value}")
+        stock, qty = _held_stock(line, stocks), line.allocated
+        if action is LineAction.CONFIRM:
+            line.status = LineStatus.CONFIRMED
+            return LineOutcome("confirmed", movements=[move(MovementKind.SALE, stock, on_hand=-qty, reserved=-qty)])
+        kind = MovementKind.EXPIRY if action is LineAction.EXPIRE else MovementKind.RELEASE
+        line.status = LineStatus.EXPIRED if action is LineAction.EXPIRE else LineStatus.RELEASED
+        return LineOutcome(line.status.value, movements=[move(kind, stock, reserved=-qty)])
+
+    if action is LineAction.SELL:
+        if line.status not in (LineStatus.EXPIRED, LineStatus.RELEASED):
+            return LineOutcome("noop", f"line is {line.status.value}")
+        pick = _allocate(line, stocks, routes)
+        if pick is None:
+            line.status = LineStatus.UNFULFILLED
+            return LineOutcome("unfulfilled", line.reason or "", paid_without_stock=True)
+        line.status, line.allocated = LineStatus.CONFIRMED, pick.quantity
+        return LineOutcome("confirmed", movements=[move(MovementKind.SALE, pick.stock, on_hand=-pick.quantity)])
+
+    # RETURN: a refunded sale comes back to the lot it left.
+    if line.status is not LineStatus.CONFIRMED:
+        return LineOutcome("noop", f"line is {line.status.value}")
+    line.status = LineStatus.RETURNED
+    stock = _held_stock(line, stocks)
+    return LineOutcome("returned", movements=[move(MovementKind.RETURN, stock, on_hand=line.allocated)])

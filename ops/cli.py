@@ -1,0 +1,90 @@
+"""The `tessera` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import typer
+from redis import Redis
+
+from db.engine import get_engine
+from tessera.logs import configure_logging
+from tessera.settings import get_settings
+
+app = typer.Typer(help="Tessera: stock management for a tile shop, as single-writer shard queues.", no_args_is_help=True)
+
+
+@app.command()
+def migrate() -> None:
+    """Take the database (empty or not) to the newest schema."""
+    from db.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    typer.echo("database is at head")
+
+
+@app.command()
+def worker(
+    shards: str = typer.Option(None, "--shards", help="Shards to serve: '0-7', '1,3,5'; all by default."),
+    name: str = typer.Option(None, "--name", help="Holder name in leases and batch logs (host:pid by default)."),
+    threads: int = typer.Option(None, "--threads", help="Dramatiq worker threads (TESSERA_WORKER_THREADS)."),
+) -> None:
+    """Lease the shards and apply their commands until stopped (SIGTERM / Ctrl-C)."""
+    from workers.runtime import ShardWorker, parse_shards
+
+    settings = get_settings()
+    if threads:
+        settings = settings.model_copy(update={"worker_threads": threads})
+    configure_logging(settings.log_level)
+    try:
+        served = parse_shards(shards, settings.shards)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--shards") from None
+    ShardWorker(settings, served, name=name).run_forever()
+
+
+@app.command()
+def scheduler(
+    once: bool = typer.Option(False, "--once", help="Sweep once and exit."),
+) -> None:
+    """Re-ring shards whose recorded commands were not applied (lost doorbells, dead workers, due expiries)."""
+    from workers.broker import Doorbells, make_broker
+    from workers.scheduler import run_sweeper, sweep
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    engine = get_engine(settings.database_url)
+    doorbells = Doorbells(make_broker(Redis.from_url(settings.redis_url), settings.redis_namespace), settings.shards)
+    if once:
+        rang = sweep(engine, doorbells, settings.sweep_grace_seconds)
+        typer.echo(json.dumps({"rang": rang}))
+        return
+    stop = threading.Event()
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_sweeper(
+        engine, doorbells, interval=settings.sweep_interval_seconds, grace_seconds=settings.sweep_grace_seconds, stop=stop
+    )
+
+
+@app.command()
+def reconcile() -> None:
+    """Check ledger = balances and reserved = Σ active hold lines; exit 1 with a report on any difference."""
+    from db.reconcile import reconcile as find_differences
+
+    with get_engine(get_settings().database_url).connect() as conn:
+        differences = find_differences(conn)
+    if differences:
+        typer.echo(f"{len(differences)} difference(s):")
+        for difference in differences:
+            typer.echo(f"  {difference}")
+        sys.exit(1)
+    typer.echo("reconcile: clean (ledger = balances, reserved = active hold lines)")
+
+
+if __name__ == "__main__":
+    app()

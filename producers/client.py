@@ -1,0 +1,442 @@
+"""The Python client of the checkout service and the payment relay.
+
+Every stock-changing call records its command durably in the Postgres inbox (with its
+idempotency key) before it returns a ticket, then rings the shard's doorbell. Resending the same
+key with the same payload returns the same ticket; another payload under that key is refused.
+Reads (`hold`, `stock`) go straight to Postgres.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from redis import Redis
+from sqlalchemy import Connection, Engine, text
+
+from db.engine import get_engine
+from domain.commands import HoldCommand, StockCommand, payload_digest, shard_of
+from domain.errors import IdempotencyConflict, InvalidCommand, ResultTimeout, UnknownSku, UnknownWarehouse
+from domain.holds import HoldMode, HoldStatus, LineAction, Payment
+from domain.quantities import Packaging, decimal_str, parse_quantity, parse_unit, to_pieces
+from producers.views import HoldResult, StockView, read_hold, read_stock
+from tessera.settings import Settings, get_settings
+from workers.broker import Doorbells, make_broker
+from workers.wakeups import Wakeups
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@#-]{0,127}$")
+RESERVED_KEY_PREFIXES = ("line.", "hold.")
+MAX_LINES = 100
+WAIT_SLICE_SECONDS = 0.5
+"""A ticket re-reads Postgres at least this often, in case a wake-up token was lost."""
+
+
+def check_key(key: object, field: str = "idempotency_key") -> str:
+    if not isinstance(key, str) or not KEY_PATTERN.match(key) or key.startswith(RESERVED_KEY_PREFIXES):
+        raise InvalidCommand(
+            "must be 1-128 characters of letters, digits and . _ : / @ # -, not starting with 'line.' or 'hold.'",
+            field=field,
+        )
+    return key
+
+
+def check_text(value: object, field: str, *, max_len: int = 64, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        raise InvalidCommand(f"must be a non-empty text of at most {max_len} characters", field=field)
+    return value.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A command as recorded in the inbox; `fresh` is False when this was a resend."""
+
+    key: str
+    shard: int
+    fresh: bool
+    payload: dict[str, Any]
+
+
+class CommandTicket:
+    """The receipt for a recorded command; `wait()` returns its result once applied."""
+
+    def __init__(self, client: StockClient, key: str) -> None:
+        self.client, self.key = client, key
+
+    def __repr__(self) -> str:
+        return f"CommandTicket({self.key!r})"
+
+    def result(self) -> dict[str, Any] | None:
+        with self.client.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT status, result FROM commands WHERE idempotency_key = :k"), {"k": self.key}
+            ).one()
+        return row.result if row.status == "applied" else None
+
+    def wait(self, timeout: float = 5.0) -> dict[str, Any]:
+        return self.client.wait_for(self.key, self.result, timeout)
+
+
+class HoldTicket:
+    """The receipt for a hold request; `wait()` returns the HoldResult once the hold is decided."""
+
+    def __init__(self, client: StockClient, hold_id: str, key: str) -> None:
+        self.client, self.hold_id, self.key = client, hold_id, key
+
+    def __repr__(self) -> str:
+        return f"HoldTicket(hold_id={self.hold_id!r})"
+
+    def result(self) -> HoldResult | None:
+        hold = self.client.hold(self.hold_id)
+        return None if hold.status in (HoldStatus.PENDING, HoldStatus.REALLOCATING) else hold
+
+    def wait(self, timeout: float = 5.0) -> HoldResult:
+        return self.client.wait_for(self.hold_id, self.result, timeout)
+
+
+class StockClient:
+    """Reserve, release, confirm and read stock.
+
+    Parameters:
+      settings: configuration (``StockClient.from_env()`` reads it from the environment).
+      engine / redis_client: injected by tests and the demo; built from settings otherwise.
+    """
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None, redis_client: Redis | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or get_engine(settings.database_url)
+        self.redis = redis_client or Redis.from_url(settings.redis_url)
+        self.doorbells = Doorbells(make_broker(self.redis, settings.redis_namespace), settings.shards)
+        self.wakeups = Wakeups(self.redis, settings.redis_namespace)
+
+    @classmethod
+    def from_env(cls) -> StockClient:
+        return cls(get_settings())
+
+    # -- reference data (not sharded: no stock changes) --------------------------------------------
+
+    def upsert_warehouse(
+        self,
+        *,
+        code: str,
+        name: str,
+        can_ship: bool = True,
+        priority: int = 100,
+        type: str = "warehouse",
+        active: bool = True,
+    ) -> None:
+        check_text(code, "code", max_len=32)
+        check_text(name, "name", max_len=200)
+        if type not in ("warehouse", "showroom"):
+            raise InvalidCommand("must be 'warehouse' or 'showroom'", field="type")
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO warehouses (code, name, type, can_ship, priority, active)
+                    VALUES (:code, :name, :type, :can_ship, :priority, :active)
+                    ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, type = EXCLUDED.type,
+                        can_ship = EXCLUDED.can_ship, priority = EXCLUDED.priority, active = EXCLUDED.active
+                    """
+                ),
+                {"code": code, "name": name, "type": type, "can_ship": can_ship, "priority": priority, "active": active},
+            )
+
+    def upsert_product(
+        self,
+        *,
+        sku: str,
+        name: str,
+        pieces_per_box: int | None = None,
+        sqm_per_box: str | Decimal | None = None,
+        allow_partial_boxes: bool = False,
+    ) -> None:
+        check_text(sku, "sku")
+        check_text(name, "name", max_len=200)
+        if pieces_per_box is not None and (not isinstance(pieces_per_box, int) or not 0 < pieces_per_box <= 10_000):
+            raise InvalidCommand("must be a whole number from 1 to 10000", field="pieces_per_box")
+        area = parse_quantity(sqm_per_box, field="sqm_per_box") if sqm_per_box is not None else None
+        if area is not None and pieces_per_box is None:
+            raise InvalidCommand("needs pieces_per_box", field="sqm_per_box")
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO products (sku, name, pieces_per_box, sqm_per_box, allow_partial_boxes)
+                    VALUES (:sku, :name, :ppb, :spb, :partial)
+                    ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, pieces_per_box = EXCLUDED.pieces_per_box,
+                        sqm_per_box = EXCLUDED.sqm_per_box, allow_partial_boxes = EXCLUDED.allow_partial_boxes
+                    """
+                ),
+                {"sku": sku, "name": name, "ppb": pieces_per_box, "spb": area, "partial": allow_partial_boxes},
+            )
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    def receive(
+        self,
+        *,
+        idempotency_key: str,
+        warehouse: str,
+        sku: str,
+        quantity: str | int | Decimal,
+        unit: str = "piece",
+        lot: str,
+        shade: str | None = None,
+        caliber: str | None = None,
+        expiry: dt.date | str | None = None,
+    ) -> CommandTicket:
+        """Goods arrive into a warehouse and lot: a purchase receipt movement."""
+        key = check_key(idempotency_key)
+        qty, unit_ = parse_quantity(quantity), parse_unit(unit)
+        lot_code = check_text(lot, "lot")
+        expiry_date = _parse_date(expiry, "expiry")
+        with self.engine.begin() as conn:
+            product = _product(conn, sku, "sku")
+            warehouse_id = _warehouse_id(conn, warehouse, "warehouse")
+            conversion = to_pieces(qty, unit_, product.packaging)
+            payload = {
+                "product_id": product.id,
+                "sku": sku,
+                "warehouse_id": warehouse_id,
+                "lot": lot_code,
+                "shade": check_text(shade, "shade", max_len=32, required=False),
+                "caliber": check_text(caliber, "caliber", max_len=32, required=False),
+                "expiry": expiry_date.isoformat() if expiry_date else None,
+                "quantity": decimal_str(qty),
+                "unit": unit_.value,
+                "pieces": decimal_str(conversion.pieces),
+            }
+            recorded = self._record(conn, key, StockCommand.RECEIVE, payload, shard_of(sku, self.settings.shards))
+        self._ring([recorded])
+        return CommandTicket(self, key)
+
+    def reserve(
+        self,
+        *,
+        idempotency_key: str,
+        lines: Sequence[Mapping[str, Any]],
+        ttl_seconds: int | None = None,
+        mode: str = "all_or_nothing",
+    ) -> HoldTicket:
+        """Hold cart lines for `ttl_seconds`: one line command per product shard (a saga)."""
+        key = check_key(idempotency_key)
+        hold_mode = _parse_mode(mode)
+        ttl = self.settings.hold_ttl_seconds if ttl_seconds is None else ttl_seconds
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= 7 * 24 * 3600:
+            raise InvalidCommand("must be a whole number of seconds from 1 to 604800", field="ttl_seconds")
+        if not isinstance(lines, Sequence) or isinstance(lines, str | bytes) or not lines:
+            raise InvalidCommand("a hold needs at least one line", field="lines")
+        if len(lines) > MAX_LINES:
+            raise InvalidCommand(f"at most {MAX_LINES} lines per hold", field="lines")
+        request = {"mode": hold_mode.value, "ttl_seconds": ttl, "lines": [_line_request(ln, i) for i, ln in enumerate(lines)]}
+        hold_id = str(uuid.uuid4())
+        with self.engine.begin() as conn:
+            resolved = [_resolve_line(conn, ln, i) for i, ln in enumerate(request["lines"])]
+            home = shard_of(hold_id, self.settings.shards)
+            digest = payload_digest(HoldCommand.PLACE.value, request)
+            existing = _insert_command(conn, key, HoldCommand.PLACE.value, {**request, "hold_id": hold_id}, digest, home, "applied")
+            if existing is not None:
+                return HoldTicket(self, existing["hold_id"], key)
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO holds (id, idempotency_key, status, mode, home_shard, ttl_seconds, expires_at, lines_pending)
+                    VALUES (:id, :key, 'pending', :mode, :home, :ttl, now() + make_interval(secs => :ttl), :n)
+                    """
+                ),
+                {"id": uuid.UUID(hold_id), "key": key, "mode": hold_mode.value, "home": home, "ttl": ttl, "n": len(resolved)},
+            )
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO hold_lines (hold_id, line_no, product_id, requested_quantity, requested_unit, pieces,
+                                            rounding, requested_warehouse_id, status)
+                    VALUES (:hold_id, :line_no, :product_id, :quantity, :unit, :pieces, :rounding, :warehouse_id, 'pending')
+                    """
+                ),
+                [{"hold_id": uuid.UUID(hold_id), **r} for r in resolved],
+            )
+            recorded = []
+            for r in resolved:
+                payload = {"hold_id": hold_id, "line_no": r["line_no"], "product_id": r["product_id"]}
+                line_key = f"{LineAction.RESERVE.value}:{hold_id}:{r['line_no']}"
+                shard = shard_of(r["sku"], self.settings.shards)
+                digest = payload_digest(LineAction.RESERVE.value, payload)
+                seq = _insert_command(conn, line_key, LineAction.RESERVE.value, payload, digest, shard, "recorded")
+                recorded.append(Recorded(line_key, shard, seq is None, payload))
+        self._ring(recorded)
+        return HoldTicket(self, hold_id, key)
+
+    def release(self, hold_id: str, *, idempotency_key: str) -> CommandTicket:
+        """Give a hold back before it expires (cart abandoned)."""
+        return self._hold_command(HoldCommand.RELEASE, hold_id, check_key(idempotency_key), {})
+
+    def confirm_payment(self, *, event_id: str, hold_id: str, status: str) -> CommandTicket:
+        """A payment provider event: "paid" (sale), "failed" (release) or "refunded" (return to stock)."""
+        event = check_key(event_id, "event_id")
+        if status not in (Payment.PAID, Payment.FAILED, Payment.REFUNDED):
+            raise InvalidCommand("must be 'paid', 'failed' or 'refunded'", field="status")
+        return self._hold_command(HoldCommand.PAY, hold_id, f"payment:{event}", {"status": status, "event_id": event})
+
+    def _hold_command(self, kind: HoldCommand, hold_id: str, key: str, extra: dict[str, Any]) -> CommandTicket:
+        with self.engine.begin() as conn:
+            hold = read_hold(conn, hold_id)  # raises UnknownHold
+            payload = {"hold_id": hold.hold_id, **extra}
+            recorded = self._record(conn, key, kind, payload, shard_of(hold.hold_id, self.settings.shards))
+        self._ring([recorded])
+        return CommandTicket(self, key)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def hold(self, hold_id: str) -> HoldResult:
+        with self.engine.connect() as conn:
+            return read_hold(conn, hold_id)
+
+    def stock(self, sku: str) -> StockView:
+        with self.engine.connect() as conn:
+            return read_stock(conn, sku)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _record(
+        self, conn: Connection, key: str, kind: HoldCommand | StockCommand, payload: dict[str, Any], shard: int
+    ) -> Recorded:
+        digest = payload_digest(kind.value, payload)
+        existing = _insert_command(conn, key, kind.value, payload, digest, shard, "recorded")
+        return Recorded(key, shard, existing is None, payload)
+
+    def _ring(self, recorded: Sequence[Recorded]) -> None:
+        """Ring each shard once. A lost doorbell only delays: the sweep rings recorded work again."""
+        for shard in sorted({r.shard for r in recorded if r.fresh}):
+            try:
+                self.doorbells.ring(shard)
+            except Exception:  # the command is durable; the sweep will ring for it
+                pass
+
+    def wait_for(self, ticket: str, read: Any, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = read()
+            if result is not None:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ResultTimeout(f"no result for {ticket} after {timeout}s; it stays recorded and will apply")
+            self.wakeups.wait(ticket, min(remaining, WAIT_SLICE_SECONDS))
+
+
+@dataclass(frozen=True, slots=True)
+class _Product:
+    id: int
+    sku: str
+    packaging: Packaging
+
+
+def _product(conn: Connection, sku: object, field: str) -> _Product:
+    check_text(sku, field)
+    row = conn.execute(
+        text("SELECT id, sku, pieces_per_box, sqm_per_box, allow_partial_boxes FROM products WHERE sku = :s AND active"),
+        {"s": sku},
+    ).first()
+    if row is None:
+        raise UnknownSku(str(sku), field=field)
+    return _Product(row.id, row.sku, Packaging(row.pieces_per_box, row.sqm_per_box, row.allow_partial_boxes))
+
+
+def _warehouse_id(conn: Connection, code: object, field: str) -> int:
+    check_text(code, field, max_len=32)
+    wid = conn.execute(text("SELECT id FROM warehouses WHERE code = :c AND active"), {"c": code}).scalar()
+    if wid is None:
+        raise UnknownWarehouse(str(code), field=field)
+    return int(wid)
+
+
+def _parse_mode(mode: object) -> HoldMode:
+    try:
+        return HoldMode(str(mode))
+    except ValueError:
+        raise InvalidCommand("must be 'all_or_nothing' or 'partial'", field="mode") from None
+
+
+def _parse_date(value: object, field: str) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidCommand("must be a date (YYYY-MM-DD)", field=field) from None
+
+
+def _line_request(line: object, index: int) -> dict[str, Any]:
+    field = f"lines[{index}]"
+    if not isinstance(line, Mapping):
+        raise InvalidCommand("must be an object with sku, quantity and unit", field=field)
+    unknown = set(line) - {"sku", "quantity", "unit", "warehouse"}
+    if unknown:
+        raise InvalidCommand(f"unknown fields {sorted(unknown)}", field=field)
+    qty = parse_quantity(line.get("quantity"), field=f"{field}.quantity")
+    unit = parse_unit(line.get("unit", "piece"), field=f"{field}.unit")
+    return {
+        "sku": check_text(line.get("sku"), f"{field}.sku"),
+        "quantity": decimal_str(qty),
+        "unit": unit.value,
+        "warehouse": check_text(line.get("warehouse"), f"{field}.warehouse", max_len=32, required=False),
+    }
+
+
+def _resolve_line(conn: Connection, line: dict[str, Any], index: int) -> dict[str, Any]:
+    field = f"lines[{index}]"
+    product = _product(conn, line["sku"], f"{field}.sku")
+    warehouse_id = _warehouse_id(conn, line["warehouse"], f"{field}.warehouse") if line["warehouse"] else None
+    conversion = to_pieces(Decimal(line["quantity"]), parse_unit(line["unit"]), product.packaging, field=f"{field}.quantity")
+    return {
+        "line_no": index + 1,
+        "product_id": product.id,
+        "sku": product.sku,
+        "quantity": conversion.requested,
+        "unit": conversion.unit.value,
+        "pieces": conversion.pieces,
+        "rounding": conversion.rounding,
+        "warehouse_id": warehouse_id,
+    }
+
+
+def _insert_command(
+    conn: Connection, key: str, kind: str, payload: dict[str, Any], digest: str, shard: int, status: str
+) -> dict[str, Any] | None:
+    """Record a command; None if new, else the payload recorded earlier under the same key.
+
+    A concurrent first request with the same key makes this wait until that one commits
+    (the unique index), so a resend never sees a half-recorded command.
+    """
+    seq = conn.execute(
+        text(
+            """
+            INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status)
+            VALUES (:key, :kind, CAST(:payload AS jsonb), :digest, :shard, :status)
+            ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq
+            """
+        ),
+        {"key": key, "kind": kind, "payload": _json(payload), "digest": digest, "shard": shard, "status": status},
+    ).scalar()
+    if seq is not None:
+        return None
+    row = conn.execute(
+        text("SELECT kind, payload, payload_hash FROM commands WHERE idempotency_key = :k"), {"k": key}
+    ).one()
+    if row.kind != kind or row.payload_hash != digest:
+        raise IdempotencyConflict(key)
+    return dict(row.payload)
+
+
+def _json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, default=str)

@@ -1,0 +1,163 @@
+"""What producers read back: hold results and stock, straight from Postgres (reads never queue)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, text
+
+from domain.errors import UnknownHold, UnknownSku
+from domain.quantities import Packaging, boxes_in, sqm_in
+
+
+class HoldLineResult(BaseModel):
+    line_no: int
+    sku: str
+    requested: Decimal
+    unit: str
+    pieces: Decimal
+    rounding: str
+    status: str
+    reserved_pieces: Decimal
+    reserved_boxes: Decimal | None
+    reserved_sqm: Decimal | None
+    warehouse: str | None
+    lot: str | None
+    shade: str | None
+    caliber: str | None
+    reason: str | None
+    available: Decimal | None
+    largest_lot: dict[str, Any] | None
+
+    @property
+    def outcome(self) -> str:
+        return self.status
+
+
+class HoldResult(BaseModel):
+    hold_id: str
+    status: str
+    mode: str
+    payment: str
+    expires_at: dt.datetime
+    created_at: dt.datetime
+    lines: list[HoldLineResult]
+
+
+class LotBalance(BaseModel):
+    warehouse: str
+    lot: str
+    shade: str | None
+    caliber: str | None
+    expiry: dt.date | None
+    on_hand: Decimal
+    reserved: Decimal
+    in_transit: Decimal
+    damaged: Decimal
+    quarantine: Decimal
+    available: Decimal
+
+
+class StockView(BaseModel):
+    sku: str
+    name: str
+    pieces_per_box: int | None
+    sqm_per_box: Decimal | None
+    on_hand: Decimal
+    reserved: Decimal
+    available: Decimal
+    lots: list[LotBalance]
+
+
+def read_hold(conn: Connection, hold_id: str) -> HoldResult:
+    try:
+        hid = uuid.UUID(str(hold_id))
+    except ValueError:
+        raise UnknownHold(str(hold_id)) from None
+    hold = conn.execute(
+        text("SELECT id, status, mode, payment, expires_at, created_at FROM holds WHERE id = :id"), {"id": hid}
+    ).first()
+    if hold is None:
+        raise UnknownHold(str(hold_id))
+    rows = conn.execute(
+        text(
+            """
+            SELECT l.line_no, p.sku, l.requested_quantity, l.requested_unit, l.pieces, l.rounding, l.status,
+                   l.allocated, p.pieces_per_box, p.sqm_per_box, p.allow_partial_boxes, w.code AS warehouse,
+                   lot.lot_code, lot.shade, lot.caliber, l.reason, l.available, l.largest_lot
+            FROM hold_lines l JOIN products p ON p.id = l.product_id
+            LEFT JOIN warehouses w ON w.id = l.warehouse_id LEFT JOIN lots lot ON lot.id = l.lot_id
+            WHERE l.hold_id = :id ORDER BY l.line_no
+            """
+        ),
+        {"id": hid},
+    )
+    lines = []
+    for r in rows:
+        packaging = Packaging(r.pieces_per_box, r.sqm_per_box, r.allow_partial_boxes)
+        held = r.allocated if r.status in ("reserved", "confirmed") else Decimal(0)
+        lines.append(
+            HoldLineResult(
+                line_no=r.line_no,
+                sku=r.sku,
+                requested=r.requested_quantity,
+                unit=r.requested_unit,
+                pieces=r.pieces,
+                rounding=r.rounding,
+                status=r.status,
+                reserved_pieces=held,
+                reserved_boxes=boxes_in(held, packaging),
+                reserved_sqm=sqm_in(held, packaging),
+                warehouse=r.warehouse,
+                lot=r.lot_code,
+                shade=r.shade,
+                caliber=r.caliber,
+                reason=r.reason,
+                available=r.available,
+                largest_lot=r.largest_lot,
+            )
+        )
+    return HoldResult(
+        hold_id=str(hold.id),
+        status=hold.status,
+        mode=hold.mode,
+        payment=hold.payment,
+        expires_at=hold.expires_at,
+        created_at=hold.created_at,
+        lines=lines,
+    )
+
+
+def read_stock(conn: Connection, sku: str) -> StockView:
+    product = conn.execute(
+        text("SELECT id, sku, name, pieces_per_box, sqm_per_box FROM products WHERE sku = :sku"), {"sku": sku}
+    ).first()
+    if product is None:
+        raise UnknownSku(sku)
+    rows = conn.execute(
+        text(
+            """
+            SELECT w.code, l.lot_code, l.shade, l.caliber, l.expiry, b.on_hand, b.reserved, b.in_transit,
+                   b.damaged, b.quarantine,
+                   greatest(b.on_hand - b.reserved - b.damaged - b.quarantine, 0) AS available
+            FROM stock_balances b JOIN warehouses w ON w.id = b.warehouse_id JOIN lots l ON l.id = b.lot_id
+            WHERE b.product_id = :p ORDER BY w.priority, w.code, l.lot_code
+            """
+        ),
+        {"p": product.id},
+    )
+    lots = [LotBalance(**dict(zip(LotBalance.model_fields, row, strict=True))) for row in rows]
+    return StockView(
+        sku=product.sku,
+        name=product.name,
+        pieces_per_box=product.pieces_per_box,
+        sqm_per_box=product.sqm_per_box,
+        on_hand=sum((lot.on_hand for lot in lots), Decimal(0)),
+        reserved=sum((lot.reserved for lot in lots), Decimal(0)),
+        available=sum((lot.available for lot in lots), Decimal(0)),
+        lots=lots,
+    )

@@ -1,0 +1,45 @@
+"""Configuration, read from the environment (prefix ``TESSERA_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of Tessera, with its environment variable and default.
+
+    Parameters:
+      database_url: ``TESSERA_DATABASE_URL``, a SQLAlchemy URL (psycopg 3 driver).
+      redis_url: ``TESSERA_REDIS_URL``; its db number is honoured.
+      redis_namespace: ``TESSERA_REDIS_NAMESPACE``, prefix of every Redis key (broker queues too),
+        so that several deployments or test runs can share one Redis.
+      shards: ``TESSERA_SHARDS``, the fixed number of product shards.
+      hold_ttl_seconds: ``TESSERA_HOLD_TTL_SECONDS``, default hold lifetime.
+      batch_max: ``TESSERA_BATCH_MAX``, most commands one writer applies in one transaction.
+      lease_ttl_seconds: ``TESSERA_LEASE_TTL_SECONDS``, how long a shard lease lives unrenewed.
+      sweep_interval_seconds / sweep_grace_seconds: the recovery sweep's period, and how long a
+        recorded command may wait before the sweep rings its shard again.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/tessera"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = "tessera"
+    shards: int = Field(default=16, ge=1, le=4096)
+    hold_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    batch_max: int = Field(default=256, ge=1, le=10_000)
+    lease_ttl_seconds: float = Field(default=10.0, gt=0.5, le=600)
+    sweep_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
+    sweep_grace_seconds: float = Field(default=3.0, ge=0, le=3600)
+    worker_threads: int = Field(default=4, ge=1, le=64)
+    queue_prefetch: int = Field(default=200, ge=1, le=10_000)
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

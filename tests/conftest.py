@@ -1,0 +1,200 @@
+"""Fixtures: a database of its own and a Redis namespace of its own for every test, real workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from sqlalchemy import Engine, create_engine, text
+
+from db.migrate import upgrade
+from db.reconcile import reconcile
+from producers import StockClient
+from tessera.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("TESSERA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TESSERA_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _db_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def admin_engine() -> Iterator[Engine]:
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def template_db(admin_engine: Engine) -> Iterator[str]:
+    """A migrated database that each test clones (CREATE DATABASE … TEMPLATE is fast)."""
+    name = f"tessera_tpl_{os.getpid()}"
+    with admin_engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    upgrade(_db_url(name))
+    yield name
+    with admin_engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database_url(admin_engine: Engine, template_db: str) -> Iterator[str]:
+    name = f"tessera_t_{uuid.uuid4().hex[:12]}"
+    with admin_engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    yield _db_url(name)
+    with admin_engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def redis_db() -> int:
+    """The Redis db number; tests that wipe Redis take a db of their own (see test_recovery)."""
+    return int(REDIS_URL.rsplit("/", 1)[1] or 0)
+
+
+@pytest.fixture
+def settings(database_url: str, redis_db: int) -> Iterator[Settings]:
+    namespace = f"tt{uuid.uuid4().hex[:10]}"
+    s = Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}",
+        redis_namespace=namespace,
+        shards=4,
+        lease_ttl_seconds=2.0,
+        sweep_interval_seconds=0.5,
+        sweep_grace_seconds=1.0,
+        hold_ttl_seconds=900,
+    )
+    yield s
+    r = Redis.from_url(s.redis_url)
+    keys = list(r.scan_iter(f"{namespace}:*", count=1000))
+    if keys:
+        r.delete(*keys)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    e = create_engine(settings.database_url, pool_size=4, max_overflow=40)
+    yield e
+    e.dispose()
+
+
+@pytest.fixture
+def client(settings: Settings, engine: Engine) -> StockClient:
+    return StockClient(settings, engine=engine)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for field, value in settings.model_dump().items():
+        env[f"TESSERA_{field.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class Processes:
+    """Real `tessera` processes started by a test, stopped (or killed) at its end."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{args[0]}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ops.cli", *args],
+            env={**settings_env(self.settings), **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, shards: str | None = None, name: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+        args = ["worker"]
+        if shards:
+            args += ["--shards", shards]
+        if name:
+            args += ["--name", name]
+        proc = self.start(*args, env=env)
+        self.wait_for_leases(shards, name)
+        return proc
+
+    def wait_for_leases(self, shards: str | None, name: str | None, timeout: float = 20.0) -> None:
+        """Block until some worker holds every requested shard (the worker is up and serving)."""
+        from workers.runtime import parse_shards
+
+        wanted = parse_shards(shards, self.settings.shards)
+        r = Redis.from_url(self.settings.redis_url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            holders = [r.get(f"{self.settings.redis_namespace}:lease:{s}") for s in wanted]
+            if all(holders) and (name is None or all(h and h.decode().startswith(name + "|") for h in holders)):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no worker took leases on shards {wanted} within {timeout}s")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(settings, tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def assert_consistent(engine: Engine) -> Callable[[], None]:
+    """The invariants checked after every concurrency and fault test."""
+
+    def check() -> None:
+        with engine.connect() as conn:
+            differences = reconcile(conn)
+            assert not differences, "\n".join(map(str, differences))
+            bad = conn.execute(
+                text("SELECT count(*) FROM stock_balances WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0")
+            ).scalar()
+            assert bad == 0
+
+    return check
+
+
+def seed_catalog(client: StockClient) -> None:
+    client.upsert_warehouse(code="BUC1", name="Bucharest", can_ship=True, priority=1)
+    client.upsert_warehouse(code="CLJ1", name="Cluj", can_ship=True, priority=2)
+    client.upsert_warehouse(code="SHOW", name="Showroom", can_ship=False, priority=9, type="showroom")
+    client.upsert_product(sku="GRS-60x60-GREY", name="Grès 60x60 grey", pieces_per_box=4, sqm_per_box="1.44")
+    client.upsert_product(sku="WALL-20x50-WHITE", name="Wall tile 20x50 white", pieces_per_box=10, sqm_per_box="1.00")
+    client.upsert_product(sku="MOSAIC-30", name="Mosaic sheet 30x30", pieces_per_box=11, sqm_per_box="0.99")
+    client.upsert_product(sku="GROUT-5KG", name="Grout 5 kg bag")
+
+
+@pytest.fixture
+def catalog(client: StockClient) -> StockClient:
+    seed_catalog(client)
+    return client

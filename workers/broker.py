@@ -1,0 +1,55 @@
+"""The Dramatiq Redis broker, one queue per shard, and the doorbell actor.
+
+A Dramatiq message here is a doorbell — "shard S has work" — not the command itself: the command
+is in the Postgres inbox, and the writer applies the shard's pending commands in inbox order.
+One worker process has one work queue shared by all its threads, and Dramatiq's retries re-enqueue
+behind later messages, so order cannot come from Redis; doorbells can be lost, duplicated or
+reordered without harm. The Retries middleware is left out: a failed doorbell is never re-run
+late (the sweep rings again if work is left).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
+from redis import Redis
+
+RING_ACTOR = "ring_shard"
+
+
+def queue_name(shard: int) -> str:
+    return f"shard-{shard}"
+
+
+class Doorbells:
+    """Rings shards: enqueues a doorbell message on the shard's queue, now or after a delay."""
+
+    def __init__(self, broker: RedisBroker, shards: int) -> None:
+        self.broker = broker
+        self.shards = shards
+        for shard in range(shards):
+            broker.declare_queue(queue_name(shard))
+        self._actor: dramatiq.Actor[Any, Any] = dramatiq.actor(
+            _unbound_ring, actor_name=RING_ACTOR, queue_name=queue_name(0), broker=broker
+        )
+
+    def ring(self, shard: int, *, delay_ms: int | None = None) -> None:
+        message = self._actor.message(shard).copy(queue_name=queue_name(shard))
+        self.broker.enqueue(message, delay=delay_ms)
+
+    def bind(self, handler: Callable[[int], None]) -> None:
+        """Make the doorbell actor call `handler(shard)` in this (worker) process."""
+        self._actor.fn = handler
+
+
+def _unbound_ring(shard: int) -> None:
+    raise RuntimeError("doorbell received by a process that is not a worker")
+
+
+def make_broker(redis_client: Redis, namespace: str) -> RedisBroker:
+    middleware = [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines()]
+    return RedisBroker(client=redis_client, namespace=f"{namespace}:dramatiq", middleware=middleware)

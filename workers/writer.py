@@ -1,0 +1,313 @@
+"""The shard writer: applies a shard's pending inbox commands, many per transaction, in order.
+
+This is the only place that opens the apply transaction. One batch:
+  1. prove the lease in Postgres (fence row: mutual exclusion + epoch check) and read the clock;
+  2. take up to ``batch_max`` due commands of the shard in inbox order;
+  3. lock the holds they touch (id order: no deadlocks), load lines and lot balances;
+  4. let the domain decide each command in turn against the batch's in-memory state, so a later
+     hold sees the stock an earlier one took; rejections are results, never failures;
+  5. write everything set-based, mark each command applied with its result, commit;
+  6. after commit: ring the shards of follow-up commands, wake waiting tickets.
+A transient database error rolls the batch back and retries it whole, in place, in order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from db import repository as repo
+from db.repository import InboxCommand, LedgerEntry, NewCommand
+from domain import holds as hold_rules
+from domain.allocation import LotStock, WarehouseRoute
+from domain.commands import (
+    HoldCommand,
+    StockCommand,
+    expiry_key,
+    line_command_key,
+    parse_kind,
+    payload_digest,
+    shard_of,
+)
+from domain.errors import LeaseLost
+from domain.holds import Hold, HoldDecision, HoldLine, HoldStatus, LineAction, Payment
+from domain.lines import MovementKind, apply_line, move
+from domain.quantities import decimal_str
+
+log = structlog.get_logger("tessera.writer")
+
+SETTLED = {s for s in HoldStatus} - {HoldStatus.PENDING, HoldStatus.REALLOCATING}
+NOTIFIED_KINDS = {StockCommand.RECEIVE.value, HoldCommand.RELEASE.value, HoldCommand.PAY.value}
+
+
+@dataclass(slots=True)
+class BatchReport:
+    shard: int
+    applied: int
+    follow_up_shards: set[int] = field(default_factory=set)
+    delayed: list[tuple[int, dt.datetime]] = field(default_factory=list)
+    wake: list[str] = field(default_factory=list)
+    now: dt.datetime | None = None
+
+
+class _Batch:
+    """The in-memory state of one transaction: what is loaded, what changed, what to send."""
+
+    def __init__(self, conn: Connection, shard: int, now: dt.datetime, shards: int) -> None:
+        self.conn, self.shard, self.now, self.shards = conn, shard, now, shards
+        self.holds: dict[str, Hold] = {}
+        self.lines: dict[str, list[HoldLine]] = {}
+        self.stocks: dict[int, list[LotStock]] = {}
+        self.routes: list[WarehouseRoute] = []
+        self.dirty_stocks: dict[int, LotStock] = {}
+        self.dirty_lines: dict[tuple[str, int], HoldLine] = {}
+        self.dirty_holds: dict[str, Hold] = {}
+        self.ledger: list[LedgerEntry] = []
+        self.follow_ups: list[NewCommand] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.results: dict[int, dict[str, Any]] = {}
+        self.wake: list[str] = []
+
+    def load(self, commands: list[InboxCommand]) -> None:
+        hold_ids = {c.payload["hold_id"] for c in commands if "hold_id" in c.payload}
+        self.holds = repo.lock_holds(self.conn, hold_ids)
+        self.lines = repo.load_lines(self.conn, hold_ids)
+        product_ids = {c.payload["product_id"] for c in commands if "product_id" in c.payload}
+        product_ids |= {line.product_id for lines in self.lines.values() for line in lines}
+        self.stocks = repo.load_stocks(self.conn, product_ids)
+        self.routes = repo.load_routes(self.conn)
+
+    # -- one command ---------------------------------------------------------------------------
+
+    def apply(self, command: InboxCommand) -> dict[str, Any]:
+        kind = parse_kind(command.kind)
+        if isinstance(kind, LineAction):
+            return self._line(kind, command)
+        if kind is StockCommand.RECEIVE:
+            return self._receive(command)
+        hold = self.holds[command.payload["hold_id"]]
+        lines = self.lines[hold.id]
+        if kind is HoldCommand.RELEASE:
+            decision = hold_rules.release(hold, lines, command.recorded_at)
+        elif kind is HoldCommand.PAY:
+            decision = hold_rules.pay(hold, lines, Payment(command.payload["status"]), command.recorded_at)
+        else:
+            decision = hold_rules.expire(hold, lines, self.now)
+        return self._decided(hold, decision, command)
+
+    def _line(self, action: LineAction, command: InboxCommand) -> dict[str, Any]:
+        hold = self.holds[command.payload["hold_id"]]
+        line = next(ln for ln in self.lines[hold.id] if ln.line_no == command.payload["line_no"])
+        stocks = self.stocks[line.product_id]
+        outcome = apply_line(action, line, stocks, self.routes)
+        for movement in outcome.movements:
+            self._record(movement, command.seq, hold.id, line.line_no)
+        if outcome.outcome != "noop":
+            self.dirty_lines[(hold.id, line.line_no)] = line
+        if outcome.paid_without_stock:
+            self._paid_without_stock(hold, [line])
+        result: dict[str, Any] = {"outcome": outcome.outcome, "note": outcome.note, "line": line.line_no}
+        if action.answers and outcome.outcome != "noop":
+            hold.lines_pending -= 1
+            self.dirty_holds[hold.id] = hold
+            if hold.lines_pending == 0:
+                result["hold"] = self._decided(hold, hold_rules.settle(hold, self.lines[hold.id]), command)
+        return result
+
+    def _receive(self, command: InboxCommand) -> dict[str, Any]:
+        p = command.payload
+        stock = next(
+            (
+                s
+                for s in self.stocks.setdefault(p["product_id"], [])
+                if s.warehouse_id == p["warehouse_id"] and s.lot_code == p["lot"]
+            ),
+            None,
+        )
+        if stock is None:
+            expiry = dt.date.fromisoformat(p["expiry"]) if p.get("expiry") else None
+            stock = repo.ensure_lot_stock(
+                self.conn,
+                product_id=p["product_id"],
+                warehouse_id=p["warehouse_id"],
+                lot_code=p["lot"],
+                shade=p.get("shade"),
+                caliber=p.get("caliber"),
+                expiry=expiry,
+            )
+            self.stocks[p["product_id"]].append(stock)
+        self._record(move(MovementKind.RECEIPT, stock, on_hand=Decimal(p["pieces"])), command.seq)
+        return {"outcome": "received", "pieces": p["pieces"], "lot": p["lot"], "on_hand": decimal_str(stock.on_hand)}
+
+    # -- effects -------------------------------------------------------------------------------
+
+    def _record(self, movement: Any, seq: int, hold_id: str | None = None, line_no: int | None = None) -> None:
+        self.dirty_stocks[movement.stock.balance_id] = movement.stock
+        self.ledger.append(LedgerEntry(movement, seq, hold_id, line_no))
+
+    def _decided(self, hold: Hold, decision: HoldDecision, command: InboxCommand) -> dict[str, Any]:
+        """Carry out a hold decision: save the hold, send its line commands, schedule its expiry."""
+        if decision.changed:
+            self.dirty_holds[hold.id] = hold
+            self.events.append((f"hold.{hold.status.value}", {"hold_id": hold.id}))
+        lines = {line.line_no: line for line in self.lines[hold.id]}
+        for fan_out in decision.fan_out:
+            line = lines[fan_out.line_no]
+            payload = {"hold_id": hold.id, "line_no": line.line_no, "product_id": line.product_id}
+            self.follow_ups.append(
+                NewCommand(
+                    key=line_command_key(hold.id, line.line_no, fan_out.action),
+                    kind=fan_out.action.value,
+                    payload=payload,
+                    payload_hash=payload_digest(fan_out.action.value, payload),
+                    shard=shard_of(line.sku, self.shards),
+                )
+            )
+        if decision.schedule_expiry:
+            payload = {"hold_id": hold.id}
+            self.follow_ups.append(
+                NewCommand(
+                    key=expiry_key(hold.id),
+                    kind=HoldCommand.EXPIRE.value,
+                    payload=payload,
+                    payload_hash=payload_digest(HoldCommand.EXPIRE.value, payload),
+                    shard=shard_of(hold.id, self.shards),
+                    not_before=hold.expires_at,
+                )
+            )
+        if decision.raise_paid_without_stock:
+            self._paid_without_stock(hold, [ln for ln in lines.values() if ln.status.value == "rejected"])
+        if hold.status in SETTLED and decision.changed:
+            self.wake.append(hold.id)
+        return {"outcome": decision.outcome, "note": decision.note, "hold_status": hold.status.value}
+
+    def _paid_without_stock(self, hold: Hold, lines: list[HoldLine]) -> None:
+        for line in lines:
+            repo.raise_alert(
+                self.conn,
+                kind="paid_without_stock",
+                severity="critical",
+                product_id=line.product_id,
+                warehouse_id=None,
+                detail={"hold_id": hold.id, "line_no": line.line_no, "sku": line.sku, "pieces": str(line.pieces)},
+            )
+
+    def save(self) -> None:
+        repo.save_stocks(self.conn, list(self.dirty_stocks.values()))
+        repo.insert_movements(self.conn, self.ledger)
+        repo.save_lines(self.conn, list(self.dirty_lines.values()))
+        repo.save_holds(self.conn, list(self.dirty_holds.values()))
+        repo.insert_commands(self.conn, self.follow_ups)
+        touched = {s.product_id for s in self.dirty_stocks.values()}
+        self.events += [
+            (
+                "stock.changed",
+                {
+                    "product_id": pid,
+                    "available": decimal_str(sum((s.available for s in self.stocks[pid]), Decimal(0))),
+                },
+            )
+            for pid in sorted(touched)
+        ]
+        repo.insert_events(self.conn, self.events)
+
+
+class ShardWriter:
+    """Applies the pending commands of the shards this worker holds leases on.
+
+    Parameters:
+      engine: the Postgres engine.
+      shards: the fixed shard count (follow-up commands are routed with it).
+      batch_max: most commands per transaction.
+      holder: this worker's name, recorded with each batch.
+      after_commit: called with each committed batch's report (doorbells, wake-ups).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        shards: int,
+        batch_max: int,
+        holder: str,
+        after_commit: Callable[[BatchReport], None],
+    ) -> None:
+        self.engine = engine
+        self.shards = shards
+        self.batch_max = batch_max
+        self.holder = holder
+        self.after_commit = after_commit
+
+    def apply_batch(self, shard: int, epoch: int) -> BatchReport:
+        """One transaction: up to batch_max due commands of the shard. Raises LeaseLost if fenced."""
+        started = time.perf_counter()
+        with self.engine.begin() as conn:
+            now = repo.prove_lease(conn, shard, epoch, self.holder)
+            if now is None:
+                raise LeaseLost(shard, epoch)
+            commands = repo.pending_commands(conn, shard, now, self.batch_max)
+            if not commands:
+                return BatchReport(shard, 0, now=now)
+            batch = _Batch(conn, shard, now, self.shards)
+            batch.load(commands)
+            for command in commands:
+                batch.results[command.seq] = batch.apply(command)
+            batch.save()
+            repo.finish_batch(conn, shard=shard, epoch=epoch, holder=self.holder, started_at=now, results=batch.results)
+        latency_ms = (time.perf_counter() - started) * 1000
+        for command in commands:
+            log.info(
+                "command.applied",
+                key=command.key,
+                kind=command.kind,
+                shard=shard,
+                product_id=command.payload.get("product_id"),
+                outcome=batch.results[command.seq]["outcome"],
+                batch=len(commands),
+                latency_ms=round(latency_ms, 2),
+            )
+        report = BatchReport(
+            shard,
+            len(commands),
+            follow_up_shards={c.shard for c in batch.follow_ups if c.not_before is None},
+            delayed=[(c.shard, c.not_before) for c in batch.follow_ups if c.not_before is not None],
+            wake=batch.wake + [c.key for c in commands if c.kind in NOTIFIED_KINDS],
+            now=now,
+        )
+        self.after_commit(report)
+        return report
+
+    def drain(self, shard: int, epoch: int, *, still_owned: Callable[[], bool]) -> int:
+        """Apply batches until the shard has nothing due; transient errors retry the batch in place."""
+        applied, backoff = 0, 0.05
+        while still_owned():
+            try:
+                report = self.apply_batch(shard, epoch)
+            except (OperationalError, DBAPIError) as error:
+                if not _transient(error):
+                    raise
+                log.warning("batch.retry", shard=shard, error=str(error).splitlines()[0], backoff_s=backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            applied += report.applied
+            if report.applied < self.batch_max and shard not in report.follow_up_shards:
+                break
+        return applied
+
+
+def _transient(error: DBAPIError) -> bool:
+    """Connection loss, serialization failures, deadlocks, admin shutdown: retry. Bugs: raise."""
+    if error.connection_invalidated or isinstance(error, OperationalError):
+        return True
+    code = getattr(error.orig, "sqlstate", None) or ""
+    return code[:2] in {"08", "40", "53", "57"}
