@@ -7,7 +7,6 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, insert, text
@@ -191,7 +190,13 @@ def ensure_lot_stock(
             RETURNING id
             """
         ),
-        {"product_id": product_id, "lot_code": lot_code, "shade": shade, "caliber": caliber, "expiry": expiry},
+        {
+            "product_id": product_id,
+            "lot_code": lot_code,
+            "shade": shade,
+            "caliber": caliber,
+            "expiry": expiry,
+        },
     ).scalar_one()
     conn.execute(
         text(
@@ -383,7 +388,13 @@ def insert_events(conn: Connection, events: Sequence[tuple[str, dict[str, Any]]]
 
 
 def raise_alert(
-    conn: Connection, *, kind: str, severity: str, product_id: int | None, warehouse_id: int | None, detail: dict[str, Any]
+    conn: Connection,
+    *,
+    kind: str,
+    severity: str,
+    product_id: int | None,
+    warehouse_id: int | None,
+    detail: dict[str, Any],
 ) -> None:
     """Open the alert, or add this occurrence to the one already open for (kind, product, warehouse)."""
     conn.execute(
@@ -404,4 +415,3 @@ def raise_alert(
             "detail": json.dumps(detail, default=str),
         },
     )
-

@@ -46,7 +46,9 @@ def shard_of(key: str, shards: int) -> int:
 
 def payload_digest(kind: str, payload: dict[str, Any]) -> str:
     """Fingerprint of a command, to tell a resend (same digest) from a reused key (another one)."""
-    canonical = json.dumps({"kind": kind, "payload": payload}, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps(
+        {"kind": kind, "payload": payload}, sort_keys=True, separators=(",", ":"), default=str
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

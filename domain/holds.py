@@ -128,7 +128,9 @@ def _noop(hold: Hold, why: str) -> HoldDecision:
     return HoldDecision(outcome="noop", note=f"hold is {hold.status.value}: {why}")
 
 
-def _fan_out(hold: Hold, action: LineAction, lines: list[HoldLine], statuses: set[LineStatus]) -> list[FanOut]:
+def _fan_out(
+    hold: Hold, action: LineAction, lines: list[HoldLine], statuses: set[LineStatus]
+) -> list[FanOut]:
     targets = [FanOut(action, line.line_no) for line in lines if line.status in statuses]
     if action.answers:
         hold.lines_pending = len(targets)
@@ -149,7 +151,9 @@ def release(hold: Hold, lines: list[HoldLine], now: dt.datetime) -> HoldDecision
         if is_expired(hold, now):
             return expire(hold, lines, now)
         hold.status = HoldStatus.RELEASED
-        return HoldDecision("released", fan_out=_fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED}))
+        return HoldDecision(
+            "released", fan_out=_fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED})
+        )
     return _noop(hold, "nothing to release")
 
 
@@ -174,7 +178,9 @@ def pay(hold: Hold, lines: list[HoldLine], payment: Payment, now: dt.datetime) -
         return _noop(hold, "a failed payment changes nothing")
     if hold.status is HoldStatus.CONFIRMED:
         hold.status, hold.payment = HoldStatus.REFUNDED, Payment.REFUNDED
-        return HoldDecision("refunded", fan_out=_fan_out(hold, LineAction.RETURN, lines, {LineStatus.CONFIRMED}))
+        return HoldDecision(
+            "refunded", fan_out=_fan_out(hold, LineAction.RETURN, lines, {LineStatus.CONFIRMED})
+        )
     return _noop(hold, "only a confirmed hold is refunded")
 
 
@@ -186,7 +192,9 @@ def _paid(hold: Hold, lines: list[HoldLine], now: dt.datetime) -> HoldDecision:
         return HoldDecision(outcome="payment_recorded", note="confirmed when the lines have answered")
     if hold.status is HoldStatus.RESERVED and not is_expired(hold, now):
         hold.status, hold.payment = HoldStatus.CONFIRMED, Payment.PAID
-        return HoldDecision("confirmed", fan_out=_fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED}))
+        return HoldDecision(
+            "confirmed", fan_out=_fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED})
+        )
     if hold.status in (HoldStatus.RESERVED, HoldStatus.EXPIRED, HoldStatus.RELEASED):
         # Paid after the stock went back: expire what is still held, then try to sell it again.
         fan_out: list[FanOut] = []
@@ -199,20 +207,26 @@ def _paid(hold: Hold, lines: list[HoldLine], now: dt.datetime) -> HoldDecision:
         return HoldDecision("reallocating", note="paid after the hold ended: re-reserving", fan_out=fan_out)
     if hold.status is HoldStatus.REJECTED:
         hold.status, hold.payment = HoldStatus.PAID_WITHOUT_STOCK, Payment.PAID
-        return HoldDecision("paid_without_stock", note="paid for a rejected hold", raise_paid_without_stock=True)
+        return HoldDecision(
+            "paid_without_stock", note="paid for a rejected hold", raise_paid_without_stock=True
+        )
     return _noop(hold, "payment already settled")
 
 
 def settle(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
     """Every line has answered: decide the hold. Called once, by the writer that saw the last answer."""
     if hold.status is HoldStatus.REALLOCATING:
-        if all(line.status is LineStatus.CONFIRMED for line in lines if line.status is not LineStatus.REJECTED):
+        if all(
+            line.status is LineStatus.CONFIRMED for line in lines if line.status is not LineStatus.REJECTED
+        ):
             hold.status = HoldStatus.CONFIRMED
             return HoldDecision("confirmed", note="re-reserved after expiry")
         hold.status = HoldStatus.PAID_WITHOUT_STOCK
         return HoldDecision("paid_without_stock", note="paid, but stock was gone after expiry")
     if hold.status is HoldStatus.RELEASED:
-        return HoldDecision("released", fan_out=_fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED}))
+        return HoldDecision(
+            "released", fan_out=_fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED})
+        )
     if hold.status is not HoldStatus.PENDING:
         return _noop(hold, "already settled")
     reserved = [line for line in lines if line.status is LineStatus.RESERVED]
@@ -222,13 +236,13 @@ def settle(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
         compensation = _fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED})
         if hold.payment is Payment.PAID:
             hold.status = HoldStatus.PAID_WITHOUT_STOCK
-            return HoldDecision(
-                "paid_without_stock", fan_out=compensation, raise_paid_without_stock=True
-            )
+            return HoldDecision("paid_without_stock", fan_out=compensation, raise_paid_without_stock=True)
         hold.status = HoldStatus.REJECTED
         return HoldDecision("rejected", fan_out=compensation)
     if hold.payment is Payment.PAID:
         hold.status = HoldStatus.CONFIRMED
-        return HoldDecision("confirmed", fan_out=_fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED}))
+        return HoldDecision(
+            "confirmed", fan_out=_fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED})
+        )
     hold.status = HoldStatus.RESERVED
     return HoldDecision("reserved", schedule_expiry=True)

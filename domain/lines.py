@@ -47,7 +47,9 @@ class InvariantBroken(TesseraError):
     """A movement would break reserved ≤ on_hand or make a bucket negative: a bug, never a result."""
 
 
-def move(kind: MovementKind, stock: LotStock, *, on_hand: Decimal = Decimal(0), reserved: Decimal = Decimal(0)) -> Movement:
+def move(
+    kind: MovementKind, stock: LotStock, *, on_hand: Decimal = Decimal(0), reserved: Decimal = Decimal(0)
+) -> Movement:
     """Apply a signed change to a balance, keeping its invariants, and say it in a ledger row."""
     new_on_hand, new_reserved = stock.on_hand + on_hand, stock.reserved + reserved
     if new_on_hand < 0 or new_reserved < 0 or new_reserved + stock.damaged + stock.quarantine > new_on_hand:
@@ -97,7 +99,9 @@ def apply_line(
             line.status = LineStatus.REJECTED
             return LineOutcome("rejected", line.reason or "")
         line.status, line.allocated = LineStatus.RESERVED, pick.quantity
-        return LineOutcome("reserved", movements=[move(MovementKind.RESERVATION, pick.stock, reserved=pick.quantity)])
+        return LineOutcome(
+            "reserved", movements=[move(MovementKind.RESERVATION, pick.stock, reserved=pick.quantity)]
+        )
 
     if action in (LineAction.RELEASE, LineAction.EXPIRE, LineAction.CONFIRM):
         if line.status is not LineStatus.RESERVED:
@@ -105,7 +109,9 @@ def apply_line(
         stock, qty = _held_stock(line, stocks), line.allocated
         if action is LineAction.CONFIRM:
             line.status = LineStatus.CONFIRMED
-            return LineOutcome("confirmed", movements=[move(MovementKind.SALE, stock, on_hand=-qty, reserved=-qty)])
+            return LineOutcome(
+                "confirmed", movements=[move(MovementKind.SALE, stock, on_hand=-qty, reserved=-qty)]
+            )
         kind = MovementKind.EXPIRY if action is LineAction.EXPIRE else MovementKind.RELEASE
         line.status = LineStatus.EXPIRED if action is LineAction.EXPIRE else LineStatus.RELEASED
         return LineOutcome(line.status.value, movements=[move(kind, stock, reserved=-qty)])
@@ -118,7 +124,9 @@ def apply_line(
             line.status = LineStatus.UNFULFILLED
             return LineOutcome("unfulfilled", line.reason or "", paid_without_stock=True)
         line.status, line.allocated = LineStatus.CONFIRMED, pick.quantity
-        return LineOutcome("confirmed", movements=[move(MovementKind.SALE, pick.stock, on_hand=-pick.quantity)])
+        return LineOutcome(
+            "confirmed", movements=[move(MovementKind.SALE, pick.stock, on_hand=-pick.quantity)]
+        )
 
     # RETURN: a refunded sale comes back to the lot it left.
     if line.status is not LineStatus.CONFIRMED:

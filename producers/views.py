@@ -79,7 +79,8 @@ def read_hold(conn: Connection, hold_id: str) -> HoldResult:
     except ValueError:
         raise UnknownHold(str(hold_id)) from None
     hold = conn.execute(
-        text("SELECT id, status, mode, payment, expires_at, created_at FROM holds WHERE id = :id"), {"id": hid}
+        text("SELECT id, status, mode, payment, expires_at, created_at FROM holds WHERE id = :id"),
+        {"id": hid},
     ).first()
     if hold is None:
         raise UnknownHold(str(hold_id))

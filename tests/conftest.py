@@ -125,7 +125,9 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def worker(self, shards: str | None = None, name: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+    def worker(
+        self, shards: str | None = None, name: str | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
         args = ["worker"]
         if shards:
             args += ["--shards", shards]
@@ -144,7 +146,9 @@ class Processes:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             holders = [r.get(f"{self.settings.redis_namespace}:lease:{s}") for s in wanted]
-            if all(holders) and (name is None or all(h and h.decode().startswith(name + "|") for h in holders)):
+            if all(holders) and (
+                name is None or all(h and h.decode().startswith(name + "|") for h in holders)
+            ):
                 return
             time.sleep(0.05)
         raise AssertionError(f"no worker took leases on shards {wanted} within {timeout}s")
@@ -177,7 +181,9 @@ def assert_consistent(engine: Engine) -> Callable[[], None]:
             differences = reconcile(conn)
             assert not differences, "\n".join(map(str, differences))
             bad = conn.execute(
-                text("SELECT count(*) FROM stock_balances WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0")
+                text(
+                    "SELECT count(*) FROM stock_balances WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0"
+                )
             ).scalar()
             assert bad == 0
 
@@ -189,7 +195,9 @@ def seed_catalog(client: StockClient) -> None:
     client.upsert_warehouse(code="CLJ1", name="Cluj", can_ship=True, priority=2)
     client.upsert_warehouse(code="SHOW", name="Showroom", can_ship=False, priority=9, type="showroom")
     client.upsert_product(sku="GRS-60x60-GREY", name="Grès 60x60 grey", pieces_per_box=4, sqm_per_box="1.44")
-    client.upsert_product(sku="WALL-20x50-WHITE", name="Wall tile 20x50 white", pieces_per_box=10, sqm_per_box="1.00")
+    client.upsert_product(
+        sku="WALL-20x50-WHITE", name="Wall tile 20x50 white", pieces_per_box=10, sqm_per_box="1.00"
+    )
     client.upsert_product(sku="MOSAIC-30", name="Mosaic sheet 30x30", pieces_per_box=11, sqm_per_box="0.99")
     client.upsert_product(sku="GROUT-5KG", name="Grout 5 kg bag")
 

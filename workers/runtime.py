@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Iterable
 
 import dramatiq
@@ -75,7 +74,9 @@ class ShardWorker:
         self.doorbells = Doorbells(self.broker, settings.shards)
         self.doorbells.bind(self.on_doorbell)
         self.wakeups = Wakeups(self.redis, settings.redis_namespace)
-        self.leases = LeaseManager(self.redis, settings.redis_namespace, self.name, settings.lease_ttl_seconds)
+        self.leases = LeaseManager(
+            self.redis, settings.redis_namespace, self.name, settings.lease_ttl_seconds
+        )
         self.writer = ShardWriter(
             self.engine,
             shards=settings.shards,
@@ -146,7 +147,9 @@ class ShardWorker:
 
     def _epoch_floor(self, shard: int) -> int:
         with self.engine.connect() as conn:
-            epoch = conn.execute(text("SELECT epoch FROM shard_fences WHERE shard = :s"), {"s": shard}).scalar()
+            epoch = conn.execute(
+                text("SELECT epoch FROM shard_fences WHERE shard = :s"), {"s": shard}
+            ).scalar()
         return int(epoch or 0)
 
     def keep_leases(self) -> list[int]:

@@ -145,11 +145,18 @@ class _Batch:
             )
             self.stocks[p["product_id"]].append(stock)
         self._record(move(MovementKind.RECEIPT, stock, on_hand=Decimal(p["pieces"])), command.seq)
-        return {"outcome": "received", "pieces": p["pieces"], "lot": p["lot"], "on_hand": decimal_str(stock.on_hand)}
+        return {
+            "outcome": "received",
+            "pieces": p["pieces"],
+            "lot": p["lot"],
+            "on_hand": decimal_str(stock.on_hand),
+        }
 
     # -- effects -------------------------------------------------------------------------------
 
-    def _record(self, movement: Any, seq: int, hold_id: str | None = None, line_no: int | None = None) -> None:
+    def _record(
+        self, movement: Any, seq: int, hold_id: str | None = None, line_no: int | None = None
+    ) -> None:
         self.dirty_stocks[movement.stock.balance_id] = movement.stock
         self.ledger.append(LedgerEntry(movement, seq, hold_id, line_no))
 
@@ -197,7 +204,12 @@ class _Batch:
                 severity="critical",
                 product_id=line.product_id,
                 warehouse_id=None,
-                detail={"hold_id": hold.id, "line_no": line.line_no, "sku": line.sku, "pieces": str(line.pieces)},
+                detail={
+                    "hold_id": hold.id,
+                    "line_no": line.line_no,
+                    "sku": line.sku,
+                    "pieces": str(line.pieces),
+                },
             )
 
     def save(self) -> None:
@@ -261,7 +273,9 @@ class ShardWriter:
             for command in commands:
                 batch.results[command.seq] = batch.apply(command)
             batch.save()
-            repo.finish_batch(conn, shard=shard, epoch=epoch, holder=self.holder, started_at=now, results=batch.results)
+            repo.finish_batch(
+                conn, shard=shard, epoch=epoch, holder=self.holder, started_at=now, results=batch.results
+            )
         latency_ms = (time.perf_counter() - started) * 1000
         for command in commands:
             log.info(
