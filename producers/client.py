@@ -8,11 +8,11 @@ Reads (`hold`, `stock`) go straight to Postgres.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,8 +24,9 @@ from sqlalchemy import Connection, Engine, text
 from db.engine import get_engine
 from domain.commands import HoldCommand, StockCommand, payload_digest, shard_of
 from domain.errors import IdempotencyConflict, InvalidCommand, ResultTimeout, UnknownSku, UnknownWarehouse
-from domain.holds import HoldMode, HoldStatus, LineAction, Payment
+from domain.holds import HoldMode, HoldStatus, Payment
 from domain.quantities import Packaging, decimal_str, parse_quantity, parse_unit, to_pieces
+from producers.recorder import HoldRecorder, HoldRequest
 from producers.views import HoldResult, StockView, read_hold, read_stock
 from tessera.settings import Settings, get_settings
 from workers.broker import Doorbells, make_broker
@@ -110,12 +111,15 @@ class StockClient:
       engine / redis_client: injected by tests and the demo; built from settings otherwise.
     """
 
-    def __init__(self, settings: Settings, *, engine: Engine | None = None, redis_client: Redis | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, engine: Engine | None = None, redis_client: Redis | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine or get_engine(settings.database_url)
         self.redis = redis_client or Redis.from_url(settings.redis_url)
         self.doorbells = Doorbells(make_broker(self.redis, settings.redis_namespace), settings.shards)
         self.wakeups = Wakeups(self.redis, settings.redis_namespace)
+        self.recorder = HoldRecorder(self.engine, shards=settings.shards, ring=self._ring_shards)
 
     @classmethod
     def from_env(cls) -> StockClient:
@@ -147,7 +151,14 @@ class StockClient:
                         can_ship = EXCLUDED.can_ship, priority = EXCLUDED.priority, active = EXCLUDED.active
                     """
                 ),
-                {"code": code, "name": name, "type": type, "can_ship": can_ship, "priority": priority, "active": active},
+                {
+                    "code": code,
+                    "name": name,
+                    "type": type,
+                    "can_ship": can_ship,
+                    "priority": priority,
+                    "active": active,
+                },
             )
 
     def upsert_product(
@@ -161,7 +172,9 @@ class StockClient:
     ) -> None:
         check_text(sku, "sku")
         check_text(name, "name", max_len=200)
-        if pieces_per_box is not None and (not isinstance(pieces_per_box, int) or not 0 < pieces_per_box <= 10_000):
+        if pieces_per_box is not None and (
+            not isinstance(pieces_per_box, int) or not 0 < pieces_per_box <= 10_000
+        ):
             raise InvalidCommand("must be a whole number from 1 to 10000", field="pieces_per_box")
         area = parse_quantity(sqm_per_box, field="sqm_per_box") if sqm_per_box is not None else None
         if area is not None and pieces_per_box is None:
@@ -176,7 +189,13 @@ class StockClient:
                         sqm_per_box = EXCLUDED.sqm_per_box, allow_partial_boxes = EXCLUDED.allow_partial_boxes
                     """
                 ),
-                {"sku": sku, "name": name, "ppb": pieces_per_box, "spb": area, "partial": allow_partial_boxes},
+                {
+                    "sku": sku,
+                    "name": name,
+                    "ppb": pieces_per_box,
+                    "spb": area,
+                    "partial": allow_partial_boxes,
+                },
             )
 
     # -- commands ----------------------------------------------------------------------------------
@@ -215,7 +234,9 @@ class StockClient:
                 "unit": unit_.value,
                 "pieces": decimal_str(conversion.pieces),
             }
-            recorded = self._record(conn, key, StockCommand.RECEIVE, payload, shard_of(sku, self.settings.shards))
+            recorded = self._record(
+                conn, key, StockCommand.RECEIVE, payload, shard_of(sku, self.settings.shards)
+            )
         self._ring([recorded])
         return CommandTicket(self, key)
 
@@ -237,43 +258,12 @@ class StockClient:
             raise InvalidCommand("a hold needs at least one line", field="lines")
         if len(lines) > MAX_LINES:
             raise InvalidCommand(f"at most {MAX_LINES} lines per hold", field="lines")
-        request = {"mode": hold_mode.value, "ttl_seconds": ttl, "lines": [_line_request(ln, i) for i, ln in enumerate(lines)]}
-        hold_id = str(uuid.uuid4())
-        with self.engine.begin() as conn:
-            resolved = [_resolve_line(conn, ln, i) for i, ln in enumerate(request["lines"])]
-            home = shard_of(hold_id, self.settings.shards)
-            digest = payload_digest(HoldCommand.PLACE.value, request)
-            existing = _insert_command(conn, key, HoldCommand.PLACE.value, {**request, "hold_id": hold_id}, digest, home, "applied")
-            if existing is not None:
-                return HoldTicket(self, existing["hold_id"], key)
-            conn.execute(
-                text(
-                    """
-                    INSERT INTO holds (id, idempotency_key, status, mode, home_shard, ttl_seconds, expires_at, lines_pending)
-                    VALUES (:id, :key, 'pending', :mode, :home, :ttl, now() + make_interval(secs => :ttl), :n)
-                    """
-                ),
-                {"id": uuid.UUID(hold_id), "key": key, "mode": hold_mode.value, "home": home, "ttl": ttl, "n": len(resolved)},
-            )
-            conn.execute(
-                text(
-                    """
-                    INSERT INTO hold_lines (hold_id, line_no, product_id, requested_quantity, requested_unit, pieces,
-                                            rounding, requested_warehouse_id, status)
-                    VALUES (:hold_id, :line_no, :product_id, :quantity, :unit, :pieces, :rounding, :warehouse_id, 'pending')
-                    """
-                ),
-                [{"hold_id": uuid.UUID(hold_id), **r} for r in resolved],
-            )
-            recorded = []
-            for r in resolved:
-                payload = {"hold_id": hold_id, "line_no": r["line_no"], "product_id": r["product_id"]}
-                line_key = f"{LineAction.RESERVE.value}:{hold_id}:{r['line_no']}"
-                shard = shard_of(r["sku"], self.settings.shards)
-                digest = payload_digest(LineAction.RESERVE.value, payload)
-                seq = _insert_command(conn, line_key, LineAction.RESERVE.value, payload, digest, shard, "recorded")
-                recorded.append(Recorded(line_key, shard, seq is None, payload))
-        self._ring(recorded)
+        body = {
+            "mode": hold_mode.value,
+            "ttl_seconds": ttl,
+            "lines": [_line_request(ln, i) for i, ln in enumerate(lines)],
+        }
+        hold_id = self.recorder.record(HoldRequest(key, body))
         return HoldTicket(self, hold_id, key)
 
     def release(self, hold_id: str, *, idempotency_key: str) -> CommandTicket:
@@ -285,9 +275,13 @@ class StockClient:
         event = check_key(event_id, "event_id")
         if status not in (Payment.PAID, Payment.FAILED, Payment.REFUNDED):
             raise InvalidCommand("must be 'paid', 'failed' or 'refunded'", field="status")
-        return self._hold_command(HoldCommand.PAY, hold_id, f"payment:{event}", {"status": status, "event_id": event})
+        return self._hold_command(
+            HoldCommand.PAY, hold_id, f"payment:{event}", {"status": status, "event_id": event}
+        )
 
-    def _hold_command(self, kind: HoldCommand, hold_id: str, key: str, extra: dict[str, Any]) -> CommandTicket:
+    def _hold_command(
+        self, kind: HoldCommand, hold_id: str, key: str, extra: dict[str, Any]
+    ) -> CommandTicket:
         with self.engine.begin() as conn:
             hold = read_hold(conn, hold_id)  # raises UnknownHold
             payload = {"hold_id": hold.hold_id, **extra}
@@ -308,19 +302,25 @@ class StockClient:
     # -- plumbing --------------------------------------------------------------------------------
 
     def _record(
-        self, conn: Connection, key: str, kind: HoldCommand | StockCommand, payload: dict[str, Any], shard: int
+        self,
+        conn: Connection,
+        key: str,
+        kind: HoldCommand | StockCommand,
+        payload: dict[str, Any],
+        shard: int,
     ) -> Recorded:
         digest = payload_digest(kind.value, payload)
         existing = _insert_command(conn, key, kind.value, payload, digest, shard, "recorded")
         return Recorded(key, shard, existing is None, payload)
 
     def _ring(self, recorded: Sequence[Recorded]) -> None:
+        self._ring_shards({r.shard for r in recorded if r.fresh})
+
+    def _ring_shards(self, shards: set[int]) -> None:
         """Ring each shard once. A lost doorbell only delays: the sweep rings recorded work again."""
-        for shard in sorted({r.shard for r in recorded if r.fresh}):
-            try:
+        for shard in sorted(shards):
+            with contextlib.suppress(Exception):  # the command is durable; the sweep will ring for it
                 self.doorbells.ring(shard)
-            except Exception:  # the command is durable; the sweep will ring for it
-                pass
 
     def wait_for(self, ticket: str, read: Any, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -330,7 +330,9 @@ class StockClient:
                 return result
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ResultTimeout(f"no result for {ticket} after {timeout}s; it stays recorded and will apply")
+                raise ResultTimeout(
+                    f"no result for {ticket} after {timeout}s; it stays recorded and will apply"
+                )
             self.wakeups.wait(ticket, min(remaining, WAIT_SLICE_SECONDS))
 
 
@@ -344,7 +346,9 @@ class _Product:
 def _product(conn: Connection, sku: object, field: str) -> _Product:
     check_text(sku, field)
     row = conn.execute(
-        text("SELECT id, sku, pieces_per_box, sqm_per_box, allow_partial_boxes FROM products WHERE sku = :s AND active"),
+        text(
+            "SELECT id, sku, pieces_per_box, sqm_per_box, allow_partial_boxes FROM products WHERE sku = :s AND active"
+        ),
         {"s": sku},
     ).first()
     if row is None:
@@ -393,23 +397,6 @@ def _line_request(line: object, index: int) -> dict[str, Any]:
     }
 
 
-def _resolve_line(conn: Connection, line: dict[str, Any], index: int) -> dict[str, Any]:
-    field = f"lines[{index}]"
-    product = _product(conn, line["sku"], f"{field}.sku")
-    warehouse_id = _warehouse_id(conn, line["warehouse"], f"{field}.warehouse") if line["warehouse"] else None
-    conversion = to_pieces(Decimal(line["quantity"]), parse_unit(line["unit"]), product.packaging, field=f"{field}.quantity")
-    return {
-        "line_no": index + 1,
-        "product_id": product.id,
-        "sku": product.sku,
-        "quantity": conversion.requested,
-        "unit": conversion.unit.value,
-        "pieces": conversion.pieces,
-        "rounding": conversion.rounding,
-        "warehouse_id": warehouse_id,
-    }
-
-
 def _insert_command(
     conn: Connection, key: str, kind: str, payload: dict[str, Any], digest: str, shard: int, status: str
 ) -> dict[str, Any] | None:
@@ -426,7 +413,14 @@ def _insert_command(
             ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq
             """
         ),
-        {"key": key, "kind": kind, "payload": _json(payload), "digest": digest, "shard": shard, "status": status},
+        {
+            "key": key,
+            "kind": kind,
+            "payload": _json(payload),
+            "digest": digest,
+            "shard": shard,
+            "status": status,
+        },
     ).scalar()
     if seq is not None:
         return None
