@@ -11,6 +11,7 @@ late (the sweep rings again if work is left).
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
@@ -32,7 +33,12 @@ class Doorbells:
         for shard in range(shards):
             broker.declare_queue(queue_name(shard))
         self._actor: dramatiq.Actor[[int], None] = dramatiq.Actor(
-            _unbound_ring, broker=broker, actor_name=RING_ACTOR, queue_name=queue_name(0), priority=0, options={}
+            _unbound_ring,
+            broker=broker,
+            actor_name=RING_ACTOR,
+            queue_name=queue_name(0),
+            priority=0,
+            options={},
         )
 
     def ring(self, shard: int, *, delay_ms: int | None = None) -> None:

@@ -10,6 +10,7 @@ exactly one thread of this process applies a shard at a time (and the lease fenc
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -132,11 +133,26 @@ class ShardWorker:
     def _after_commit(self, report: BatchReport) -> None:
         for shard in report.follow_up_shards - {report.shard}:
             self.doorbells.ring(shard)
-        for shard, when in report.delayed:
-            delay_ms = max(0, int((when - report.now).total_seconds() * 1000)) if report.now else 0
-            self.doorbells.ring(shard, delay_ms=delay_ms)
+        self._ring_later(report)
         if report.wake:
             self.wakeups.wake(report.wake)
+
+    def _ring_later(self, report: BatchReport) -> None:
+        """One delayed doorbell per (shard, second) of due time, however many holds fall due then.
+
+        That bounds the delayed messages Redis and worker memory keep to shards × distinct seconds,
+        instead of one per pending hold.
+        """
+        if not report.delayed or report.now is None:
+            return
+        bells = {(shard, math.ceil(when.timestamp())) for shard, when in report.delayed}
+        pipe = self.redis.pipeline(transaction=False)
+        for shard, due in sorted(bells):
+            delay_ms = max(0, int((due - report.now.timestamp()) * 1000))
+            pipe.set(f"{self.settings.redis_namespace}:bell:{shard}:{due}", 1, nx=True, px=delay_ms + 60_000)
+        for (shard, due), new in zip(sorted(bells), pipe.execute(), strict=True):
+            if new:
+                self.doorbells.ring(shard, delay_ms=max(0, int((due - report.now.timestamp()) * 1000)))
 
     # -- leases ----------------------------------------------------------------------------------
 
