@@ -13,6 +13,8 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+from domain.quantities import decimal_str
+
 ZERO = Decimal(0)
 _FAR_FUTURE = dt.date.max
 
@@ -74,10 +76,10 @@ class Shortage:
         if self.reason == "no_single_lot" and self.largest_lot:
             lot = self.largest_lot
             return (
-                f"{requested} pieces are not in any single lot; {self.available} available in all, "
-                f"largest lot {lot.lot_code} in {lot.warehouse_code} has {lot.available}"
+                f"{decimal_str(requested)} pieces are not in any single lot; {decimal_str(self.available)} "
+                f"available in all, largest lot {lot.lot_code} in {lot.warehouse_code} has {decimal_str(lot.available)}"
             )
-        return f"{requested} pieces requested, {self.available} available"
+        return f"{decimal_str(requested)} pieces requested, {decimal_str(self.available)} available"
 
 
 def candidate_warehouses(

@@ -86,5 +86,20 @@ def reconcile() -> None:
     typer.echo("reconcile: clean (ledger = balances, reserved = active hold lines)")
 
 
+@app.command()
+def demo(
+    database_url: str = typer.Option(
+        None, "--database-url", help="Use this (empty) PostgreSQL database instead of an embedded one."
+    ),
+    redis_url: str = typer.Option(
+        None, "--redis-url", help="Use this Redis instead of an in-memory fakeredis."
+    ),
+) -> None:
+    """Run the whole system in one process with no servers installed and play a checkout → payment → expiry story."""
+    from ops.demo import run_demo
+
+    sys.exit(run_demo(database_url=database_url, redis_url=redis_url))
+
+
 if __name__ == "__main__":
     app()

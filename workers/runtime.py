@@ -205,6 +205,7 @@ class ShardWorker:
             self.broker,
             queues={queue_name(s) for s in self.shards},
             worker_threads=self.settings.worker_threads,
+            worker_timeout=250,  # ms: how long idle consumers wait; bounds shutdown and delayed-message lag
         )
         self._dramatiq.queue_prefetch = self.settings.queue_prefetch
         self._dramatiq.start()
