@@ -10,6 +10,8 @@ becomes an explicit no-op, or — for a payment after expiry — a re-reservatio
 Transitions (hold):
   pending → reserved | rejected | confirmed (paid while pending) | paid_without_stock
   pending → released (release / failed payment while lines are still answering; settle releases)
+  released → confirmed | paid_without_stock (paid while the lines of a hold released as pending were
+    still answering: settle decides as for a hold paid while pending; or paid with no line to sell)
   reserved → confirmed | released | expired | reallocating (paid at or after expires_at)
   expired | released → reallocating (paid later) → confirmed | paid_without_stock
   confirmed → refunded
@@ -145,6 +147,8 @@ def is_expired(hold: Hold, now: dt.datetime) -> bool:
 def release(hold: Hold, lines: list[HoldLine], now: dt.datetime) -> HoldDecision:
     """The checkout gives the hold back (cart abandoned)."""
     if hold.status is HoldStatus.PENDING:
+        if hold.payment is Payment.PAID:  # paid first: the payment wins, as it does on a reserved hold
+            return _noop(hold, "already paid")
         hold.status = HoldStatus.RELEASED  # the lines still answering are released when they settle
         return HoldDecision(outcome="released", note="released while lines were still answering")
     if hold.status is HoldStatus.RESERVED:
@@ -172,22 +176,25 @@ def pay(hold: Hold, lines: list[HoldLine], payment: Payment, now: dt.datetime) -
     if payment is Payment.PAID:
         return _paid(hold, lines, now)
     if payment is Payment.FAILED:
+        if hold.payment is Payment.PAID:
+            return _noop(hold, "already paid: a late failed attempt changes nothing")
         if hold.status in (HoldStatus.PENDING, HoldStatus.RESERVED):
             hold.payment = Payment.FAILED
             return release(hold, lines, now)
         return _noop(hold, "a failed payment changes nothing")
     if hold.status is HoldStatus.CONFIRMED:
         hold.status, hold.payment = HoldStatus.REFUNDED, Payment.REFUNDED
-        return HoldDecision(
-            "refunded", fan_out=_fan_out(hold, LineAction.RETURN, lines, {LineStatus.CONFIRMED})
-        )
+        # A line still reserved has its CONFIRM in flight, ahead of the RETURN on the same shard.
+        sold = {LineStatus.CONFIRMED, LineStatus.RESERVED}
+        return HoldDecision("refunded", fan_out=_fan_out(hold, LineAction.RETURN, lines, sold))
     return _noop(hold, "only a confirmed hold is refunded")
 
 
 def _paid(hold: Hold, lines: list[HoldLine], now: dt.datetime) -> HoldDecision:
     if hold.payment is Payment.PAID:
         return _noop(hold, "already paid")
-    if hold.status is HoldStatus.PENDING:
+    answering = hold.status is HoldStatus.RELEASED and hold.lines_pending > 0  # released while pending
+    if hold.status is HoldStatus.PENDING or answering:
         hold.payment = Payment.PAID
         return HoldDecision(outcome="payment_recorded", note="confirmed when the lines have answered")
     if hold.status is HoldStatus.RESERVED and not is_expired(hold, now):
@@ -202,8 +209,17 @@ def _paid(hold: Hold, lines: list[HoldLine], now: dt.datetime) -> HoldDecision:
         if hold.status is HoldStatus.RESERVED:
             fan_out = _fan_out(hold, LineAction.EXPIRE, lines, was_reserved)
         sold_from = {LineStatus.RESERVED, LineStatus.EXPIRED, LineStatus.RELEASED}
-        fan_out += _fan_out(hold, LineAction.SELL, lines, sold_from)
-        hold.status, hold.payment = HoldStatus.REALLOCATING, Payment.PAID
+        sell = _fan_out(hold, LineAction.SELL, lines, sold_from)
+        hold.payment = Payment.PAID
+        if not sell:  # no line was ever reserved, so none will answer: decide now, not never
+            hold.status = HoldStatus.PAID_WITHOUT_STOCK
+            return HoldDecision(
+                "paid_without_stock",
+                note="paid for a hold with nothing to sell",
+                raise_paid_without_stock=True,
+            )
+        fan_out += sell
+        hold.status = HoldStatus.REALLOCATING
         return HoldDecision("reallocating", note="paid after the hold ended: re-reserving", fan_out=fan_out)
     if hold.status is HoldStatus.REJECTED:
         hold.status, hold.payment = HoldStatus.PAID_WITHOUT_STOCK, Payment.PAID
@@ -223,11 +239,11 @@ def settle(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
             return HoldDecision("confirmed", note="re-reserved after expiry")
         hold.status = HoldStatus.PAID_WITHOUT_STOCK
         return HoldDecision("paid_without_stock", note="paid, but stock was gone after expiry")
-    if hold.status is HoldStatus.RELEASED:
+    if hold.status is HoldStatus.RELEASED and hold.payment is not Payment.PAID:
         return HoldDecision(
             "released", fan_out=_fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED})
         )
-    if hold.status is not HoldStatus.PENDING:
+    if hold.status not in (HoldStatus.PENDING, HoldStatus.RELEASED):  # released + paid: decide as pending
         return _noop(hold, "already settled")
     reserved = [line for line in lines if line.status is LineStatus.RESERVED]
     rejected = [line for line in lines if line.status is LineStatus.REJECTED]

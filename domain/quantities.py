@@ -45,12 +45,13 @@ class Conversion:
     rounding: str
 
 
-def parse_quantity(raw: object, *, field: str = "quantity") -> Decimal:
-    """A positive, finite Decimal with at most three places and at most MAX_QUANTITY."""
+def parse_quantity(raw: object, *, field: str = "quantity", places: int = QUANTITY_PLACES) -> Decimal:
+    """A positive, finite Decimal with at most `places` (three) places and at most MAX_QUANTITY."""
     if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
         raise InvalidCommand("must be a decimal number given as a string or an integer", field=field)
     try:
-        value = Decimal(str(raw).strip())
+        # An int goes in directly: str() of an int over 4300 digits raises ValueError.
+        value = Decimal(raw.strip()) if isinstance(raw, str) else Decimal(raw)
     except ArithmeticError:
         raise InvalidCommand(f"{raw!r} is not a number", field=field) from None
     if not value.is_finite():
@@ -59,8 +60,8 @@ def parse_quantity(raw: object, *, field: str = "quantity") -> Decimal:
         raise InvalidCommand("must be greater than zero", field=field)
     if value > MAX_QUANTITY:
         raise InvalidCommand(f"must be at most {MAX_QUANTITY}", field=field)
-    if value != value.quantize(Decimal(1).scaleb(-QUANTITY_PLACES)):
-        raise InvalidCommand(f"has more than {QUANTITY_PLACES} decimal places", field=field)
+    if value != value.quantize(Decimal(1).scaleb(-places)):
+        raise InvalidCommand(f"has more than {places} decimal places", field=field)
     return value
 
 

@@ -33,16 +33,18 @@ from workers.broker import Doorbells, make_broker
 from workers.wakeups import Wakeups
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@#-]{0,127}$")
-RESERVED_KEY_PREFIXES = ("line.", "hold.")
+RESERVED_KEY_PREFIXES = ("line.", "hold.", "payment:")  # the keys the system makes for itself
+SQM_PER_BOX_PLACES = 4  # products.sqm_per_box is NUMERIC(12, 4): 25 tiles of 15x15 make 0.5625 m²
 MAX_LINES = 100
 WAIT_SLICE_SECONDS = 0.5
 """A ticket re-reads Postgres at least this often, in case a wake-up token was lost."""
 
 
 def check_key(key: object, field: str = "idempotency_key") -> str:
-    if not isinstance(key, str) or not KEY_PATTERN.match(key) or key.startswith(RESERVED_KEY_PREFIXES):
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key) or key.startswith(RESERVED_KEY_PREFIXES):
         raise InvalidCommand(
-            "must be 1-128 characters of letters, digits and . _ : / @ # -, not starting with 'line.' or 'hold.'",
+            "must be 1-128 characters of letters, digits and . _ : / @ # -, "
+            "not starting with 'line.', 'hold.' or 'payment:'",
             field=field,
         )
     return key
@@ -54,6 +56,16 @@ def check_text(value: object, field: str, *, max_len: int = 64, required: bool =
     if not isinstance(value, str) or not value.strip() or len(value) > max_len:
         raise InvalidCommand(f"must be a non-empty text of at most {max_len} characters", field=field)
     return value.strip()
+
+
+def _required_text(value: object, field: str, *, max_len: int = 64) -> str:
+    return check_text(value, field, max_len=max_len) or ""  # never "": check_text refuses blank text
+
+
+def _check_flag(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidCommand("must be true or false", field=field)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +149,14 @@ class StockClient:
         type: str = "warehouse",
         active: bool = True,
     ) -> None:
-        check_text(code, "code", max_len=32)
-        check_text(name, "name", max_len=200)
+        code = _required_text(code, "code", max_len=32)
+        name = _required_text(name, "name", max_len=200)
         if type not in ("warehouse", "showroom"):
             raise InvalidCommand("must be 'warehouse' or 'showroom'", field="type")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 10_000:
+            raise InvalidCommand("must be a whole number from 0 (first) to 10000", field="priority")
+        _check_flag(can_ship, "can_ship")
+        _check_flag(active, "active")
         with self.engine.begin() as conn:
             conn.execute(
                 text(
@@ -170,15 +186,22 @@ class StockClient:
         sqm_per_box: str | Decimal | None = None,
         allow_partial_boxes: bool = False,
     ) -> None:
-        check_text(sku, "sku")
-        check_text(name, "name", max_len=200)
+        sku = _required_text(sku, "sku")
+        name = _required_text(name, "name", max_len=200)
         if pieces_per_box is not None and (
-            not isinstance(pieces_per_box, int) or not 0 < pieces_per_box <= 10_000
+            isinstance(pieces_per_box, bool)
+            or not isinstance(pieces_per_box, int)
+            or not 0 < pieces_per_box <= 10_000
         ):
             raise InvalidCommand("must be a whole number from 1 to 10000", field="pieces_per_box")
-        area = parse_quantity(sqm_per_box, field="sqm_per_box") if sqm_per_box is not None else None
+        area = (
+            parse_quantity(sqm_per_box, field="sqm_per_box", places=SQM_PER_BOX_PLACES)
+            if sqm_per_box is not None
+            else None
+        )
         if area is not None and pieces_per_box is None:
             raise InvalidCommand("needs pieces_per_box", field="sqm_per_box")
+        _check_flag(allow_partial_boxes, "allow_partial_boxes")
         with self.engine.begin() as conn:
             conn.execute(
                 text(
@@ -372,10 +395,13 @@ def _parse_mode(mode: object) -> HoldMode:
 
 
 def _parse_date(value: object, field: str) -> dt.date | None:
-    if value is None or isinstance(value, dt.date):
+    # Not a datetime (its isoformat is no date for the writer), not 20240101 or "2024-W01-1".
+    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
         return value
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise InvalidCommand("must be a date (YYYY-MM-DD)", field=field)
     try:
-        return dt.date.fromisoformat(str(value))
+        return dt.date.fromisoformat(value)
     except ValueError:
         raise InvalidCommand("must be a date (YYYY-MM-DD)", field=field) from None
 
@@ -386,7 +412,7 @@ def _line_request(line: object, index: int) -> dict[str, Any]:
         raise InvalidCommand("must be an object with sku, quantity and unit", field=field)
     unknown = set(line) - {"sku", "quantity", "unit", "warehouse"}
     if unknown:
-        raise InvalidCommand(f"unknown fields {sorted(unknown)}", field=field)
+        raise InvalidCommand(f"unknown fields {sorted(map(str, unknown))}", field=field)
     qty = parse_quantity(line.get("quantity"), field=f"{field}.quantity")
     unit = parse_unit(line.get("unit", "piece"), field=f"{field}.unit")
     return {
