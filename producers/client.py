@@ -101,8 +101,9 @@ class CommandTicket:
 class HoldTicket:
     """The receipt for a hold request; `wait()` returns the HoldResult once the hold is decided."""
 
-    def __init__(self, client: StockClient, hold_id: str, key: str) -> None:
+    def __init__(self, client: StockClient, hold_id: str, key: str, *, fresh: bool = False) -> None:
         self.client, self.hold_id, self.key = client, hold_id, key
+        self._fresh = fresh  # recorded by this call: its answer cannot be there before the wake-up
 
     def __repr__(self) -> str:
         return f"HoldTicket(hold_id={self.hold_id!r})"
@@ -112,7 +113,8 @@ class HoldTicket:
         return None if hold.status in (HoldStatus.PENDING, HoldStatus.REALLOCATING) else hold
 
     def wait(self, timeout: float = 5.0) -> HoldResult:
-        return self.client.wait_for(self.hold_id, self.result, timeout)
+        read_first, self._fresh = not self._fresh, False
+        return self.client.wait_for(self.hold_id, self.result, timeout, read_first=read_first)
 
 
 class StockClient:
@@ -286,8 +288,8 @@ class StockClient:
             "ttl_seconds": ttl,
             "lines": [_line_request(ln, i) for i, ln in enumerate(lines)],
         }
-        hold_id = self.recorder.record(HoldRequest(key, body))
-        return HoldTicket(self, hold_id, key)
+        hold_id, fresh = self.recorder.record(HoldRequest(key, body))
+        return HoldTicket(self, hold_id, key, fresh=fresh)
 
     def release(self, hold_id: str, *, idempotency_key: str) -> CommandTicket:
         """Give a hold back before it expires (cart abandoned)."""
@@ -345,8 +347,11 @@ class StockClient:
             with contextlib.suppress(Exception):  # the command is durable; the sweep will ring for it
                 self.doorbells.ring(shard)
 
-    def wait_for(self, ticket: str, read: Any, timeout: float) -> Any:
+    def wait_for(self, ticket: str, read: Any, timeout: float, *, read_first: bool = True) -> Any:
+        """Return `read()` once it has a result: blocks on the ticket's wake-up, re-reads at least every slice."""
         deadline = time.monotonic() + timeout
+        if not read_first:  # just recorded: the answer cannot be there yet, so wait for the wake-up first
+            self.wakeups.wait(ticket, min(timeout, WAIT_SLICE_SECONDS))
         while True:
             result = read()
             if result is not None:

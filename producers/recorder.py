@@ -46,6 +46,7 @@ class _Pending:
     future: Future[str] = field(default_factory=Future)
     hold_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     lines: list[dict[str, Any]] = field(default_factory=list)
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +122,15 @@ class HoldRecorder:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def record(self, request: HoldRequest, timeout: float = 30.0) -> str:
-        """Record the request (or find its earlier recording); returns the hold id once committed."""
+    def record(self, request: HoldRequest, timeout: float = 30.0) -> tuple[str, bool]:
+        """Record the request (or find its earlier recording).
+
+        Returns the hold id once committed, and whether this call recorded it (False: a resend).
+        """
         pending = _Pending(request)
         self._ensure_thread()
         self._queue.put(pending)
-        return pending.future.result(timeout=timeout)
+        return pending.future.result(timeout=timeout), pending.fresh
 
     def _ensure_thread(self) -> None:
         with self._lock:
@@ -185,6 +189,7 @@ class HoldRecorder:
             for pending in valid:  # the first of a key in the group is new; a twin in the group is a resend
                 if pending.request.key in fresh_keys:
                     fresh_keys.discard(pending.request.key)
+                    pending.fresh = True
                     fresh.append(pending)
                 else:
                     resends.append(pending)

@@ -74,29 +74,27 @@ class StockView(BaseModel):
 
 
 def read_hold(conn: Connection, hold_id: str) -> HoldResult:
+    """The hold and its lines, in one query."""
     try:
         hid = uuid.UUID(str(hold_id))
     except ValueError:
         raise UnknownHold(str(hold_id)) from None
-    hold = conn.execute(
-        text("SELECT id, status, mode, payment, expires_at, created_at FROM holds WHERE id = :id"),
-        {"id": hid},
-    ).first()
-    if hold is None:
-        raise UnknownHold(str(hold_id))
     rows = conn.execute(
         text(
             """
-            SELECT l.line_no, p.sku, l.requested_quantity, l.requested_unit, l.pieces, l.rounding, l.status,
+            SELECT h.id, h.status AS hold_status, h.mode, h.payment, h.expires_at, h.created_at,
+                   l.line_no, p.sku, l.requested_quantity, l.requested_unit, l.pieces, l.rounding, l.status,
                    l.allocated, p.pieces_per_box, p.sqm_per_box, p.allow_partial_boxes, w.code AS warehouse,
                    lot.lot_code, lot.shade, lot.caliber, l.reason, l.available, l.largest_lot
-            FROM hold_lines l JOIN products p ON p.id = l.product_id
+            FROM holds h JOIN hold_lines l ON l.hold_id = h.id JOIN products p ON p.id = l.product_id
             LEFT JOIN warehouses w ON w.id = l.warehouse_id LEFT JOIN lots lot ON lot.id = l.lot_id
-            WHERE l.hold_id = :id ORDER BY l.line_no
+            WHERE h.id = :id ORDER BY l.line_no
             """
         ),
         {"id": hid},
-    )
+    ).all()
+    if not rows:
+        raise UnknownHold(str(hold_id))
     lines = []
     for r in rows:
         packaging = Packaging(r.pieces_per_box, r.sqm_per_box, r.allow_partial_boxes)
@@ -122,9 +120,10 @@ def read_hold(conn: Connection, hold_id: str) -> HoldResult:
                 largest_lot=r.largest_lot,
             )
         )
+    hold = rows[0]
     return HoldResult(
         hold_id=str(hold.id),
-        status=hold.status,
+        status=hold.hold_status,
         mode=hold.mode,
         payment=hold.payment,
         expires_at=hold.expires_at,

@@ -41,9 +41,22 @@ class Doorbells:
             options={},
         )
 
+    @property
+    def nudge_channel(self) -> str:
+        return f"{self.broker.namespace}:nudge"
+
     def ring(self, shard: int, *, delay_ms: int | None = None) -> None:
+        """Enqueue the shard's doorbell; an immediate one is also published as a nudge.
+
+        Dramatiq's Redis consumer polls an idle queue with exponential backoff up to the worker
+        timeout, so a doorbell on a quiet queue can wait that long; a producer waiting for its
+        answer would pay it on every request. The pub/sub nudge wakes the shard's writer at once;
+        the Dramatiq message is what makes delivery at-least-once when a nudge is missed.
+        """
         message = self._actor.message(shard).copy(queue_name=queue_name(shard))
         self.broker.enqueue(message, delay=delay_ms)
+        if delay_ms is None:
+            self.broker.client.publish(self.nudge_channel, str(shard))
 
     def bind(self, handler: Callable[[int], None]) -> None:
         """Make the doorbell actor call `handler(shard)` in this (worker) process."""

@@ -2,7 +2,8 @@
 
 Threads of one worker process:
   - Dramatiq's consumer and worker threads deliver doorbells; a doorbell drains its shard;
-  - the lease keeper renews held leases and takes free ones, draining a shard as it takes it.
+  - the lease keeper renews held leases and takes free ones, draining a shard as it takes it;
+  - the nudge listener drains a shard the moment a producer publishes that it has work.
 Doorbells lost with Redis are rung again by the scheduler's sweep.
 Doorbells for one shard are coalesced: while one thread drains it, others only mark it dirty, so
 exactly one thread of this process applies a shard at a time (and the lease fences other processes).
@@ -16,6 +17,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import dramatiq
 import structlog
@@ -91,7 +93,8 @@ class ShardWorker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._dramatiq: dramatiq.Worker | None = None
-        self._keeper: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._nudged = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="nudge")
 
     # -- doorbells -------------------------------------------------------------------------------
 
@@ -185,6 +188,21 @@ class ShardWorker:
                 log.info("lease.acquired", shard=shard, epoch=new.epoch, holder=self.name)
         return taken
 
+    def _listen_for_nudges(self) -> None:
+        """Drain a held shard as soon as a producer publishes a nudge for it (see Doorbells.ring)."""
+        while not self._stop.is_set():
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.doorbells.nudge_channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.25)
+                    if message is not None and int(message["data"]) in self.held:
+                        self._nudged.submit(self.drain, int(message["data"]))
+                pubsub.close()
+            except Exception:  # Redis restarting: the Dramatiq doorbells still flow; resubscribe
+                log.exception("nudges.error")
+                self._stop.wait(1.0)
+
     def _keeper_loop(self) -> None:
         interval = self.settings.lease_ttl_seconds / 3
         while not self._stop.wait(interval):
@@ -199,8 +217,12 @@ class ShardWorker:
     def start(self) -> None:
         for shard in self.keep_leases():
             self.drain(shard)
-        self._keeper = threading.Thread(target=self._keeper_loop, name="lease-keeper", daemon=True)
-        self._keeper.start()
+        self._threads = [
+            threading.Thread(target=self._keeper_loop, name="lease-keeper", daemon=True),
+            threading.Thread(target=self._listen_for_nudges, name="nudges", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
         self._dramatiq = dramatiq.Worker(
             self.broker,
             queues={queue_name(s) for s in self.shards},
@@ -215,8 +237,9 @@ class ShardWorker:
         self._stop.set()
         if self._dramatiq is not None:
             self._dramatiq.stop(timeout=10_000)
-        if self._keeper is not None:
-            self._keeper.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._nudged.shutdown(wait=True)
         for lease in list(self.held.values()):
             self.leases.release(lease)
         self.held.clear()
