@@ -129,6 +129,7 @@ class Hold(Base):
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     settled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the hold was first decided (reserved, rejected, …); later transitions move updated_at."""
 
 
 class HoldLine(Base):

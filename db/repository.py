@@ -1,4 +1,9 @@
-"""Set-based loads and saves for one shard writer's batch. No business rule lives here."""
+"""Set-based loads and saves for one shard writer's batch. No business rule lives here.
+
+The writer's statements go through the psycopg 3 connection under the SQLAlchemy transaction, in
+pipeline mode where they do not depend on each other: a batch costs a handful of round trips to
+PostgreSQL, whatever its size (loads in one pipeline, every write in another, then the commit).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from psycopg import Connection as PgConnection
 
-from db import models
 from domain.allocation import LotStock, WarehouseRoute
 from domain.holds import Hold, HoldLine, HoldMode, HoldStatus, LineStatus, Payment
 from domain.lines import Movement
+
+Pg = PgConnection[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,110 +46,75 @@ class NewCommand:
         return "scheduled" if self.not_before else "recorded"
 
 
-def prove_lease(conn: Connection, shard: int, epoch: int, holder: str) -> dt.datetime | None:
-    """Prove in Postgres that this epoch still owns the shard, and serialise with any other writer.
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    movement: Movement
+    command_seq: int
+    hold_id: str | None = None
+    line_no: int | None = None
 
-    The upsert locks the shard's fence row until commit, so two writers of one shard can never
-    apply at once; a writer whose epoch is older than the newest one that applied is fenced out
-    (no row comes back). Returns the database clock, which every decision of the batch uses.
+
+_PROVE_LEASE = """
+    INSERT INTO shard_fences AS f (shard, epoch, holder) VALUES (%(shard)s, %(epoch)s, %(holder)s)
+    ON CONFLICT (shard) DO UPDATE
+        SET epoch = EXCLUDED.epoch, holder = EXCLUDED.holder, updated_at = now()
+        WHERE f.epoch <= EXCLUDED.epoch
+    RETURNING clock_timestamp()
+"""
+
+# Found by state, never by a cursor: a sequence number is drawn before commit, so a row that
+# commits late would be skipped by "seq > last seen".
+_PENDING = """
+    SELECT seq, idempotency_key, kind, payload, recorded_at FROM (
+        (SELECT seq, idempotency_key, kind, payload, recorded_at FROM commands
+          WHERE shard = %(shard)s AND status = 'recorded' ORDER BY seq LIMIT %(limit)s)
+        UNION ALL
+        (SELECT seq, idempotency_key, kind, payload, recorded_at FROM commands
+          WHERE shard = %(shard)s AND status = 'scheduled' AND not_before <= clock_timestamp()
+          ORDER BY not_before LIMIT %(limit)s)
+    ) due ORDER BY seq LIMIT %(limit)s
+"""
+
+
+_HAS_DUE = """
+    SELECT EXISTS (SELECT 1 FROM commands WHERE shard = %(shard)s AND status = 'recorded')
+        OR EXISTS (SELECT 1 FROM commands WHERE shard = %(shard)s AND status = 'scheduled'
+                                               AND not_before <= clock_timestamp())
+"""
+
+
+def has_due(pg: Pg, shard: int) -> bool:
+    """Whether the shard has anything to apply: a read, so that a doorbell for work already done
+    (most of them, since doorbells are coalesced and duplicated) writes nothing and flushes no WAL."""
+    row = pg.execute(_HAS_DUE, {"shard": shard}).fetchone()
+    return bool(row and row[0])
+
+
+def claim_batch(
+    pg: Pg, shard: int, epoch: int, holder: str, limit: int
+) -> tuple[dt.datetime | None, list[InboxCommand]]:
+    """Prove the lease and take the shard's due commands, in one round trip.
+
+    The fence upsert locks the shard's fence row until commit, so two writers of one shard can
+    never apply at once; a writer whose epoch is older than the newest one that applied is fenced
+    out (no clock comes back, and the caller must not apply what it read). The clock returned is
+    the database's, which every decision of the batch uses.
     """
-    row = conn.execute(
-        text(
-            """
-            INSERT INTO shard_fences AS f (shard, epoch, holder) VALUES (:shard, :epoch, :holder)
-            ON CONFLICT (shard) DO UPDATE
-                SET epoch = EXCLUDED.epoch, holder = EXCLUDED.holder, updated_at = now()
-                WHERE f.epoch <= EXCLUDED.epoch
-            RETURNING clock_timestamp()
-            """
-        ),
-        {"shard": shard, "epoch": epoch, "holder": holder},
-    ).first()
-    return row[0] if row else None
+    with pg.pipeline():
+        fence = pg.execute(_PROVE_LEASE, {"shard": shard, "epoch": epoch, "holder": holder})
+        due = pg.execute(_PENDING, {"shard": shard, "limit": limit})
+    row = fence.fetchone()
+    if row is None:
+        return None, []
+    return row[0], [InboxCommand(*r) for r in due.fetchall()]
 
 
-def pending_commands(conn: Connection, shard: int, now: dt.datetime, limit: int) -> list[InboxCommand]:
-    """The shard's commands still to apply, in inbox order: found by state, never by a cursor."""
-    rows = conn.execute(
-        text(
-            """
-            SELECT seq, idempotency_key, kind, payload, recorded_at FROM (
-                (SELECT seq, idempotency_key, kind, payload, recorded_at FROM commands
-                  WHERE shard = :shard AND status = 'recorded' ORDER BY seq LIMIT :limit)
-                UNION ALL
-                (SELECT seq, idempotency_key, kind, payload, recorded_at FROM commands
-                  WHERE shard = :shard AND status = 'scheduled' AND not_before <= :now
-                  ORDER BY not_before LIMIT :limit)
-            ) due ORDER BY seq LIMIT :limit
-            """
-        ),
-        {"shard": shard, "now": now, "limit": limit},
-    )
-    return [InboxCommand(*row) for row in rows]
-
-
-def lock_holds(conn: Connection, hold_ids: Iterable[str]) -> dict[str, Hold]:
-    """Load and lock the batch's holds in id order, so that writers never deadlock on them."""
-    ids = sorted({uuid.UUID(h) for h in hold_ids})
-    if not ids:
-        return {}
-    rows = conn.execute(
-        text(
-            """
-            SELECT id, status, mode, expires_at, payment, lines_pending FROM holds
-            WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
-            """
-        ),
-        {"ids": ids},
-    )
-    return {
-        str(r.id): Hold(
-            id=str(r.id),
-            status=HoldStatus(r.status),
-            mode=HoldMode(r.mode),
-            expires_at=r.expires_at,
-            payment=Payment(r.payment),
-            lines_pending=r.lines_pending,
-        )
-        for r in rows
-    }
-
-
-def load_lines(conn: Connection, hold_ids: Iterable[str]) -> dict[str, list[HoldLine]]:
-    ids = [uuid.UUID(h) for h in set(hold_ids)]
-    lines: dict[str, list[HoldLine]] = {}
-    if not ids:
-        return lines
-    rows = conn.execute(
-        text(
-            """
-            SELECT l.hold_id, l.line_no, l.product_id, p.sku, l.pieces, l.status, l.requested_warehouse_id,
-                   l.warehouse_id, l.lot_id, l.allocated, l.reason, l.available, l.largest_lot
-            FROM hold_lines l JOIN products p ON p.id = l.product_id
-            WHERE l.hold_id = ANY(:ids) ORDER BY l.hold_id, l.line_no
-            """
-        ),
-        {"ids": ids},
-    )
-    for r in rows:
-        lines.setdefault(str(r.hold_id), []).append(
-            HoldLine(
-                hold_id=str(r.hold_id),
-                line_no=r.line_no,
-                product_id=r.product_id,
-                sku=r.sku,
-                pieces=r.pieces,
-                status=LineStatus(r.status),
-                requested_warehouse_id=r.requested_warehouse_id,
-                warehouse_id=r.warehouse_id,
-                lot_id=r.lot_id,
-                allocated=r.allocated,
-                reason=r.reason,
-                available=r.available,
-                largest_lot=r.largest_lot,
-            )
-        )
-    return lines
+@dataclass(slots=True)
+class BatchState:
+    holds: dict[str, Hold]
+    lines: dict[str, list[HoldLine]]
+    stocks: dict[int, list[LotStock]]
+    routes: list[WarehouseRoute]
 
 
 _STOCK_SELECT = """
@@ -154,22 +124,45 @@ _STOCK_SELECT = """
 """
 
 
-def load_stocks(conn: Connection, product_ids: Iterable[int]) -> dict[int, list[LotStock]]:
-    ids = sorted(set(product_ids))
-    stocks: dict[int, list[LotStock]] = {pid: [] for pid in ids}
-    if ids:
-        for row in conn.execute(text(_STOCK_SELECT + " WHERE b.product_id = ANY(:ids)"), {"ids": ids}):
-            stocks[row.product_id].append(LotStock(*row))
-    return stocks
-
-
-def load_routes(conn: Connection) -> list[WarehouseRoute]:
-    rows = conn.execute(text("SELECT id, code, can_ship, priority, active FROM warehouses"))
-    return [WarehouseRoute(*row) for row in rows]
+def load_state(pg: Pg, hold_ids: Iterable[str], product_ids: Iterable[int]) -> BatchState:
+    """Lock the batch's holds (in id order, so writers never deadlock), load their lines, the
+    lot balances of the batch's products and the warehouse routes: one round trip."""
+    ids = sorted({uuid.UUID(h) for h in hold_ids})
+    products = sorted(set(product_ids))
+    with pg.pipeline():
+        holds = pg.execute(
+            "SELECT id, status, mode, expires_at, payment, lines_pending FROM holds "
+            "WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE",
+            {"ids": ids},
+        )
+        lines = pg.execute(
+            """
+            SELECT l.hold_id, l.line_no, l.product_id, p.sku, l.pieces, l.status, l.requested_warehouse_id,
+                   l.warehouse_id, l.lot_id, l.allocated, l.reason, l.available, l.largest_lot
+            FROM hold_lines l JOIN products p ON p.id = l.product_id
+            WHERE l.hold_id = ANY(%(ids)s) ORDER BY l.hold_id, l.line_no
+            """,
+            {"ids": ids},
+        )
+        stocks = pg.execute(_STOCK_SELECT + " WHERE b.product_id = ANY(%(ids)s)", {"ids": products})
+        routes = pg.execute("SELECT id, code, can_ship, priority, active FROM warehouses")
+    state = BatchState(holds={}, lines={}, stocks={pid: [] for pid in products}, routes=[])
+    for hid, status, mode, expires_at, payment, pending in holds.fetchall():
+        state.holds[str(hid)] = Hold(
+            str(hid), HoldStatus(status), HoldMode(mode), expires_at, Payment(payment), pending
+        )
+    for r in lines.fetchall():
+        state.lines.setdefault(str(r[0]), []).append(
+            HoldLine(str(r[0]), r[1], r[2], r[3], r[4], LineStatus(r[5]), *r[6:])
+        )
+    for r in stocks.fetchall():
+        state.stocks[r[1]].append(LotStock(*r))
+    state.routes = [WarehouseRoute(*r) for r in routes.fetchall()]
+    return state
 
 
 def ensure_lot_stock(
-    conn: Connection,
+    pg: Pg,
     *,
     product_id: int,
     warehouse_id: int,
@@ -179,216 +172,39 @@ def ensure_lot_stock(
     expiry: dt.date | None,
 ) -> LotStock:
     """The balance row of (product, warehouse, lot), creating the lot and the row on first receipt."""
-    lot_id = conn.execute(
-        text(
-            """
+    row = pg.execute(
+        """
+        WITH lot AS (
             INSERT INTO lots (product_id, lot_code, shade, caliber, expiry)
-            VALUES (:product_id, :lot_code, :shade, :caliber, :expiry)
+            VALUES (%(p)s, %(lot)s, %(shade)s, %(caliber)s, %(expiry)s)
             ON CONFLICT (product_id, lot_code) DO UPDATE
                 SET shade = coalesce(lots.shade, EXCLUDED.shade), caliber = coalesce(lots.caliber, EXCLUDED.caliber),
                     expiry = coalesce(lots.expiry, EXCLUDED.expiry)
-            RETURNING id
-            """
-        ),
+            RETURNING id, lot_code, received_at, expiry
+        ), balance AS (
+            INSERT INTO stock_balances (product_id, warehouse_id, lot_id) SELECT %(p)s, %(w)s, id FROM lot
+            ON CONFLICT (product_id, warehouse_id, lot_id) DO UPDATE SET updated_at = now()
+            RETURNING id, product_id, warehouse_id, lot_id, on_hand, reserved, damaged, quarantine
+        )
+        SELECT b.id, b.product_id, b.warehouse_id, b.lot_id, lot.lot_code, lot.received_at, lot.expiry,
+               b.on_hand, b.reserved, b.damaged, b.quarantine
+        FROM balance b, lot
+        """,
         {
-            "product_id": product_id,
-            "lot_code": lot_code,
+            "p": product_id,
+            "w": warehouse_id,
+            "lot": lot_code,
             "shade": shade,
             "caliber": caliber,
             "expiry": expiry,
         },
-    ).scalar_one()
-    conn.execute(
-        text(
-            """
-            INSERT INTO stock_balances (product_id, warehouse_id, lot_id) VALUES (:p, :w, :l)
-            ON CONFLICT (product_id, warehouse_id, lot_id) DO NOTHING
-            """
-        ),
-        {"p": product_id, "w": warehouse_id, "l": lot_id},
-    )
-    row = conn.execute(
-        text(_STOCK_SELECT + " WHERE b.product_id = :p AND b.warehouse_id = :w AND b.lot_id = :l"),
-        {"p": product_id, "w": warehouse_id, "l": lot_id},
-    ).one()
+    ).fetchone()
+    assert row is not None
     return LotStock(*row)
 
 
-def save_stocks(conn: Connection, stocks: Sequence[LotStock]) -> None:
-    if not stocks:
-        return
-    conn.execute(
-        text(
-            """
-            UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = now()
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:on_hand AS numeric[]), CAST(:reserved AS numeric[]))
-                 AS v(id, on_hand, reserved)
-            WHERE b.id = v.id
-            """
-        ),
-        {
-            "ids": [s.balance_id for s in stocks],
-            "on_hand": [s.on_hand for s in stocks],
-            "reserved": [s.reserved for s in stocks],
-        },
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    movement: Movement
-    command_seq: int
-    hold_id: str | None = None
-    line_no: int | None = None
-
-
-def insert_movements(conn: Connection, entries: Sequence[LedgerEntry]) -> None:
-    if not entries:
-        return
-    conn.execute(
-        insert(models.Movement),
-        [
-            {
-                "product_id": e.movement.stock.product_id,
-                "warehouse_id": e.movement.stock.warehouse_id,
-                "lot_id": e.movement.stock.lot_id,
-                "kind": e.movement.kind.value,
-                "d_on_hand": e.movement.on_hand,
-                "d_reserved": e.movement.reserved,
-                "command_seq": e.command_seq,
-                "hold_id": uuid.UUID(e.hold_id) if e.hold_id else None,
-                "line_no": e.line_no,
-            }
-            for e in entries
-        ],
-    )
-
-
-def save_lines(conn: Connection, lines: Sequence[HoldLine]) -> None:
-    if not lines:
-        return
-    conn.execute(
-        text(
-            """
-            UPDATE hold_lines h SET status = v.status, warehouse_id = v.warehouse_id, lot_id = v.lot_id,
-                   allocated = v.allocated, reason = v.reason, available = v.available,
-                   largest_lot = v.largest_lot
-            FROM unnest(CAST(:hold_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:statuses AS text[]),
-                        CAST(:warehouse_ids AS int[]), CAST(:lot_ids AS int[]), CAST(:allocated AS numeric[]),
-                        CAST(:reasons AS text[]), CAST(:available AS numeric[]), CAST(:largest AS jsonb[]))
-                 AS v(hold_id, line_no, status, warehouse_id, lot_id, allocated, reason, available, largest_lot)
-            WHERE h.hold_id = v.hold_id AND h.line_no = v.line_no
-            """
-        ),
-        {
-            "hold_ids": [uuid.UUID(line.hold_id) for line in lines],
-            "line_nos": [line.line_no for line in lines],
-            "statuses": [line.status.value for line in lines],
-            "warehouse_ids": [line.warehouse_id for line in lines],
-            "lot_ids": [line.lot_id for line in lines],
-            "allocated": [line.allocated for line in lines],
-            "reasons": [line.reason for line in lines],
-            "available": [line.available for line in lines],
-            "largest": [json.dumps(line.largest_lot) if line.largest_lot else None for line in lines],
-        },
-    )
-
-
-def save_holds(conn: Connection, holds: Sequence[Hold]) -> None:
-    if not holds:
-        return
-    conn.execute(
-        text(
-            """
-            UPDATE holds h SET status = v.status, payment = v.payment, lines_pending = v.lines_pending,
-                   updated_at = now(),
-                   settled_at = CASE WHEN v.status IN ('pending', 'reallocating') THEN h.settled_at
-                                     ELSE coalesce(h.settled_at, now()) END
-            FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:payments AS text[]),
-                        CAST(:pending AS int[])) AS v(id, status, payment, lines_pending)
-            WHERE h.id = v.id
-            """
-        ),
-        {
-            "ids": [uuid.UUID(h.id) for h in holds],
-            "statuses": [h.status.value for h in holds],
-            "payments": [h.payment.value for h in holds],
-            "pending": [h.lines_pending for h in holds],
-        },
-    )
-
-
-def insert_commands(conn: Connection, commands: Sequence[NewCommand]) -> None:
-    """Follow-up commands; a key already recorded (a replayed batch) is left as it is."""
-    if not commands:
-        return
-    conn.execute(
-        pg_insert(models.Command).on_conflict_do_nothing(index_elements=["idempotency_key"]),
-        [
-            {
-                "idempotency_key": c.key,
-                "kind": c.kind,
-                "payload": c.payload,
-                "payload_hash": c.payload_hash,
-                "shard": c.shard,
-                "status": c.status,
-                "not_before": c.not_before,
-            }
-            for c in commands
-        ],
-    )
-
-
-def finish_batch(
-    conn: Connection,
-    *,
-    shard: int,
-    epoch: int,
-    holder: str,
-    started_at: dt.datetime,
-    results: dict[int, dict[str, Any]],
-) -> int:
-    """Mark the batch's commands applied with their results, and log the batch; returns its id."""
-    return int(
-        conn.execute(
-            text(
-                """
-                WITH batch AS (
-                    INSERT INTO apply_batches (shard, epoch, holder, commands, started_at, finished_at)
-                    VALUES (:shard, :epoch, :holder, :count, :started_at, clock_timestamp())
-                    RETURNING id
-                ), applied AS (
-                    UPDATE commands c SET status = 'applied', result = v.result, applied_at = clock_timestamp(),
-                           batch_id = (SELECT id FROM batch)
-                    FROM unnest(CAST(:seqs AS bigint[]), CAST(:results AS jsonb[])) AS v(seq, result)
-                    WHERE c.seq = v.seq
-                )
-                SELECT id FROM batch
-                """
-            ),
-            {
-                "shard": shard,
-                "epoch": epoch,
-                "holder": holder,
-                "count": len(results),
-                "started_at": started_at,
-                "seqs": list(results),
-                "results": [json.dumps(r, default=str) for r in results.values()],
-            },
-        ).scalar_one()
-    )
-
-
-def insert_events(conn: Connection, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    if events:
-        conn.execute(
-            insert(models.OutboxEvent),
-            [{"topic": topic, "payload": json.loads(json.dumps(p, default=str))} for topic, p in events],
-        )
-
-
 def raise_alert(
-    conn: Connection,
+    pg: Pg,
     *,
     kind: str,
     severity: str,
@@ -397,16 +213,14 @@ def raise_alert(
     detail: dict[str, Any],
 ) -> None:
     """Open the alert, or add this occurrence to the one already open for (kind, product, warehouse)."""
-    conn.execute(
-        text(
-            """
-            INSERT INTO alerts (kind, severity, product_id, warehouse_id, details)
-            VALUES (:kind, :severity, :product_id, :warehouse_id, jsonb_build_array(CAST(:detail AS jsonb)))
-            ON CONFLICT (kind, coalesce(product_id, 0), coalesce(warehouse_id, 0)) WHERE status <> 'resolved'
-            DO UPDATE SET details = alerts.details || EXCLUDED.details, occurrences = alerts.occurrences + 1,
-                          updated_at = now()
-            """
-        ),
+    pg.execute(
+        """
+        INSERT INTO alerts (kind, severity, product_id, warehouse_id, details)
+        VALUES (%(kind)s, %(severity)s, %(product_id)s, %(warehouse_id)s, jsonb_build_array(%(detail)s::jsonb))
+        ON CONFLICT (kind, coalesce(product_id, 0), coalesce(warehouse_id, 0)) WHERE status <> 'resolved'
+        DO UPDATE SET details = alerts.details || EXCLUDED.details, occurrences = alerts.occurrences + 1,
+                      updated_at = now()
+        """,
         {
             "kind": kind,
             "severity": severity,
@@ -415,3 +229,164 @@ def raise_alert(
             "detail": json.dumps(detail, default=str),
         },
     )
+
+
+@dataclass(slots=True)
+class BatchWrites:
+    stocks: Sequence[LotStock]
+    ledger: Sequence[LedgerEntry]
+    lines: Sequence[HoldLine]
+    holds: Sequence[Hold]
+    commands: Sequence[NewCommand]
+    events: Sequence[tuple[str, dict[str, Any]]]
+    results: dict[int, dict[str, Any]]
+
+
+_SAVE_STOCKS = """
+    UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(on_hand)s::numeric[], %(reserved)s::numeric[]) AS v(id, on_hand, reserved)
+    WHERE b.id = v.id
+"""
+
+_INSERT_MOVEMENTS = """
+    INSERT INTO movements (product_id, warehouse_id, lot_id, kind, d_on_hand, d_reserved, command_seq, hold_id, line_no)
+    SELECT * FROM unnest(%(product_ids)s::int[], %(warehouse_ids)s::int[], %(lot_ids)s::int[], %(kinds)s::text[],
+                         %(on_hand)s::numeric[], %(reserved)s::numeric[], %(seqs)s::bigint[], %(hold_ids)s::uuid[],
+                         %(line_nos)s::int[])
+"""
+
+_SAVE_LINES = """
+    UPDATE hold_lines h SET status = v.status, warehouse_id = v.warehouse_id, lot_id = v.lot_id,
+           allocated = v.allocated, reason = v.reason, available = v.available, largest_lot = v.largest_lot
+    FROM unnest(%(hold_ids)s::uuid[], %(line_nos)s::int[], %(statuses)s::text[], %(warehouse_ids)s::int[],
+                %(lot_ids)s::int[], %(allocated)s::numeric[], %(reasons)s::text[], %(available)s::numeric[],
+                %(largest)s::jsonb[])
+         AS v(hold_id, line_no, status, warehouse_id, lot_id, allocated, reason, available, largest_lot)
+    WHERE h.hold_id = v.hold_id AND h.line_no = v.line_no
+"""
+
+_SAVE_HOLDS = """
+    UPDATE holds h SET status = v.status, payment = v.payment, lines_pending = v.lines_pending, updated_at = now(),
+           settled_at = CASE WHEN v.status IN ('pending', 'reallocating') THEN h.settled_at
+                             ELSE coalesce(h.settled_at, now()) END
+    FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(payments)s::text[], %(pending)s::int[])
+         AS v(id, status, payment, lines_pending)
+    WHERE h.id = v.id
+"""
+
+# Follow-up commands; a key already recorded (a replayed batch) is left as it is.
+_INSERT_COMMANDS = """
+    INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status, not_before)
+    SELECT * FROM unnest(%(keys)s::text[], %(kinds)s::text[], %(payloads)s::jsonb[], %(digests)s::text[],
+                         %(shards)s::int[], %(statuses)s::text[], %(not_before)s::timestamptz[])
+    ON CONFLICT (idempotency_key) DO NOTHING
+"""
+
+_INSERT_EVENTS = """
+    INSERT INTO outbox (topic, payload) SELECT * FROM unnest(%(topics)s::text[], %(payloads)s::jsonb[])
+"""
+
+# Mark the batch's commands applied with their results, and log the batch.
+_FINISH_BATCH = """
+    WITH batch AS (
+        INSERT INTO apply_batches (shard, epoch, holder, commands, started_at, finished_at)
+        VALUES (%(shard)s, %(epoch)s, %(holder)s, %(count)s, %(started_at)s, clock_timestamp())
+        RETURNING id
+    )
+    UPDATE commands c SET status = 'applied', result = v.result, applied_at = clock_timestamp(),
+           batch_id = (SELECT id FROM batch)
+    FROM unnest(%(seqs)s::bigint[], %(results)s::jsonb[]) AS v(seq, result)
+    WHERE c.seq = v.seq
+"""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def save_batch(
+    pg: Pg, writes: BatchWrites, *, shard: int, epoch: int, holder: str, started_at: dt.datetime
+) -> None:
+    """Every write of the batch in one pipeline: one round trip before the commit."""
+    with pg.pipeline():
+        if writes.stocks:
+            pg.execute(
+                _SAVE_STOCKS,
+                {
+                    "ids": [s.balance_id for s in writes.stocks],
+                    "on_hand": [s.on_hand for s in writes.stocks],
+                    "reserved": [s.reserved for s in writes.stocks],
+                },
+            )
+        if writes.ledger:
+            moves = [e.movement for e in writes.ledger]
+            pg.execute(
+                _INSERT_MOVEMENTS,
+                {
+                    "product_ids": [m.stock.product_id for m in moves],
+                    "warehouse_ids": [m.stock.warehouse_id for m in moves],
+                    "lot_ids": [m.stock.lot_id for m in moves],
+                    "kinds": [m.kind.value for m in moves],
+                    "on_hand": [m.on_hand for m in moves],
+                    "reserved": [m.reserved for m in moves],
+                    "seqs": [e.command_seq for e in writes.ledger],
+                    "hold_ids": [uuid.UUID(e.hold_id) if e.hold_id else None for e in writes.ledger],
+                    "line_nos": [e.line_no for e in writes.ledger],
+                },
+            )
+        if writes.lines:
+            lines = writes.lines
+            pg.execute(
+                _SAVE_LINES,
+                {
+                    "hold_ids": [uuid.UUID(line.hold_id) for line in lines],
+                    "line_nos": [line.line_no for line in lines],
+                    "statuses": [line.status.value for line in lines],
+                    "warehouse_ids": [line.warehouse_id for line in lines],
+                    "lot_ids": [line.lot_id for line in lines],
+                    "allocated": [line.allocated for line in lines],
+                    "reasons": [line.reason for line in lines],
+                    "available": [line.available for line in lines],
+                    "largest": [_json(line.largest_lot) if line.largest_lot else None for line in lines],
+                },
+            )
+        if writes.holds:
+            pg.execute(
+                _SAVE_HOLDS,
+                {
+                    "ids": [uuid.UUID(h.id) for h in writes.holds],
+                    "statuses": [h.status.value for h in writes.holds],
+                    "payments": [h.payment.value for h in writes.holds],
+                    "pending": [h.lines_pending for h in writes.holds],
+                },
+            )
+        if writes.commands:
+            pg.execute(
+                _INSERT_COMMANDS,
+                {
+                    "keys": [c.key for c in writes.commands],
+                    "kinds": [c.kind for c in writes.commands],
+                    "payloads": [_json(c.payload) for c in writes.commands],
+                    "digests": [c.payload_hash for c in writes.commands],
+                    "shards": [c.shard for c in writes.commands],
+                    "statuses": [c.status for c in writes.commands],
+                    "not_before": [c.not_before for c in writes.commands],
+                },
+            )
+        if writes.events:
+            pg.execute(
+                _INSERT_EVENTS,
+                {"topics": [t for t, _ in writes.events], "payloads": [_json(p) for _, p in writes.events]},
+            )
+        pg.execute(
+            _FINISH_BATCH,
+            {
+                "shard": shard,
+                "epoch": epoch,
+                "holder": holder,
+                "count": len(writes.results),
+                "started_at": started_at,
+                "seqs": list(writes.results),
+                "results": [_json(r) for r in writes.results.values()],
+            },
+        )

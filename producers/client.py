@@ -88,7 +88,7 @@ class CommandTicket:
         return f"CommandTicket({self.key!r})"
 
     def result(self) -> dict[str, Any] | None:
-        with self.client.engine.connect() as conn:
+        with self.client.reader.connect() as conn:
             row = conn.execute(
                 text("SELECT status, result FROM commands WHERE idempotency_key = :k"), {"k": self.key}
             ).one()
@@ -133,6 +133,8 @@ class StockClient:
         self.redis = redis_client or Redis.from_url(settings.redis_url)
         self.doorbells = Doorbells(make_broker(self.redis, settings.redis_namespace), settings.shards)
         self.wakeups = Wakeups(self.redis, settings.redis_namespace)
+        # Reads are single statements: autocommit spares them a BEGIN and a ROLLBACK round trip.
+        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.recorder = HoldRecorder(self.engine, shards=settings.shards, ring=self._ring_shards)
 
     @classmethod
@@ -317,11 +319,11 @@ class StockClient:
     # -- reads -----------------------------------------------------------------------------------
 
     def hold(self, hold_id: str) -> HoldResult:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return read_hold(conn, hold_id)
 
     def stock(self, sku: str) -> StockView:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return read_stock(conn, sku)
 
     # -- plumbing --------------------------------------------------------------------------------

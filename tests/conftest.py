@@ -87,7 +87,7 @@ def settings(database_url: str, redis_db: int) -> Iterator[Settings]:
 
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
-    e = create_engine(settings.database_url, pool_size=4, max_overflow=40)
+    e = create_engine(settings.database_url, pool_size=16, max_overflow=32)
     yield e
     e.dispose()
 

@@ -2,7 +2,7 @@
 
 A worker holds a shard while its Redis lease key lives (renewed every third of the TTL). Each
 acquisition takes a new, higher epoch; the writer proves that epoch in Postgres in every apply
-transaction (see ``db.repository.prove_lease``), so a worker that stalled past its lease, or a
+transaction (see ``db.repository.claim_batch``), so a worker that stalled past its lease, or a
 second worker started by mistake, is fenced out even if it still believes it owns the shard.
 Epochs never go back, even if Redis loses its memory: acquisition starts above the newest epoch
 Postgres has seen.

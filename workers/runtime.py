@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +95,8 @@ class ShardWorker:
         self._stop = threading.Event()
         self._dramatiq: dramatiq.Worker | None = None
         self._threads: list[threading.Thread] = []
+        self._bells_rung: set[tuple[int, int]] = set()
+        self._nudge_queued: set[int] = set()
         self._nudged = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="nudge")
 
     # -- doorbells -------------------------------------------------------------------------------
@@ -148,7 +151,12 @@ class ShardWorker:
         """
         if not report.delayed or report.now is None:
             return
-        bells = {(shard, math.ceil(when.timestamp())) for shard, when in report.delayed}
+        bells = {(shard, math.ceil(when.timestamp())) for shard, when in report.delayed} - self._bells_rung
+        if not bells:
+            return
+        self._bells_rung |= bells
+        if len(self._bells_rung) > 100_000:  # keep memory bounded; Redis SET NX still dedupes
+            self._bells_rung = set(bells)
         pipe = self.redis.pipeline(transaction=False)
         for shard, due in sorted(bells):
             delay_ms = max(0, int((due - report.now.timestamp()) * 1000))
@@ -188,6 +196,25 @@ class ShardWorker:
                 log.info("lease.acquired", shard=shard, epoch=new.epoch, holder=self.name)
         return taken
 
+    def _nudge(self, shard: int) -> None:
+        """Queue one drain of a held shard; nudges for a shard already queued or draining coalesce,
+        so the queue never holds more than one item per shard however fast nudges come."""
+        if shard not in self.held:
+            return
+        with self._lock:
+            if shard in self._draining:
+                self._dirty.add(shard)
+                return
+            if shard in self._nudge_queued:
+                return
+            self._nudge_queued.add(shard)
+        self._nudged.submit(self._drain_nudged, shard)
+
+    def _drain_nudged(self, shard: int) -> None:
+        with self._lock:
+            self._nudge_queued.discard(shard)
+        self.drain(shard)
+
     def _listen_for_nudges(self) -> None:
         """Drain a held shard as soon as a producer publishes a nudge for it (see Doorbells.ring)."""
         while not self._stop.is_set():
@@ -196,8 +223,8 @@ class ShardWorker:
                 pubsub.subscribe(self.doorbells.nudge_channel)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.25)
-                    if message is not None and int(message["data"]) in self.held:
-                        self._nudged.submit(self.drain, int(message["data"]))
+                    if message is not None:
+                        self._nudge(int(message["data"]))
                 pubsub.close()
             except Exception:  # Redis restarting: the Dramatiq doorbells still flow; resubscribe
                 log.exception("nudges.error")
@@ -215,6 +242,10 @@ class ShardWorker:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # The writer thread waits on PostgreSQL a few times per batch; with dozens of Dramatiq
+        # consumer threads in the process, each return from I/O can queue for the GIL for up to
+        # the switch interval (5 ms by default). A short interval keeps batches short.
+        sys.setswitchinterval(0.0005)
         for shard in self.keep_leases():
             self.drain(shard)
         self._threads = [
@@ -227,7 +258,7 @@ class ShardWorker:
             self.broker,
             queues={queue_name(s) for s in self.shards},
             worker_threads=self.settings.worker_threads,
-            worker_timeout=250,  # ms: how long idle consumers wait; bounds shutdown and delayed-message lag
+            worker_timeout=1000,  # ms: the longest an idle consumer backs off (nudges carry the latency)
         )
         self._dramatiq.queue_prefetch = self.settings.queue_prefetch
         self._dramatiq.start()

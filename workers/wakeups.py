@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 from redis import Redis
 
-TOKEN_TTL_SECONDS = 120
+TOKEN_TTL_SECONDS = 15
+"""Long enough for a waiter between two reads; short, since most decided holds have no waiter left."""
 
 
 class Wakeups:

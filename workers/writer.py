@@ -21,13 +21,13 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from db import repository as repo
 from db.repository import InboxCommand, LedgerEntry, NewCommand
 from domain import holds as hold_rules
-from domain.allocation import LotStock, WarehouseRoute
+from domain.allocation import LotStock
 from domain.commands import (
     HoldCommand,
     StockCommand,
@@ -61,12 +61,23 @@ class BatchReport:
 class _Batch:
     """The in-memory state of one transaction: what is loaded, what changed, what to send."""
 
-    def __init__(self, conn: Connection, shard: int, now: dt.datetime, shards: int) -> None:
-        self.conn, self.shard, self.now, self.shards = conn, shard, now, shards
-        self.holds: dict[str, Hold] = {}
-        self.lines: dict[str, list[HoldLine]] = {}
-        self.stocks: dict[int, list[LotStock]] = {}
-        self.routes: list[WarehouseRoute] = []
+    def __init__(
+        self, pg: repo.Pg, shard: int, now: dt.datetime, shards: int, commands: list[InboxCommand]
+    ) -> None:
+        self.pg, self.shard, self.now, self.shards = pg, shard, now, shards
+        # Line commands and receipts name their product, so only those products' lots are loaded;
+        # a settling hold needs its other lines, never their stock.
+        state = repo.load_state(
+            pg,
+            hold_ids={c.payload["hold_id"] for c in commands if "hold_id" in c.payload},
+            product_ids={c.payload["product_id"] for c in commands if "product_id" in c.payload},
+        )
+        self.holds, self.lines, self.stocks, self.routes = (
+            state.holds,
+            state.lines,
+            state.stocks,
+            state.routes,
+        )
         self.dirty_stocks: dict[int, LotStock] = {}
         self.dirty_lines: dict[tuple[str, int], HoldLine] = {}
         self.dirty_holds: dict[str, Hold] = {}
@@ -75,15 +86,6 @@ class _Batch:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.results: dict[int, dict[str, Any]] = {}
         self.wake: list[str] = []
-
-    def load(self, commands: list[InboxCommand]) -> None:
-        hold_ids = {c.payload["hold_id"] for c in commands if "hold_id" in c.payload}
-        self.holds = repo.lock_holds(self.conn, hold_ids)
-        self.lines = repo.load_lines(self.conn, hold_ids)
-        product_ids = {c.payload["product_id"] for c in commands if "product_id" in c.payload}
-        product_ids |= {line.product_id for lines in self.lines.values() for line in lines}
-        self.stocks = repo.load_stocks(self.conn, product_ids)
-        self.routes = repo.load_routes(self.conn)
 
     # -- one command ---------------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class _Batch:
         if stock is None:
             expiry = dt.date.fromisoformat(p["expiry"]) if p.get("expiry") else None
             stock = repo.ensure_lot_stock(
-                self.conn,
+                self.pg,
                 product_id=p["product_id"],
                 warehouse_id=p["warehouse_id"],
                 lot_code=p["lot"],
@@ -199,7 +201,7 @@ class _Batch:
     def _paid_without_stock(self, hold: Hold, lines: list[HoldLine]) -> None:
         for line in lines:
             repo.raise_alert(
-                self.conn,
+                self.pg,
                 kind="paid_without_stock",
                 severity="critical",
                 product_id=line.product_id,
@@ -212,14 +214,9 @@ class _Batch:
                 },
             )
 
-    def save(self) -> None:
-        repo.save_stocks(self.conn, list(self.dirty_stocks.values()))
-        repo.insert_movements(self.conn, self.ledger)
-        repo.save_lines(self.conn, list(self.dirty_lines.values()))
-        repo.save_holds(self.conn, list(self.dirty_holds.values()))
-        repo.insert_commands(self.conn, self.follow_ups)
-        touched = {s.product_id for s in self.dirty_stocks.values()}
-        self.events += [
+    def writes(self) -> repo.BatchWrites:
+        touched = sorted({s.product_id for s in self.dirty_stocks.values()})
+        stock_events = [
             (
                 "stock.changed",
                 {
@@ -227,9 +224,17 @@ class _Batch:
                     "available": decimal_str(sum((s.available for s in self.stocks[pid]), Decimal(0))),
                 },
             )
-            for pid in sorted(touched)
+            for pid in touched
         ]
-        repo.insert_events(self.conn, self.events)
+        return repo.BatchWrites(
+            stocks=list(self.dirty_stocks.values()),
+            ledger=self.ledger,
+            lines=list(self.dirty_lines.values()),
+            holds=list(self.dirty_holds.values()),
+            commands=self.follow_ups,
+            events=self.events + stock_events,
+            results=self.results,
+        )
 
 
 class ShardWriter:
@@ -262,20 +267,18 @@ class ShardWriter:
         """One transaction: up to batch_max due commands of the shard. Raises LeaseLost if fenced."""
         started = time.perf_counter()
         with self.engine.begin() as conn:
-            now = repo.prove_lease(conn, shard, epoch, self.holder)
+            pg: repo.Pg = conn.connection.driver_connection  # type: ignore[assignment]
+            if not repo.has_due(pg, shard):
+                return BatchReport(shard, 0)
+            now, commands = repo.claim_batch(pg, shard, epoch, self.holder, self.batch_max)
             if now is None:
                 raise LeaseLost(shard, epoch)
-            commands = repo.pending_commands(conn, shard, now, self.batch_max)
             if not commands:
                 return BatchReport(shard, 0, now=now)
-            batch = _Batch(conn, shard, now, self.shards)
-            batch.load(commands)
+            batch = _Batch(pg, shard, now, self.shards, commands)
             for command in commands:
                 batch.results[command.seq] = batch.apply(command)
-            batch.save()
-            repo.finish_batch(
-                conn, shard=shard, epoch=epoch, holder=self.holder, started_at=now, results=batch.results
-            )
+            repo.save_batch(pg, batch.writes(), shard=shard, epoch=epoch, holder=self.holder, started_at=now)
         latency_ms = (time.perf_counter() - started) * 1000
         for command in commands:
             log.info(
