@@ -1,0 +1,277 @@
+"""Catalogue: throughput and latency over 1,000 products as shards and worker processes grow.
+
+For each shard count (a fresh database each: routing is fixed per database), each worker count
+(the shards split between the processes: ``--shards 0-3`` / ``4-7``) and each popularity
+(uniform, Zipf s=1.1), `--producers` threads run a mixed workload for `--seconds`: new holds of
+1-3 lines, payment confirmations and releases of earlier holds. Each producer waits for its
+command's answer before sending the next (closed loop: a checkout service or payment relay), or
+with ``--no-wait`` sends as fast as it records (saturation; latency then includes the backlog).
+
+Figures per run, from the inbox (commands applied during the run, by the DB clock):
+applied commands/s (every command a writer applied, follow-ups included) and enqueue → applied
+latency (``applied_at - recorded_at``) p50/p95/p99.
+
+    python -m bench.catalog                                   # a few minutes
+    python -m bench.catalog --shard-counts 2 --worker-counts 1 --distributions zipf --seconds 3 \
+        --products 50                                         # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import threading
+import time
+from typing import Any
+
+from bench.common import (
+    BenchEnv,
+    CpuMeter,
+    base_parser,
+    machine_facts,
+    print_table,
+    split_shards,
+    summary_ms,
+    write_results,
+)
+from bench.workload import Mix, Popularity, Sent, applied_between, seed_catalogue
+from domain.errors import ResultTimeout
+
+NAME = "catalog"
+
+
+def run_phase(
+    env: BenchEnv,
+    mix: Mix,
+    *,
+    producers: int,
+    seconds: float,
+    wait: bool,
+    wait_timeout: float,
+    seed: int,
+) -> dict[str, Any]:
+    stop = threading.Event()
+    lock = threading.Lock()
+    sent: dict[str, int] = {}
+    problems: dict[str, int] = {}
+    examples: list[str] = []
+
+    def count(s: Sent) -> None:
+        with lock:
+            sent[s.kind] = sent.get(s.kind, 0) + 1
+
+    def producer(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        while not stop.is_set():
+            try:
+                mix.send(env, rng, time.monotonic(), wait=wait_timeout if wait else None, on_sent=count)
+            except Exception as error:
+                name = "timeout" if isinstance(error, ResultTimeout) else type(error).__name__
+                with lock:
+                    problems[name] = problems.get(name, 0) + 1
+                    if len(examples) < 5:
+                        examples.append(repr(error))
+
+    before = env.last_batch_id()
+    threads = [threading.Thread(target=producer, args=(i,), daemon=True) for i in range(producers)]
+    start_db = env.db_now()
+    with CpuMeter(p.pid for p in env.procs) as meter:
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        while time.monotonic() - started < seconds:
+            time.sleep(min(0.5, seconds))
+            env.check_alive()
+        stop.set()
+        for t in threads:
+            t.join()
+        end_db = env.db_now()
+    wall = (end_db - start_db).total_seconds()
+    applied = applied_between(env, start_db, end_db)
+    drained = env.wait_drained(120)
+    per_shard = applied["per_shard"]
+    lat = applied["latencies_s"]
+    return {
+        "wall_s": round(wall, 3),
+        "sent": dict(sorted(sent.items())),
+        "sent_per_s": round(sum(sent.values()) / wall, 1) if wall > 0 else None,
+        "applied": applied["count"],
+        "applied_per_s": round(applied["count"] / wall, 1) if wall > 0 else None,
+        "applied_per_kind": dict(sorted(applied["per_kind"].items())),
+        "busiest_shard_share": round(max(per_shard.values()) / applied["count"], 3)
+        if applied["count"]
+        else None,
+        "latency_producer_sent": summary_ms(lat["producer_sent"]),
+        "latency_all": summary_ms(lat["all"]),
+        "latency_per_kind": {
+            k: summary_ms(v) for k, v in sorted(lat.items()) if k not in ("all", "producer_sent")
+        },
+        "problems": problems,
+        "problem_examples": examples,
+        "drained_after": drained,
+        "cpu": meter.report(),
+        "writer_batches": env.batch_stats(before),
+    }
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser("Catalogue throughput and latency by shards, worker processes and popularity.")
+    parser.add_argument("--products", type=int, default=1000)
+    parser.add_argument("--stock", type=int, default=1_000_000, help="pieces received per product")
+    parser.add_argument("--shard-counts", default="1,2,4,8", help="TESSERA_SHARDS values (a database each)")
+    parser.add_argument("--worker-counts", default="1,2", help="worker processes splitting the shards")
+    parser.add_argument("--distributions", default="uniform,zipf", help="product popularity: uniform, zipf")
+    parser.add_argument("--zipf-s", type=float, default=1.1)
+    parser.add_argument("--producers", type=int, default=32, help="producer threads")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each run")
+    parser.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="closed loop: producers wait for each answer (--no-wait: send as fast as recorded)",
+    )
+    parser.add_argument("--wait-timeout", type=float, default=30.0, help="seconds to wait for one answer")
+    parser.add_argument(
+        "--pay-share", type=float, default=0.25, help="share of commands that pay an earlier hold"
+    )
+    parser.add_argument(
+        "--release-share", type=float, default=0.15, help="share that release an earlier hold"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="random seed")
+    args = parser.parse_args(argv)
+    if not 1 <= args.producers <= 64:
+        parser.error("--producers must be 1-64 (PostgreSQL max_connections is 100 here)")
+
+    facts: dict[str, Any] | None = None
+    runs: list[dict[str, Any]] = []
+    reconcile: dict[int, list[str]] = {}
+    for shards in parse_ints(args.shard_counts):
+        with BenchEnv(f"{NAME}{shards}", args, pool_size=min(args.producers, 40) + 4, shards=shards) as env:
+            if facts is None:
+                facts = machine_facts(env.engine, env.redis)
+            env.start_workers(max(parse_ints(args.worker_counts)))
+            setup = time.monotonic()
+            seed_catalogue(env, args.products, args.stock)
+            print(
+                f"shards={shards}: {args.products} products stocked in {time.monotonic() - setup:.1f}s",
+                flush=True,
+            )
+            for workers in parse_ints(args.worker_counts):
+                if workers > shards:
+                    runs.append(
+                        {"shards": shards, "workers": workers, "skipped": "fewer shards than workers"}
+                    )
+                    continue
+                env.stop_processes()
+                env.start_workers(workers)
+                for distribution in args.distributions.split(","):
+                    popularity = Popularity(args.products, distribution, args.zipf_s)
+                    mix = Mix(
+                        popularity,
+                        pay_share=args.pay_share,
+                        release_share=args.release_share,
+                        settle_after=0.0 if args.wait else 1.0,
+                    )
+                    result = run_phase(
+                        env,
+                        mix,
+                        producers=args.producers,
+                        seconds=args.seconds,
+                        wait=args.wait,
+                        wait_timeout=args.wait_timeout,
+                        seed=args.seed + len(runs),
+                    )
+                    run = {
+                        "shards": shards,
+                        "workers": workers,
+                        "worker_shards": split_shards(shards, workers),
+                        "distribution": distribution,
+                        "top_product_share": round(popularity.top_share, 4),
+                        **result,
+                    }
+                    runs.append(run)
+                    lat = run["latency_producer_sent"]
+                    print(
+                        f"  shards={shards} workers={workers} {distribution:7s} "
+                        f"applied {run['applied_per_s']:,}/s  p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms",
+                        flush=True,
+                    )
+            env.wait_drained(120)
+            reconcile[shards] = env.reconcile()
+
+    rows = []
+    for run in runs:
+        if "skipped" in run:
+            rows.append([run["shards"], run["workers"], "-", "skipped", None, None, None, None, None, None])
+            continue
+        lat, cores = run["latency_producer_sent"], run["cpu"]["cores"]
+        rows.append(
+            [
+                run["shards"],
+                run["workers"],
+                run["distribution"],
+                run["applied_per_s"],
+                lat["p50_ms"],
+                lat["p95_ms"],
+                lat["p99_ms"],
+                run["busiest_shard_share"],
+                run["writer_batches"]["commands_per_batch_avg"],
+                round(sum(cores.values()), 2),
+            ]
+        )
+    print_table(
+        f"Catalogue: {args.products:,} products, {args.producers} producers "
+        f"({'closed loop' if args.wait else 'no wait'}), {args.seconds:g}s per run; latency = enqueue → applied",
+        [
+            "shards",
+            "workers",
+            "popularity",
+            "applied/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "top shard",
+            "cmds/batch",
+            "cores",
+        ],
+        rows,
+    )
+    write_results(
+        NAME,
+        args.results_dir,
+        {
+            "bench": NAME,
+            "machine": facts,
+            "parameters": {
+                "products": args.products,
+                "stock_per_product": args.stock,
+                "shard_counts": parse_ints(args.shard_counts),
+                "worker_counts": parse_ints(args.worker_counts),
+                "distributions": args.distributions.split(","),
+                "zipf_s": args.zipf_s,
+                "producers": args.producers,
+                "seconds": args.seconds,
+                "wait": args.wait,
+                "pay_share": args.pay_share,
+                "release_share": args.release_share,
+                "hold_lines": "1-3 distinct products, 1-4 pieces each",
+                "seed": args.seed,
+                "log_level": args.log_level,
+            },
+            "runs": runs,
+            "reconcile_clean": not any(reconcile.values()),
+            "reconcile_differences": {str(k): v[:20] for k, v in reconcile.items() if v},
+        },
+    )
+    if any(reconcile.values()):
+        print(f"FAILED: reconcile found differences: {reconcile}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

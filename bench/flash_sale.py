@@ -1,0 +1,657 @@
+"""Flash sale: one hot product, many concurrent checkouts; Tessera against the seed's design.
+
+Tessera: `--producers` threads each call ``StockClient.reserve(...)`` for one piece of the hot
+product and wait for the answer (``HoldTicket.wait``), a fixed number of holds in all. The writer
+of the product's shard (one worker process by default) applies them in batches.
+
+Seed: the design Tessera replaces, in Python / psycopg 3 with as many threads: one transaction per
+request — ``SELECT … FOR UPDATE`` on the product's inventory row, insert the reservation, update
+``reserved``, insert the movement — on its own tables in the same database.
+
+holds/s = decided holds / wall time from the first send to the last answer (closed loop: each
+producer sends its next hold when it has the answer to the previous one).
+
+Then, for Tessera only, a backlog run: holds recorded while no worker runs, then one worker started;
+how fast the writer applies them with full batches (its capacity when not latency-bound).
+Last, a limited-stock run for both (100 pieces, 300 holds of 3 pieces): exactly 33 holds must be
+reserved, no piece oversold, and Tessera's ledger must reconcile.
+
+    python -m bench.flash_sale                       # 6,000 holds, 32 producers
+    python -m bench.flash_sale --holds 200 --producers 8 --limited-holds 30 --backlog 200   # smoke
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+
+from bench.common import (
+    BenchEnv,
+    CpuMeter,
+    base_parser,
+    fmt,
+    machine_facts,
+    print_table,
+    summary_ms,
+    write_results,
+)
+from db.reconcile import reconcile
+from domain.errors import ResultTimeout
+
+NAME = "flash_sale"
+HOT_SKU = "FLASH-HOT-60x60"
+BACKLOG_SKU = "FLASH-BACKLOG-60x60"
+LIMITED_SKU = "FLASH-LIMITED-60x60"
+WARMUP_SKU = "FLASH-WARMUP"
+TTL_SECONDS = 900
+
+SEED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seed_inventory (
+    product_id serial PRIMARY KEY,
+    sku text NOT NULL UNIQUE,
+    on_hand numeric(18, 3) NOT NULL DEFAULT 0,
+    reserved numeric(18, 3) NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS seed_reservations (
+    id bigserial PRIMARY KEY,
+    idempotency_key text NOT NULL UNIQUE,
+    product_id int NOT NULL REFERENCES seed_inventory (product_id),
+    quantity numeric(18, 3) NOT NULL,
+    status text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS seed_movements (
+    id bigserial PRIMARY KEY,
+    product_id int NOT NULL REFERENCES seed_inventory (product_id),
+    reservation_id bigint NOT NULL REFERENCES seed_reservations (id),
+    kind text NOT NULL,
+    d_reserved numeric(18, 3) NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+Outcome = tuple[str, float | None]
+"""What one request returns: its outcome, and (Tessera) the perf_counter time its ticket came back."""
+
+
+@dataclass
+class RunResult:
+    """One timed run: per-hold send / ticket / answer times (perf_counter) and outcomes."""
+
+    holds: int
+    sends: list[float] = field(default_factory=list)
+    tickets: list[float] = field(default_factory=list)
+    answers: list[float] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    cpu: dict[str, Any] = field(default_factory=dict)
+    batches: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decided(self) -> int:
+        return sum(n for outcome, n in self.outcomes.items() if outcome not in ("timeout", "error"))
+
+    @property
+    def wall_s(self) -> float:
+        return (max(self.answers) - min(self.sends)) if self.answers else 0.0
+
+    @property
+    def holds_per_s(self) -> float:
+        return self.decided / self.wall_s if self.wall_s > 0 else 0.0
+
+    def latency(self) -> dict[str, Any]:
+        return summary_ms([a - s for s, a in zip(self.sends, self.answers, strict=True)])
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "holds": self.holds,
+            "decided": self.decided,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "wall_s": round(self.wall_s, 3),
+            "holds_per_s": round(self.holds_per_s, 1),
+            "latency": self.latency(),
+            "errors": self.errors[:5],
+            "cpu": self.cpu,
+        }
+        if self.tickets:
+            # send → ticket (recorded durably) and ticket → answer (applied and read back)
+            out["record_latency"] = summary_ms([t - s for s, t in zip(self.sends, self.tickets, strict=True)])
+            out["answer_latency"] = summary_ms(
+                [a - t for t, a in zip(self.tickets, self.answers, strict=True)]
+            )
+        if self.batches:
+            out["writer_batches"] = self.batches
+        return out
+
+
+def metered(env: BenchEnv, run: Callable[[], RunResult], *, batches: bool) -> RunResult:
+    """Run with CPU accounting per component (and, for Tessera, the writer's batch figures)."""
+    before = env.last_batch_id()
+    with CpuMeter(p.pid for p in env.procs) as meter:
+        result = run()
+    result.cpu = meter.report()
+    if batches:
+        result.batches = env.batch_stats(before)
+    return result
+
+
+def run_threads(
+    holds: int,
+    producers: int,
+    one_hold: Callable[[int, Any], Outcome],
+    make_state: Callable[[], Any],
+    max_seconds: float,
+) -> RunResult:
+    """`producers` threads take hold numbers 0..holds-1 in turn; `one_hold(k, state)` → outcome.
+
+    Bounded: no thread starts a new hold after `max_seconds`.
+    """
+    result = RunResult(holds)
+    lock = threading.Lock()
+    next_k = iter(range(holds))
+    start = threading.Barrier(producers + 1)
+    deadline = [0.0]
+
+    def producer() -> None:
+        try:
+            state = make_state()
+        except Exception as error:
+            with lock:
+                result.errors.append(f"setup: {error!r}")
+            start.wait()
+            return
+        start.wait()
+        try:
+            while True:
+                with lock:
+                    k = next(next_k, None)
+                if k is None or time.monotonic() > deadline[0]:
+                    return
+                sent = time.perf_counter()
+                ticket: float | None = None
+                try:
+                    outcome, ticket = one_hold(k, state)
+                except ResultTimeout:
+                    outcome = "timeout"
+                except Exception as error:
+                    outcome = "error"
+                    with lock:
+                        result.errors.append(repr(error))
+                answered = time.perf_counter()
+                with lock:
+                    result.sends.append(sent)
+                    result.answers.append(answered)
+                    if ticket is not None:
+                        result.tickets.append(ticket)
+                    result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
+        finally:
+            close = getattr(state, "close", None)
+            if close:
+                close()
+
+    threads = [threading.Thread(target=producer, name=f"producer-{i}", daemon=True) for i in range(producers)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.monotonic() + max_seconds
+    start.wait()
+    for t in threads:
+        t.join()
+    if len(result.tickets) != len(result.sends):
+        result.tickets = []  # some requests failed before their ticket: no phase split
+    return result
+
+
+# -- Tessera -----------------------------------------------------------------------------------
+
+
+def tessera_run(
+    env: BenchEnv,
+    *,
+    sku: str,
+    holds: int,
+    pieces: int,
+    producers: int,
+    timeout: float,
+    max_seconds: float,
+    tag: str,
+    wait: bool = True,
+) -> RunResult:
+    client = env.client
+    line = [{"sku": sku, "quantity": str(pieces), "unit": "piece"}]
+
+    def one_hold(k: int, _state: Any) -> Outcome:
+        ticket = client.reserve(idempotency_key=f"{tag}-{k}", lines=line, ttl_seconds=TTL_SECONDS)
+        recorded = time.perf_counter()
+        if not wait:
+            return "recorded", recorded
+        return str(ticket.wait(timeout=timeout).status), recorded
+
+    return run_threads(holds, producers, one_hold, lambda: None, max_seconds)
+
+
+def tessera_stock(env: BenchEnv, sku: str, pieces: int, key: str) -> None:
+    env.client.upsert_product(sku=sku, name=f"Flash sale tile {sku}", pieces_per_box=4, sqm_per_box="1.44")
+    result = env.client.receive(
+        idempotency_key=key,
+        warehouse="BUC1",
+        sku=sku,
+        quantity=str(pieces),
+        unit="piece",
+        lot="L1",
+        shade="A",
+        caliber="9",
+    ).wait(timeout=60)
+    assert result["outcome"] == "received", result
+
+
+def tessera_balance(env: BenchEnv, sku: str) -> tuple[Decimal, Decimal]:
+    with env.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT coalesce(sum(b.on_hand), 0), coalesce(sum(b.reserved), 0) FROM stock_balances b "
+                "JOIN products p ON p.id = b.product_id WHERE p.sku = :sku"
+            ),
+            {"sku": sku},
+        ).one()
+    return Decimal(row[0]), Decimal(row[1])
+
+
+def tessera_reserved_holds(env: BenchEnv, sku: str) -> int:
+    with env.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(DISTINCT h.id) FROM holds h JOIN hold_lines l ON l.hold_id = h.id "
+                    "JOIN products p ON p.id = l.product_id WHERE p.sku = :sku AND h.status = 'reserved'"
+                ),
+                {"sku": sku},
+            ).scalar_one()
+        )
+
+
+def tessera_backlog(
+    env: BenchEnv, *, holds: int, producers: int, workers: int, max_seconds: float
+) -> dict[str, Any]:
+    """Record `holds` holds with no worker running, then start the workers and time the drain."""
+    env.stop_processes()
+    recorded = tessera_run(
+        env,
+        sku=BACKLOG_SKU,
+        holds=holds,
+        pieces=1,
+        producers=producers,
+        timeout=0,
+        max_seconds=max_seconds,
+        tag="backlog",
+        wait=False,
+    )
+    before = env.last_batch_id()
+    started = time.monotonic()
+    env.start_workers(workers)
+    drained = env.wait_drained(max_seconds)
+    wall = time.monotonic() - started
+    with env.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT extract(epoch FROM max(finished_at) - min(started_at)), coalesce(sum(commands), 0) "
+                "FROM apply_batches WHERE id > :before"
+            ),
+            {"before": before},
+        ).one()
+    apply_s, applied = float(row[0] or 0), int(row[1])
+    return {
+        "holds": holds,
+        "recorded": recorded.outcomes.get("recorded", 0),
+        "record_wall_s": round(recorded.wall_s, 3),
+        "record_holds_per_s": round(recorded.holds_per_s, 1),
+        "drained": drained,
+        "applied_commands": applied,
+        "apply_s": round(apply_s, 3),
+        "apply_holds_per_s": round(applied / apply_s, 1) if apply_s > 0 else None,
+        "start_to_drained_s": round(wall, 3),
+        "writer_batches": env.batch_stats(before),
+    }
+
+
+# -- the seed's design -------------------------------------------------------------------------
+
+
+def seed_dsn(env: BenchEnv) -> str:
+    return env.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def seed_setup(env: BenchEnv) -> None:
+    with psycopg.connect(seed_dsn(env), autocommit=True) as conn:
+        conn.execute(SEED_SCHEMA)
+
+
+def seed_stock(env: BenchEnv, sku: str, pieces: int) -> None:
+    with psycopg.connect(seed_dsn(env)) as conn:
+        conn.execute(
+            "INSERT INTO seed_inventory (sku, on_hand) VALUES (%s, %s) "
+            "ON CONFLICT (sku) DO UPDATE SET on_hand = seed_inventory.on_hand + EXCLUDED.on_hand",
+            (sku, Decimal(pieces)),
+        )
+
+
+def seed_reserve(
+    conn: psycopg.Connection[Any], key: str, sku: str, quantity: Decimal, ttl_seconds: int
+) -> str:
+    """The seed's reservation: one transaction, the inventory row locked FOR UPDATE."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT product_id, on_hand, reserved FROM seed_inventory WHERE sku = %s FOR UPDATE", (sku,)
+        ).fetchone()
+        if row is None:
+            raise LookupError(sku)
+        product_id, on_hand, reserved = row
+        status = "reserved" if on_hand - reserved >= quantity else "rejected"
+        reservation = conn.execute(
+            "INSERT INTO seed_reservations (idempotency_key, product_id, quantity, status, expires_at) "
+            "VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s)) RETURNING id",
+            (key, product_id, quantity, status, ttl_seconds),
+        ).fetchone()
+        assert reservation is not None
+        if status == "reserved":
+            conn.execute(
+                "UPDATE seed_inventory SET reserved = reserved + %s, updated_at = now() WHERE product_id = %s",
+                (quantity, product_id),
+            )
+            conn.execute(
+                "INSERT INTO seed_movements (product_id, reservation_id, kind, d_reserved) "
+                "VALUES (%s, %s, 'reservation', %s)",
+                (product_id, reservation[0], quantity),
+            )
+    return status
+
+
+def seed_run(
+    env: BenchEnv, *, sku: str, holds: int, pieces: int, producers: int, max_seconds: float, tag: str
+) -> RunResult:
+    dsn = seed_dsn(env)
+    quantity = Decimal(pieces)
+
+    def one_hold(k: int, conn: psycopg.Connection[Any]) -> Outcome:
+        return seed_reserve(conn, f"{tag}-{k}", sku, quantity, TTL_SECONDS), None
+
+    return run_threads(holds, producers, one_hold, lambda: psycopg.connect(dsn), max_seconds)
+
+
+def seed_balance(env: BenchEnv, sku: str) -> tuple[Decimal, Decimal, int]:
+    with psycopg.connect(seed_dsn(env)) as conn:
+        row = conn.execute(
+            "SELECT i.on_hand, i.reserved, (SELECT count(*) FROM seed_reservations r "
+            " WHERE r.product_id = i.product_id AND r.status = 'reserved') FROM seed_inventory i WHERE sku = %s",
+            (sku,),
+        ).fetchone()
+    assert row is not None
+    return Decimal(row[0]), Decimal(row[1]), int(row[2])
+
+
+# -- the bench ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(
+        "Flash sale: one hot product, concurrent holds; Tessera vs the seed's FOR UPDATE design."
+    )
+    parser.add_argument("--holds", type=int, default=6000, help="holds per timed run (each system)")
+    parser.add_argument("--producers", type=int, default=32, help="concurrent producer threads")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (splitting the shards)")
+    parser.add_argument("--shards", type=int, default=16, help="TESSERA_SHARDS")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="Dramatiq threads per worker (default: settings)"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per system (alternating)")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed holds per system before timing")
+    parser.add_argument("--backlog", type=int, default=6000, help="holds in the backlog run (0: skip it)")
+    parser.add_argument("--limited-stock", type=int, default=100, help="pieces in the limited-stock run")
+    parser.add_argument("--limited-holds", type=int, default=300, help="holds in the limited-stock run")
+    parser.add_argument(
+        "--limited-pieces", type=int, default=3, help="pieces per hold in the limited-stock run"
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds a producer waits for one answer")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="bound on each timed run")
+    args = parser.parse_args(argv)
+    if not 1 <= args.producers <= 64:
+        parser.error("--producers must be 1-64 (PostgreSQL max_connections is 100 here)")
+
+    overrides: dict[str, Any] = {"shards": args.shards}
+    if args.threads:
+        overrides["worker_threads"] = args.threads
+    run_opts = {"producers": args.producers, "max_seconds": args.max_seconds}
+    with BenchEnv(NAME, args, pool_size=min(args.producers, 40) + 2, **overrides) as env:
+        facts = machine_facts(env.engine, env.redis)
+        env.seed_warehouses()
+        seed_setup(env)
+        env.start_workers(args.workers)
+        print(f"{args.workers} worker(s) hold their leases; database {env.db_name}", flush=True)
+
+        tessera_stock(env, HOT_SKU, args.holds * args.repeats, "rcv-hot")
+        tessera_stock(env, WARMUP_SKU, max(args.warmup, 1), "rcv-warmup")
+        seed_stock(env, HOT_SKU, args.holds * args.repeats)
+        seed_stock(env, WARMUP_SKU, max(args.warmup, 1))
+
+        # Warm up connections, prepared statements and the writer, untimed.
+        if args.warmup:
+            tessera_run(
+                env, sku=WARMUP_SKU, holds=args.warmup, pieces=1, timeout=args.timeout, tag="warm", **run_opts
+            )
+            seed_run(env, sku=WARMUP_SKU, holds=args.warmup, pieces=1, tag="warm", **run_opts)
+
+        tessera_runs: list[RunResult] = []
+        seed_runs: list[RunResult] = []
+        for r in range(args.repeats):
+            tessera = partial(
+                tessera_run,
+                env,
+                sku=HOT_SKU,
+                holds=args.holds,
+                pieces=1,
+                timeout=args.timeout,
+                tag=f"hot{r}",
+                **run_opts,
+            )
+            tessera_runs.append(metered(env, tessera, batches=True))
+            env.check_alive()
+            seed = partial(seed_run, env, sku=HOT_SKU, holds=args.holds, pieces=1, tag=f"hot{r}", **run_opts)
+            seed_runs.append(metered(env, seed, batches=False))
+            print(
+                f"run {r + 1}/{args.repeats}: tessera {tessera_runs[-1].holds_per_s:,.0f} holds/s, "
+                f"seed {seed_runs[-1].holds_per_s:,.0f} holds/s",
+                flush=True,
+            )
+
+        tessera_holds_per_s = statistics.median(run.holds_per_s for run in tessera_runs)
+        seed_holds_per_s = statistics.median(run.holds_per_s for run in seed_runs)
+        ratio = tessera_holds_per_s / seed_holds_per_s if seed_holds_per_s else None
+        all_reserved = all(run.outcomes.get("reserved", 0) == run.holds for run in tessera_runs + seed_runs)
+
+        backlog: dict[str, Any] | None = None
+        if args.backlog:
+            tessera_stock(env, BACKLOG_SKU, args.backlog, "rcv-backlog")
+            backlog = tessera_backlog(
+                env,
+                holds=args.backlog,
+                producers=args.producers,
+                workers=args.workers,
+                max_seconds=args.max_seconds,
+            )
+
+        # Limited stock: exactly min(holds, stock // pieces) holds reserved, never more.
+        expected = min(args.limited_holds, args.limited_stock // args.limited_pieces)
+        tessera_stock(env, LIMITED_SKU, args.limited_stock, "rcv-limited")
+        seed_stock(env, LIMITED_SKU, args.limited_stock)
+        lt = tessera_run(
+            env,
+            sku=LIMITED_SKU,
+            holds=args.limited_holds,
+            pieces=args.limited_pieces,
+            timeout=args.timeout,
+            tag="ltd",
+            **run_opts,
+        )
+        ls = seed_run(
+            env, sku=LIMITED_SKU, holds=args.limited_holds, pieces=args.limited_pieces, tag="ltd", **run_opts
+        )
+        t_on_hand, t_reserved = tessera_balance(env, LIMITED_SKU)
+        t_holds = tessera_reserved_holds(env, LIMITED_SKU)
+        s_on_hand, s_reserved, s_holds = seed_balance(env, LIMITED_SKU)
+        env.wait_drained(30)
+        with env.engine.connect() as conn:
+            differences = reconcile(conn)
+        limited = {
+            "stock": args.limited_stock,
+            "holds": args.limited_holds,
+            "pieces_per_hold": args.limited_pieces,
+            "expected_reserved_holds": expected,
+            "tessera_reserved": t_holds,
+            "tessera_reserved_pieces": t_reserved,
+            "tessera_outcomes": lt.outcomes,
+            "seed_reserved": s_holds,
+            "seed_reserved_pieces": s_reserved,
+            "seed_outcomes": ls.outcomes,
+            "oversell_tessera": max(Decimal(0), t_reserved - t_on_hand),
+            "oversell_seed": max(Decimal(0), s_reserved - s_on_hand),
+            "reconcile_clean": not differences,
+            "reconcile_differences": [str(d) for d in differences[:20]],
+        }
+
+        results = {
+            "bench": NAME,
+            "machine": facts,
+            "parameters": {
+                "holds": args.holds,
+                "producers": args.producers,
+                "workers": args.workers,
+                "shards": env.settings.shards,
+                "worker_threads": env.settings.worker_threads,
+                "batch_max": env.settings.batch_max,
+                "queue_prefetch": env.settings.queue_prefetch,
+                "repeats": args.repeats,
+                "warmup": args.warmup,
+                "backlog": args.backlog,
+                "timeout_s": args.timeout,
+                "log_level": args.log_level,
+                "ttl_seconds": TTL_SECONDS,
+            },
+            "holds": args.holds,
+            "producers": args.producers,
+            "tessera_holds_per_s": round(tessera_holds_per_s, 1),
+            "seed_holds_per_s": round(seed_holds_per_s, 1),
+            "ratio": round(ratio, 3) if ratio is not None else None,
+            "all_reserved": all_reserved,
+            "tessera_runs": [run.summary() for run in tessera_runs],
+            "seed_runs": [run.summary() for run in seed_runs],
+            "tessera_backlog": backlog,
+            "limited_stock": limited,
+        }
+
+    rows, cpu_rows = [], []
+    for label, runs in (("tessera", tessera_runs), ("seed", seed_runs)):
+        for i, run in enumerate(runs):
+            lat = run.latency()
+            summary = run.summary()
+            rows.append(
+                [
+                    label,
+                    i + 1,
+                    run.decided,
+                    round(run.wall_s, 2),
+                    round(run.holds_per_s, 1),
+                    lat["p50_ms"],
+                    lat["p99_ms"],
+                    summary.get("record_latency", {}).get("p50_ms"),
+                    run.outcomes.get("reserved", 0),
+                ]
+            )
+            cores = run.cpu.get("cores", {})
+            cpu_rows.append(
+                [
+                    label,
+                    i + 1,
+                    cores.get("bench"),
+                    cores.get("workers"),
+                    cores.get("postgres"),
+                    cores.get("redis"),
+                    run.batches.get("commands_per_batch_avg"),
+                    run.batches.get("batch_ms_avg"),
+                ]
+            )
+    print_table(
+        f"Flash sale: {args.holds:,} holds of 1 piece, {args.producers} producers, {args.workers} worker(s)",
+        ["system", "run", "decided", "wall s", "holds/s", "p50 ms", "p99 ms", "record p50", "reserved"],
+        rows,
+    )
+    print_table(
+        f"CPU cores used on average during the timed runs ({facts['cpu_count']} cores in all)",
+        ["system", "run", "producers", "workers", "postgres", "redis", "cmds/batch", "batch ms"],
+        cpu_rows,
+    )
+    print(
+        f"\ntessera {tessera_holds_per_s:,.1f} holds/s | seed {seed_holds_per_s:,.1f} holds/s | "
+        f"ratio tessera/seed {fmt(ratio)}"
+    )
+    if backlog:
+        wb = backlog["writer_batches"]
+        print_table(
+            f"Tessera backlog: {backlog['holds']:,} holds recorded with no worker, then {args.workers} worker(s) started",
+            ["recorded/s", "applied/s", "apply s", "batches", "cmds/batch", "batch ms", "drained"],
+            [
+                [
+                    backlog["record_holds_per_s"],
+                    backlog["apply_holds_per_s"],
+                    backlog["apply_s"],
+                    wb["batches"],
+                    wb["commands_per_batch_avg"],
+                    wb["batch_ms_avg"],
+                    backlog["drained"],
+                ]
+            ],
+        )
+    print_table(
+        f"Limited stock: {args.limited_stock} pieces, {args.limited_holds} holds of {args.limited_pieces} "
+        f"(expect {expected} reserved)",
+        ["system", "reserved holds", "reserved pieces", "oversell", "reconcile"],
+        [
+            [
+                "tessera",
+                t_holds,
+                t_reserved,
+                limited["oversell_tessera"],
+                "clean" if not differences else "DIRTY",
+            ],
+            ["seed", s_holds, s_reserved, limited["oversell_seed"], "-"],
+        ],
+    )
+    write_results(NAME, args.results_dir, results)
+
+    failures = []
+    if t_holds != expected or t_reserved > t_on_hand:
+        failures.append(
+            f"tessera reserved {t_holds} holds / {t_reserved} pieces of {t_on_hand} (expected {expected})"
+        )
+    if s_reserved > s_on_hand:
+        failures.append(f"seed oversold: {s_reserved} of {s_on_hand}")
+    if differences:
+        failures.append(f"reconcile found {len(differences)} difference(s)")
+    if backlog and not backlog["drained"]:
+        failures.append("the backlog was not drained in time")
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
