@@ -11,7 +11,8 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from psycopg import Connection as PgConnection
@@ -19,6 +20,7 @@ from psycopg import Connection as PgConnection
 from domain.allocation import LotStock, WarehouseRoute
 from domain.holds import Hold, HoldLine, HoldMode, HoldStatus, LineStatus, Payment
 from domain.lines import Movement
+from domain.quantities import Packaging
 
 Pg = PgConnection[Any]
 
@@ -109,17 +111,31 @@ def claim_batch(
     return row[0], [InboxCommand(*r) for r in due.fetchall()]
 
 
+@dataclass(frozen=True, slots=True)
+class LineShown:
+    """What a line's answer shows beyond the domain's line: the request as made, and packaging."""
+
+    requested: Decimal
+    unit: str
+    rounding: str
+    packaging: Packaging
+
+
 @dataclass(slots=True)
 class BatchState:
     holds: dict[str, Hold]
     lines: dict[str, list[HoldLine]]
     stocks: dict[int, list[LotStock]]
     routes: list[WarehouseRoute]
+    created_at: dict[str, dt.datetime] = field(default_factory=dict)
+    shown: dict[tuple[str, int], LineShown] = field(default_factory=dict)
+    lot_names: dict[int, tuple[str, str | None, str | None]] = field(default_factory=dict)
+    """lot id → (code, shade, caliber), for the lots the batch's lines and products hold."""
 
 
 _STOCK_SELECT = """
     SELECT b.id, b.product_id, b.warehouse_id, b.lot_id, l.lot_code, l.received_at, l.expiry,
-           b.on_hand, b.reserved, b.damaged, b.quarantine
+           b.on_hand, b.reserved, b.damaged, b.quarantine, l.shade, l.caliber
     FROM stock_balances b JOIN lots l ON l.id = b.lot_id
 """
 
@@ -131,15 +147,17 @@ def load_state(pg: Pg, hold_ids: Iterable[str], product_ids: Iterable[int]) -> B
     products = sorted(set(product_ids))
     with pg.pipeline():
         holds = pg.execute(
-            "SELECT id, status, mode, expires_at, payment, lines_pending FROM holds "
+            "SELECT id, status, mode, expires_at, payment, lines_pending, created_at FROM holds "
             "WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE",
             {"ids": ids},
         )
         lines = pg.execute(
             """
             SELECT l.hold_id, l.line_no, l.product_id, p.sku, l.pieces, l.status, l.requested_warehouse_id,
-                   l.warehouse_id, l.lot_id, l.allocated, l.reason, l.available, l.largest_lot
-            FROM hold_lines l JOIN products p ON p.id = l.product_id
+                   l.warehouse_id, l.lot_id, l.allocated, l.reason, l.available, l.largest_lot,
+                   l.requested_quantity, l.requested_unit, l.rounding,
+                   p.pieces_per_box, p.sqm_per_box, p.allow_partial_boxes, lot.lot_code, lot.shade, lot.caliber
+            FROM hold_lines l JOIN products p ON p.id = l.product_id LEFT JOIN lots lot ON lot.id = l.lot_id
             WHERE l.hold_id = ANY(%(ids)s) ORDER BY l.hold_id, l.line_no
             """,
             {"ids": ids},
@@ -147,16 +165,23 @@ def load_state(pg: Pg, hold_ids: Iterable[str], product_ids: Iterable[int]) -> B
         stocks = pg.execute(_STOCK_SELECT + " WHERE b.product_id = ANY(%(ids)s)", {"ids": products})
         routes = pg.execute("SELECT id, code, can_ship, priority, active FROM warehouses")
     state = BatchState(holds={}, lines={}, stocks={pid: [] for pid in products}, routes=[])
-    for hid, status, mode, expires_at, payment, pending in holds.fetchall():
+    for hid, status, mode, expires_at, payment, pending, created_at in holds.fetchall():
         state.holds[str(hid)] = Hold(
             str(hid), HoldStatus(status), HoldMode(mode), expires_at, Payment(payment), pending
         )
+        state.created_at[str(hid)] = created_at
     for r in lines.fetchall():
-        state.lines.setdefault(str(r[0]), []).append(
-            HoldLine(str(r[0]), r[1], r[2], r[3], r[4], LineStatus(r[5]), *r[6:])
+        hold_id = str(r[0])
+        state.lines.setdefault(hold_id, []).append(
+            HoldLine(hold_id, r[1], r[2], r[3], r[4], LineStatus(r[5]), *r[6:13])
         )
+        state.shown[(hold_id, r[1])] = LineShown(r[13], r[14], r[15], Packaging(r[16], r[17], r[18]))
+        if r[8] is not None:
+            state.lot_names[r[8]] = (r[19], r[20], r[21])
     for r in stocks.fetchall():
-        state.stocks[r[1]].append(LotStock(*r))
+        stock = LotStock(*r)
+        state.stocks[stock.product_id].append(stock)
+        state.lot_names[stock.lot_id] = (stock.lot_code, stock.shade, stock.caliber)
     state.routes = [WarehouseRoute(*r) for r in routes.fetchall()]
     return state
 
@@ -180,14 +205,14 @@ def ensure_lot_stock(
             ON CONFLICT (product_id, lot_code) DO UPDATE
                 SET shade = coalesce(lots.shade, EXCLUDED.shade), caliber = coalesce(lots.caliber, EXCLUDED.caliber),
                     expiry = coalesce(lots.expiry, EXCLUDED.expiry)
-            RETURNING id, lot_code, received_at, expiry
+            RETURNING id, lot_code, received_at, expiry, shade, caliber
         ), balance AS (
             INSERT INTO stock_balances (product_id, warehouse_id, lot_id) SELECT %(p)s, %(w)s, id FROM lot
             ON CONFLICT (product_id, warehouse_id, lot_id) DO UPDATE SET updated_at = now()
             RETURNING id, product_id, warehouse_id, lot_id, on_hand, reserved, damaged, quarantine
         )
         SELECT b.id, b.product_id, b.warehouse_id, b.lot_id, lot.lot_code, lot.received_at, lot.expiry,
-               b.on_hand, b.reserved, b.damaged, b.quarantine
+               b.on_hand, b.reserved, b.damaged, b.quarantine, lot.shade, lot.caliber
         FROM balance b, lot
         """,
         {

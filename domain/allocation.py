@@ -34,6 +34,8 @@ class LotStock:
     reserved: Decimal
     damaged: Decimal = ZERO
     quarantine: Decimal = ZERO
+    shade: str | None = None
+    caliber: str | None = None
 
     @property
     def available(self) -> Decimal:

@@ -13,10 +13,10 @@ import datetime as dt
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import Redis
 from sqlalchemy import Connection, Engine, text
@@ -32,6 +32,7 @@ from tessera.settings import Settings, get_settings
 from workers.broker import Doorbells, make_broker
 from workers.wakeups import Wakeups
 
+T = TypeVar("T")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@#-]{0,127}$")
 RESERVED_KEY_PREFIXES = ("line.", "hold.", "payment:")  # the keys the system makes for itself
 SQM_PER_BOX_PLACES = 4  # products.sqm_per_box is NUMERIC(12, 4): 25 tiles of 15x15 make 0.5625 m²
@@ -114,7 +115,13 @@ class HoldTicket:
 
     def wait(self, timeout: float = 5.0) -> HoldResult:
         read_first, self._fresh = not self._fresh, False
-        return self.client.wait_for(self.hold_id, self.result, timeout, read_first=read_first)
+        return self.client.wait_for(
+            self.hold_id,
+            self.result,
+            timeout,
+            read_first=read_first,
+            from_token=HoldResult.model_validate_json,
+        )
 
 
 class StockClient:
@@ -349,12 +356,24 @@ class StockClient:
             with contextlib.suppress(Exception):  # the command is durable; the sweep will ring for it
                 self.doorbells.ring(shard)
 
-    def wait_for(self, ticket: str, read: Any, timeout: float, *, read_first: bool = True) -> Any:
-        """Return `read()` once it has a result: blocks on the ticket's wake-up, re-reads at least every slice."""
+    def wait_for(
+        self,
+        ticket: str,
+        read: Callable[[], T | None],
+        timeout: float,
+        *,
+        read_first: bool = True,
+        from_token: Callable[[bytes], T] | None = None,
+    ) -> T:
+        """Block on the ticket's wake-up until its result is there; re-read PostgreSQL at least
+        every slice, in case a wake-up was lost. A token that carries the answer is the answer."""
         deadline = time.monotonic() + timeout
+        token = None
         if not read_first:  # just recorded: the answer cannot be there yet, so wait for the wake-up first
-            self.wakeups.wait(ticket, min(timeout, WAIT_SLICE_SECONDS))
+            token = self.wakeups.wait(ticket, min(timeout, WAIT_SLICE_SECONDS))
         while True:
+            if token is not None and from_token is not None and token != b"1":
+                return from_token(token)
             result = read()
             if result is not None:
                 return result
@@ -363,7 +382,7 @@ class StockClient:
                 raise ResultTimeout(
                     f"no result for {ticket} after {timeout}s; it stays recorded and will apply"
                 )
-            self.wakeups.wait(ticket, min(remaining, WAIT_SLICE_SECONDS))
+            token = self.wakeups.wait(ticket, min(remaining, WAIT_SLICE_SECONDS))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,47 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, text
 
 from domain.errors import UnknownHold, UnknownSku
-from domain.quantities import Packaging, boxes_in, sqm_in
-
-
-class HoldLineResult(BaseModel):
-    line_no: int
-    sku: str
-    requested: Decimal
-    unit: str
-    pieces: Decimal
-    rounding: str
-    status: str
-    reserved_pieces: Decimal
-    reserved_boxes: Decimal | None
-    reserved_sqm: Decimal | None
-    warehouse: str | None
-    lot: str | None
-    shade: str | None
-    caliber: str | None
-    reason: str | None
-    available: Decimal | None
-    largest_lot: dict[str, Any] | None
-
-    @property
-    def outcome(self) -> str:
-        return self.status
-
-
-class HoldResult(BaseModel):
-    hold_id: str
-    status: str
-    mode: str
-    payment: str
-    expires_at: dt.datetime
-    created_at: dt.datetime
-    lines: list[HoldLineResult]
+from domain.quantities import Packaging
+from domain.results import HoldResult, LineFacts, line_result
 
 
 class LotBalance(BaseModel):
@@ -95,12 +61,9 @@ def read_hold(conn: Connection, hold_id: str) -> HoldResult:
     ).all()
     if not rows:
         raise UnknownHold(str(hold_id))
-    lines = []
-    for r in rows:
-        packaging = Packaging(r.pieces_per_box, r.sqm_per_box, r.allow_partial_boxes)
-        held = r.allocated if r.status in ("reserved", "confirmed") else Decimal(0)
-        lines.append(
-            HoldLineResult(
+    lines = [
+        line_result(
+            LineFacts(
                 line_no=r.line_no,
                 sku=r.sku,
                 requested=r.requested_quantity,
@@ -108,9 +71,8 @@ def read_hold(conn: Connection, hold_id: str) -> HoldResult:
                 pieces=r.pieces,
                 rounding=r.rounding,
                 status=r.status,
-                reserved_pieces=held,
-                reserved_boxes=boxes_in(held, packaging),
-                reserved_sqm=sqm_in(held, packaging),
+                allocated=r.allocated,
+                packaging=Packaging(r.pieces_per_box, r.sqm_per_box, r.allow_partial_boxes),
                 warehouse=r.warehouse,
                 lot=r.lot_code,
                 shade=r.shade,
@@ -120,6 +82,8 @@ def read_hold(conn: Connection, hold_id: str) -> HoldResult:
                 largest_lot=r.largest_lot,
             )
         )
+        for r in rows
+    ]
     hold = rows[0]
     return HoldResult(
         hold_id=str(hold.id),

@@ -7,7 +7,7 @@ always read from Postgres.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from redis import Redis
 
@@ -23,14 +23,16 @@ class Wakeups:
     def key(self, ticket: str) -> str:
         return f"{self.namespace}:wake:{ticket}"
 
-    def wake(self, tickets: Iterable[str]) -> None:
+    def wake(self, tokens: Mapping[str, str]) -> None:
+        """Push each ticket's token (the answer itself, where the writer has it)."""
         pipe = self.redis.pipeline(transaction=False)
-        for ticket in tickets:
+        for ticket, token in tokens.items():
             key = self.key(ticket)
-            pipe.lpush(key, 1)
+            pipe.lpush(key, token)
             pipe.expire(key, TOKEN_TTL_SECONDS)
         pipe.execute()
 
-    def wait(self, ticket: str, timeout: float) -> bool:
-        """Block up to `timeout` seconds for the ticket's token; True if it came."""
-        return self.redis.blpop([self.key(ticket)], timeout=max(timeout, 0.01)) is not None
+    def wait(self, ticket: str, timeout: float) -> bytes | None:
+        """Block up to `timeout` seconds for the ticket's token; the token, or None if none came."""
+        popped = self.redis.blpop([self.key(ticket)], timeout=max(timeout, 0.01))
+        return None if popped is None else popped[1]

@@ -41,6 +41,7 @@ from domain.errors import LeaseLost
 from domain.holds import Hold, HoldDecision, HoldLine, HoldStatus, LineAction, Payment
 from domain.lines import MovementKind, apply_line, move
 from domain.quantities import decimal_str
+from domain.results import HoldResult, LineFacts, line_result
 
 log = structlog.get_logger("tessera.writer")
 
@@ -54,7 +55,8 @@ class BatchReport:
     applied: int
     follow_up_shards: set[int] = field(default_factory=set)
     delayed: list[tuple[int, dt.datetime]] = field(default_factory=list)
-    wake: list[str] = field(default_factory=list)
+    wake: dict[str, str] = field(default_factory=dict)
+    """ticket → wake-up token: a decided hold's answer (JSON), or "1" for a command's ticket."""
     now: dt.datetime | None = None
 
 
@@ -72,6 +74,7 @@ class _Batch:
             hold_ids={c.payload["hold_id"] for c in commands if "hold_id" in c.payload},
             product_ids={c.payload["product_id"] for c in commands if "product_id" in c.payload},
         )
+        self.state = state
         self.holds, self.lines, self.stocks, self.routes = (
             state.holds,
             state.lines,
@@ -85,7 +88,7 @@ class _Batch:
         self.follow_ups: list[NewCommand] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.results: dict[int, dict[str, Any]] = {}
-        self.wake: list[str] = []
+        self.wake: list[str] = []  # holds decided in this batch
 
     # -- one command ---------------------------------------------------------------------------
 
@@ -214,6 +217,49 @@ class _Batch:
                 },
             )
 
+    def answer(self, hold_id: str) -> str:
+        """The hold's answer as a reader would see it after commit, sent with its wake-up so the
+        waiting checkout needs no read of its own."""
+        hold, routes = self.holds[hold_id], {r.warehouse_id: r.code for r in self.routes}
+        lot_names = self.state.lot_names
+        lines = []
+        for line in self.lines[hold_id]:
+            shown = self.state.shown[(hold_id, line.line_no)]
+            code, shade, caliber = (
+                lot_names.get(line.lot_id, (None, None, None)) if line.lot_id else (None,) * 3
+            )
+            lines.append(
+                line_result(
+                    LineFacts(
+                        line_no=line.line_no,
+                        sku=line.sku,
+                        requested=shown.requested,
+                        unit=shown.unit,
+                        pieces=line.pieces,
+                        rounding=shown.rounding,
+                        status=line.status.value,
+                        allocated=line.allocated,
+                        packaging=shown.packaging,
+                        warehouse=routes.get(line.warehouse_id) if line.warehouse_id else None,
+                        lot=code,
+                        shade=shade,
+                        caliber=caliber,
+                        reason=line.reason,
+                        available=line.available,
+                        largest_lot=line.largest_lot,
+                    )
+                )
+            )
+        return HoldResult(
+            hold_id=hold_id,
+            status=hold.status.value,
+            mode=hold.mode.value,
+            payment=hold.payment.value,
+            expires_at=hold.expires_at,
+            created_at=self.state.created_at[hold_id],
+            lines=lines,
+        ).model_dump_json()
+
     def writes(self) -> repo.BatchWrites:
         touched = sorted({s.product_id for s in self.dirty_stocks.values()})
         stock_events = [
@@ -296,7 +342,10 @@ class ShardWriter:
             len(commands),
             follow_up_shards={c.shard for c in batch.follow_ups if c.not_before is None},
             delayed=[(c.shard, c.not_before) for c in batch.follow_ups if c.not_before is not None],
-            wake=batch.wake + [c.key for c in commands if c.kind in NOTIFIED_KINDS],
+            wake={
+                **{hold_id: batch.answer(hold_id) for hold_id in batch.wake},
+                **{c.key: "1" for c in commands if c.kind in NOTIFIED_KINDS},
+            },
             now=now,
         )
         self.after_commit(report)
