@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg import Connection as PgConnection
+from psycopg import Cursor
 
 from domain.allocation import LotStock, WarehouseRoute
 from domain.holds import Hold, HoldLine, HoldMode, HoldStatus, LineStatus, Payment
@@ -42,10 +43,12 @@ class NewCommand:
     payload_hash: str
     shard: int
     not_before: dt.datetime | None = None
+    applied: bool = False
+    """Recorded as already applied: its effect is written in the same transaction (a hold placement)."""
 
     @property
     def status(self) -> str:
-        return "scheduled" if self.not_before else "recorded"
+        return "applied" if self.applied else "scheduled" if self.not_before else "recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +308,7 @@ _INSERT_COMMANDS = """
     SELECT * FROM unnest(%(keys)s::text[], %(kinds)s::text[], %(payloads)s::jsonb[], %(digests)s::text[],
                          %(shards)s::int[], %(statuses)s::text[], %(not_before)s::timestamptz[])
     ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING idempotency_key
 """
 
 _INSERT_EVENTS = """
@@ -327,6 +331,113 @@ _FINISH_BATCH = """
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str)
+
+
+def insert_commands(pg: Pg, commands: Sequence[NewCommand]) -> Cursor[Any]:
+    """Record commands in one statement; a key recorded before is left as it is. The cursor
+    returns the keys that were new (read it outside a pipeline, or after it)."""
+    return pg.execute(
+        _INSERT_COMMANDS,
+        {
+            "keys": [c.key for c in commands],
+            "kinds": [c.kind for c in commands],
+            "payloads": [_json(c.payload) for c in commands],
+            "digests": [c.payload_hash for c in commands],
+            "shards": [c.shard for c in commands],
+            "statuses": [c.status for c in commands],
+            "not_before": [c.not_before for c in commands],
+        },
+    )
+
+
+def recorded_commands(pg: Pg, keys: Sequence[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """key → (kind, payload digest, payload) of commands recorded earlier."""
+    rows = pg.execute(
+        "SELECT idempotency_key, kind, payload_hash, payload FROM commands WHERE idempotency_key = ANY(%(k)s)",
+        {"k": list(keys)},
+    )
+    return {key: (kind, digest, payload) for key, kind, digest, payload in rows.fetchall()}
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRef:
+    id: int
+    sku: str
+    packaging: Packaging
+
+
+def load_references(
+    pg: Pg, skus: Sequence[str], codes: Sequence[str]
+) -> tuple[dict[str, ProductRef], dict[str, int]]:
+    """Active products by SKU and active warehouses by code: one round trip."""
+    with pg.pipeline():
+        products = pg.execute(
+            "SELECT id, sku, pieces_per_box, sqm_per_box, allow_partial_boxes FROM products "
+            "WHERE sku = ANY(%(s)s) AND active",
+            {"s": list(skus)},
+        )
+        warehouses = pg.execute(
+            "SELECT code, id FROM warehouses WHERE code = ANY(%(c)s) AND active", {"c": list(codes)}
+        )
+    refs = {r[1]: ProductRef(r[0], r[1], Packaging(r[2], r[3], r[4])) for r in products.fetchall()}
+    return refs, {code: wid for code, wid in warehouses.fetchall()}
+
+
+@dataclass(frozen=True, slots=True)
+class NewHold:
+    id: str
+    key: str
+    mode: str
+    home_shard: int
+    ttl_seconds: int
+    lines: Sequence[dict[str, Any]]
+    """line_no, product_id, quantity, unit, pieces, rounding, warehouse_id"""
+
+
+_INSERT_HOLDS = """
+    INSERT INTO holds (id, idempotency_key, status, mode, home_shard, ttl_seconds, expires_at, lines_pending)
+    SELECT id, key, 'pending', mode, home, ttl, now() + make_interval(secs => ttl), n
+    FROM unnest(%(ids)s::uuid[], %(keys)s::text[], %(modes)s::text[], %(homes)s::int[], %(ttls)s::int[],
+                %(ns)s::int[]) AS v(id, key, mode, home, ttl, n)
+"""
+
+_INSERT_HOLD_LINES = """
+    INSERT INTO hold_lines (hold_id, line_no, product_id, requested_quantity, requested_unit, pieces,
+                            rounding, requested_warehouse_id, status)
+    SELECT hold_id, line_no, product_id, quantity, unit, pieces, rounding, warehouse_id, 'pending'
+    FROM unnest(%(hold_ids)s::uuid[], %(line_nos)s::int[], %(product_ids)s::int[], %(quantities)s::numeric[],
+                %(units)s::text[], %(pieces)s::numeric[], %(roundings)s::text[], %(warehouse_ids)s::int[])
+         AS v(hold_id, line_no, product_id, quantity, unit, pieces, rounding, warehouse_id)
+"""
+
+
+def insert_holds(pg: Pg, holds: Sequence[NewHold]) -> None:
+    """New pending holds and their lines: two statements (pipelined by the caller)."""
+    pg.execute(
+        _INSERT_HOLDS,
+        {
+            "ids": [uuid.UUID(h.id) for h in holds],
+            "keys": [h.key for h in holds],
+            "modes": [h.mode for h in holds],
+            "homes": [h.home_shard for h in holds],
+            "ttls": [h.ttl_seconds for h in holds],
+            "ns": [len(h.lines) for h in holds],
+        },
+    )
+    lines = [(uuid.UUID(h.id), line) for h in holds for line in h.lines]
+    pg.execute(
+        _INSERT_HOLD_LINES,
+        {
+            "hold_ids": [hid for hid, _ in lines],
+            "line_nos": [line["line_no"] for _, line in lines],
+            "product_ids": [line["product_id"] for _, line in lines],
+            "quantities": [line["quantity"] for _, line in lines],
+            "units": [line["unit"] for _, line in lines],
+            "pieces": [line["pieces"] for _, line in lines],
+            "roundings": [line["rounding"] for _, line in lines],
+            "warehouse_ids": [line["warehouse_id"] for _, line in lines],
+        },
+    )
 
 
 def save_batch(
@@ -386,18 +497,7 @@ def save_batch(
                 },
             )
         if writes.commands:
-            pg.execute(
-                _INSERT_COMMANDS,
-                {
-                    "keys": [c.key for c in writes.commands],
-                    "kinds": [c.kind for c in writes.commands],
-                    "payloads": [_json(c.payload) for c in writes.commands],
-                    "digests": [c.payload_hash for c in writes.commands],
-                    "shards": [c.shard for c in writes.commands],
-                    "statuses": [c.status for c in writes.commands],
-                    "not_before": [c.not_before for c in writes.commands],
-                },
-            )
+            insert_commands(pg, writes.commands)
         if writes.events:
             pg.execute(
                 _INSERT_EVENTS,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 from redis import Redis
 from sqlalchemy import Connection, Engine, text
 
+from db import repository as repo
 from db.engine import get_engine
 from domain.commands import HoldCommand, StockCommand, payload_digest, shard_of
 from domain.errors import IdempotencyConflict, InvalidCommand, ResultTimeout, UnknownSku, UnknownWarehouse
@@ -343,9 +343,19 @@ class StockClient:
         payload: dict[str, Any],
         shard: int,
     ) -> Recorded:
-        digest = payload_digest(kind.value, payload)
-        existing = _insert_command(conn, key, kind.value, payload, digest, shard, "recorded")
-        return Recorded(key, shard, existing is None, payload)
+        """Record a command, or recognise its resend; another payload under the key is refused.
+
+        A concurrent first request with the same key makes this wait until that one commits
+        (the unique index), so a resend never sees a half-recorded command.
+        """
+        pg: repo.Pg = conn.connection.driver_connection  # type: ignore[assignment]
+        command = repo.NewCommand(key, kind.value, payload, payload_digest(kind.value, payload), shard)
+        if repo.insert_commands(pg, [command]).fetchall():
+            return Recorded(key, shard, True, payload)
+        earlier_kind, earlier_digest, _ = repo.recorded_commands(pg, [key])[key]
+        if (earlier_kind, earlier_digest) != (command.kind, command.payload_hash):
+            raise IdempotencyConflict(key)
+        return Recorded(key, shard, False, payload)
 
     def _ring(self, recorded: Sequence[Recorded]) -> None:
         self._ring_shards({r.shard for r in recorded if r.fresh})
@@ -447,42 +457,3 @@ def _line_request(line: object, index: int) -> dict[str, Any]:
         "unit": unit.value,
         "warehouse": check_text(line.get("warehouse"), f"{field}.warehouse", max_len=32, required=False),
     }
-
-
-def _insert_command(
-    conn: Connection, key: str, kind: str, payload: dict[str, Any], digest: str, shard: int, status: str
-) -> dict[str, Any] | None:
-    """Record a command; None if new, else the payload recorded earlier under the same key.
-
-    A concurrent first request with the same key makes this wait until that one commits
-    (the unique index), so a resend never sees a half-recorded command.
-    """
-    seq = conn.execute(
-        text(
-            """
-            INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status)
-            VALUES (:key, :kind, CAST(:payload AS jsonb), :digest, :shard, :status)
-            ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq
-            """
-        ),
-        {
-            "key": key,
-            "kind": kind,
-            "payload": _json(payload),
-            "digest": digest,
-            "shard": shard,
-            "status": status,
-        },
-    ).scalar()
-    if seq is not None:
-        return None
-    row = conn.execute(
-        text("SELECT kind, payload, payload_hash FROM commands WHERE idempotency_key = :k"), {"k": key}
-    ).one()
-    if row.kind != kind or row.payload_hash != digest:
-        raise IdempotencyConflict(key)
-    return dict(row.payload)
-
-
-def _json(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, default=str)

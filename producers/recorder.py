@@ -8,22 +8,21 @@ a transaction per request. No artificial delay: a lone request is recorded at on
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import uuid
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine
 
+from db import repository as repo
 from domain.commands import HoldCommand, line_command_key, payload_digest, shard_of
 from domain.errors import IdempotencyConflict, InvalidCommand, UnknownSku, UnknownWarehouse
 from domain.holds import LineAction
-from domain.quantities import Packaging, parse_unit, to_pieces
+from domain.quantities import parse_unit, to_pieces
 
 MAX_GROUP = 256
 
@@ -47,62 +46,6 @@ class _Pending:
     hold_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     lines: list[dict[str, Any]] = field(default_factory=list)
     fresh: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CommandRow:
-    key: str
-    kind: str
-    payload: dict[str, Any]
-    shard: int
-    status: str = "recorded"
-
-
-def insert_commands(conn: Connection, rows: Sequence[CommandRow]) -> set[str]:
-    """Insert commands in one statement; returns the keys that were new (the rest already existed)."""
-    if not rows:
-        return set()
-    result = conn.execute(
-        text(
-            """
-            INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status)
-            SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:payloads AS jsonb[]),
-                                 CAST(:digests AS text[]), CAST(:shards AS int[]), CAST(:statuses AS text[]))
-            ON CONFLICT (idempotency_key) DO NOTHING
-            RETURNING idempotency_key
-            """
-        ),
-        {
-            "keys": [r.key for r in rows],
-            "kinds": [r.kind for r in rows],
-            "payloads": [json.dumps(r.payload, default=str) for r in rows],
-            "digests": [_digest(r) for r in rows],
-            "shards": [r.shard for r in rows],
-            "statuses": [r.status for r in rows],
-        },
-    )
-    return {key for (key,) in result}
-
-
-def _digest(row: CommandRow) -> str:
-    # A hold's digest covers the request, not the hold id this recording drew for it.
-    body = (
-        {k: v for k, v in row.payload.items() if k != "hold_id"}
-        if row.kind == HoldCommand.PLACE
-        else row.payload
-    )
-    return payload_digest(row.kind, body)
-
-
-def recorded_payloads(conn: Connection, keys: Sequence[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """key → (kind, digest, payload) of commands recorded earlier."""
-    rows = conn.execute(
-        text(
-            "SELECT idempotency_key, kind, payload_hash, payload FROM commands WHERE idempotency_key = ANY(:k)"
-        ),
-        {"k": list(keys)},
-    )
-    return {r.idempotency_key: (r.kind, r.payload_hash, r.payload) for r in rows}
 
 
 class HoldRecorder:
@@ -161,7 +104,19 @@ class HoldRecorder:
 
     def _record_group(self, group: list[_Pending]) -> set[int]:
         with self.engine.begin() as conn:
-            products, warehouses = _reference_data(conn, group)
+            pg: repo.Pg = conn.connection.driver_connection  # type: ignore[assignment]
+            products, warehouses = repo.load_references(
+                pg,
+                sorted({line["sku"] for p in group for line in p.request.body["lines"]}),
+                sorted(
+                    {
+                        line["warehouse"]
+                        for p in group
+                        for line in p.request.body["lines"]
+                        if line["warehouse"]
+                    }
+                ),
+            )
             valid = []
             for pending in group:
                 try:
@@ -172,18 +127,19 @@ class HoldRecorder:
                     valid.append(pending)
                 except InvalidCommand as error:
                     pending.future.set_exception(error)
-            fresh_keys = insert_commands(
-                conn,
-                [
-                    CommandRow(
-                        p.request.key,
-                        HoldCommand.PLACE.value,
-                        {**p.request.body, "hold_id": p.hold_id},
-                        shard_of(p.hold_id, self.shards),
-                        "applied",
-                    )
-                    for p in valid
-                ],
+            placements = [
+                repo.NewCommand(
+                    key=p.request.key,
+                    kind=HoldCommand.PLACE.value,
+                    payload={**p.request.body, "hold_id": p.hold_id},
+                    payload_hash=p.request.digest,  # the request's, not the hold id this recording drew
+                    shard=shard_of(p.hold_id, self.shards),
+                    applied=True,
+                )
+                for p in valid
+            ]
+            fresh_keys = (
+                {key for (key,) in repo.insert_commands(pg, placements).fetchall()} if placements else set()
             )
             fresh, resends = [], []
             for pending in valid:  # the first of a key in the group is new; a twin in the group is a resend
@@ -193,29 +149,50 @@ class HoldRecorder:
                     fresh.append(pending)
                 else:
                     resends.append(pending)
-            self._resolve_resends(conn, resends, fresh)
+            self._resolve_resends(pg, resends, fresh)
             if not fresh:
                 return set()
-            _insert_holds(conn, fresh, self.shards)
             line_commands = [
-                CommandRow(
-                    line_command_key(p.hold_id, line["line_no"], LineAction.RESERVE),
-                    LineAction.RESERVE.value,
-                    {"hold_id": p.hold_id, "line_no": line["line_no"], "product_id": line["product_id"]},
-                    shard_of(line["sku"], self.shards),
+                repo.NewCommand(
+                    key=line_command_key(p.hold_id, line["line_no"], LineAction.RESERVE),
+                    kind=LineAction.RESERVE.value,
+                    payload=(
+                        payload := {
+                            "hold_id": p.hold_id,
+                            "line_no": line["line_no"],
+                            "product_id": line["product_id"],
+                        }
+                    ),
+                    payload_hash=payload_digest(LineAction.RESERVE.value, payload),
+                    shard=shard_of(line["sku"], self.shards),
                 )
                 for p in fresh
                 for line in p.lines
             ]
-            insert_commands(conn, line_commands)
+            with pg.pipeline():
+                repo.insert_holds(
+                    pg,
+                    [
+                        repo.NewHold(
+                            id=p.hold_id,
+                            key=p.request.key,
+                            mode=p.request.body["mode"],
+                            home_shard=shard_of(p.hold_id, self.shards),
+                            ttl_seconds=p.request.body["ttl_seconds"],
+                            lines=p.lines,
+                        )
+                        for p in fresh
+                    ],
+                )
+                repo.insert_commands(pg, line_commands)
         return {c.shard for c in line_commands}
 
     @staticmethod
-    def _resolve_resends(conn: Connection, resends: list[_Pending], fresh: list[_Pending]) -> None:
+    def _resolve_resends(pg: repo.Pg, resends: list[_Pending], fresh: list[_Pending]) -> None:
         """A key seen before: the same request gets the same hold; another request is refused."""
         if not resends:
             return
-        earlier = recorded_payloads(conn, [p.request.key for p in resends])
+        earlier = repo.recorded_commands(pg, [p.request.key for p in resends])
         first_in_group = {p.request.key: p for p in fresh}
         for pending in resends:
             kind, digest, payload = earlier[pending.request.key]
@@ -226,32 +203,8 @@ class HoldRecorder:
                 pending.hold_id = twin.hold_id if twin else payload["hold_id"]
 
 
-def _reference_data(conn: Connection, group: list[_Pending]) -> tuple[dict[str, Any], dict[str, int]]:
-    skus = sorted({line["sku"] for p in group for line in p.request.body["lines"]})
-    codes = sorted(
-        {line["warehouse"] for p in group for line in p.request.body["lines"] if line["warehouse"]}
-    )
-    products = {
-        r.sku: r
-        for r in conn.execute(
-            text(
-                "SELECT id, sku, pieces_per_box, sqm_per_box, allow_partial_boxes FROM products "
-                "WHERE sku = ANY(:s) AND active"
-            ),
-            {"s": skus},
-        )
-    }
-    warehouses: dict[str, int] = {}
-    if codes:
-        rows = conn.execute(
-            text("SELECT code, id FROM warehouses WHERE code = ANY(:c) AND active"), {"c": codes}
-        )
-        warehouses = {code: wid for code, wid in rows}
-    return products, warehouses
-
-
 def resolve_line(
-    line: dict[str, Any], index: int, products: dict[str, Any], warehouses: dict[str, int]
+    line: dict[str, Any], index: int, products: dict[str, repo.ProductRef], warehouses: dict[str, int]
 ) -> dict[str, Any]:
     """A validated request line → the product, the pieces it asks for (with rounding), the warehouse."""
     field = f"lines[{index}]"
@@ -263,9 +216,8 @@ def resolve_line(
         if line["warehouse"] not in warehouses:
             raise UnknownWarehouse(line["warehouse"], field=f"{field}.warehouse")
         warehouse_id = warehouses[line["warehouse"]]
-    packaging = Packaging(product.pieces_per_box, product.sqm_per_box, product.allow_partial_boxes)
     conversion = to_pieces(
-        Decimal(line["quantity"]), parse_unit(line["unit"]), packaging, field=f"{field}.quantity"
+        Decimal(line["quantity"]), parse_unit(line["unit"]), product.packaging, field=f"{field}.quantity"
     )
     return {
         "line_no": index + 1,
@@ -277,48 +229,3 @@ def resolve_line(
         "rounding": conversion.rounding,
         "warehouse_id": warehouse_id,
     }
-
-
-def _insert_holds(conn: Connection, fresh: list[_Pending], shards: int) -> None:
-    conn.execute(
-        text(
-            """
-            INSERT INTO holds (id, idempotency_key, status, mode, home_shard, ttl_seconds, expires_at, lines_pending)
-            SELECT id, key, 'pending', mode, home, ttl, now() + make_interval(secs => ttl), n
-            FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:modes AS text[]), CAST(:homes AS int[]),
-                        CAST(:ttls AS int[]), CAST(:ns AS int[])) AS v(id, key, mode, home, ttl, n)
-            """
-        ),
-        {
-            "ids": [uuid.UUID(p.hold_id) for p in fresh],
-            "keys": [p.request.key for p in fresh],
-            "modes": [p.request.body["mode"] for p in fresh],
-            "homes": [shard_of(p.hold_id, shards) for p in fresh],
-            "ttls": [p.request.body["ttl_seconds"] for p in fresh],
-            "ns": [len(p.lines) for p in fresh],
-        },
-    )
-    lines = [(p.hold_id, line) for p in fresh for line in p.lines]
-    conn.execute(
-        text(
-            """
-            INSERT INTO hold_lines (hold_id, line_no, product_id, requested_quantity, requested_unit, pieces,
-                                    rounding, requested_warehouse_id, status)
-            SELECT hold_id, line_no, product_id, quantity, unit, pieces, rounding, warehouse_id, 'pending'
-            FROM unnest(CAST(:hold_ids AS uuid[]), CAST(:line_nos AS int[]), CAST(:product_ids AS int[]),
-                        CAST(:quantities AS numeric[]), CAST(:units AS text[]), CAST(:pieces AS numeric[]),
-                        CAST(:roundings AS text[]), CAST(:warehouse_ids AS int[]))
-                 AS v(hold_id, line_no, product_id, quantity, unit, pieces, rounding, warehouse_id)
-            """
-        ),
-        {
-            "hold_ids": [uuid.UUID(h) for h, _ in lines],
-            "line_nos": [line["line_no"] for _, line in lines],
-            "product_ids": [line["product_id"] for _, line in lines],
-            "quantities": [line["quantity"] for _, line in lines],
-            "units": [line["unit"] for _, line in lines],
-            "pieces": [line["pieces"] for _, line in lines],
-            "roundings": [line["rounding"] for _, line in lines],
-            "warehouse_ids": [line["warehouse_id"] for _, line in lines],
-        },
-    )
