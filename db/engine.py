@@ -16,7 +16,7 @@ def normalize_url(url: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def get_engine(url: str, pool_size: int = 32) -> Engine:
+def get_engine(url: str, pool_size: int = 32, application_name: str = "tessera") -> Engine:
     """The process's engine for `url`.
 
     The pool keeps as many connections as the process's threads use at once: a connection opened
@@ -25,4 +25,10 @@ def get_engine(url: str, pool_size: int = 32) -> Engine:
     """
     # No pre-ping: it costs a round trip per checkout on the hot path; a connection lost with a
     # PostgreSQL restart fails its statement, and the writer retries the batch in place.
-    return create_engine(normalize_url(url), pool_size=pool_size, max_overflow=16)
+    # application_name shows in pg_stat_activity which part of Tessera holds each session.
+    return create_engine(
+        normalize_url(url),
+        pool_size=pool_size,
+        max_overflow=16,
+        connect_args={"application_name": application_name[:63]},
+    )

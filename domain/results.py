@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from domain.quantities import Packaging, boxes_in, sqm_in
 
@@ -37,8 +37,10 @@ class HoldLineResult(BaseModel):
     available: Decimal | None
     largest_lot: dict[str, Any] | None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def outcome(self) -> str:
+        """The line's outcome: reserved, rejected, confirmed, released, expired, returned, unfulfilled."""
         return self.status
 
 

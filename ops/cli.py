@@ -13,7 +13,9 @@ from db.engine import get_engine
 from tessera.logs import configure_logging
 from tessera.settings import get_settings
 
-app = typer.Typer(help="Tessera: stock management for a tile shop, as single-writer shard queues.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tessera: stock management for a tile shop, as single-writer shard queues.", no_args_is_help=True
+)
 
 
 @app.command()
@@ -28,7 +30,9 @@ def migrate() -> None:
 @app.command()
 def worker(
     shards: str = typer.Option(None, "--shards", help="Shards to serve: '0-7', '1,3,5'; all by default."),
-    name: str = typer.Option(None, "--name", help="Holder name in leases and batch logs (host:pid by default)."),
+    name: str = typer.Option(
+        None, "--name", help="Holder name in leases and batch logs (host:pid by default)."
+    ),
     threads: int = typer.Option(None, "--threads", help="Dramatiq worker threads (TESSERA_WORKER_THREADS)."),
 ) -> None:
     """Lease the shards and apply their commands until stopped (SIGTERM / Ctrl-C)."""
@@ -56,7 +60,9 @@ def scheduler(
     settings = get_settings()
     configure_logging(settings.log_level)
     engine = get_engine(settings.database_url)
-    doorbells = Doorbells(make_broker(Redis.from_url(settings.redis_url), settings.redis_namespace), settings.shards)
+    doorbells = Doorbells(
+        make_broker(Redis.from_url(settings.redis_url), settings.redis_namespace), settings.shards
+    )
     if once:
         rang = sweep(engine, doorbells, settings.sweep_grace_seconds)
         typer.echo(json.dumps({"rang": rang}))
@@ -67,7 +73,11 @@ def scheduler(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     run_sweeper(
-        engine, doorbells, interval=settings.sweep_interval_seconds, grace_seconds=settings.sweep_grace_seconds, stop=stop
+        engine,
+        doorbells,
+        interval=settings.sweep_interval_seconds,
+        grace_seconds=settings.sweep_grace_seconds,
+        stop=stop,
     )
 
 

@@ -73,7 +73,9 @@ class ShardWorker:
         self.shards = sorted(shards)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.redis = redis_client or Redis.from_url(settings.redis_url)
-        self.engine = engine or get_engine(settings.database_url)
+        self.engine = engine or get_engine(
+            settings.database_url, application_name=f"tessera-worker {self.name}"
+        )
         self.broker = make_broker(self.redis, settings.redis_namespace)
         self.doorbells = Doorbells(self.broker, settings.shards)
         self.doorbells.bind(self.on_doorbell)

@@ -1,0 +1,69 @@
+"""Operating Tessera: PostgreSQL dropping the writer's connections mid-flow, and `tessera reconcile`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sqlalchemy import Engine, text
+
+from producers import StockClient
+from tessera.settings import Settings
+from tests.conftest import ROOT, Processes, settings_env
+from tests.flow import assert_applied_exactly_once, flow, stock_up, wait_all_applied
+
+
+def test_the_writer_retries_in_place_when_postgres_drops_its_connections(
+    catalog: StockClient, processes: Processes, engine: Engine, settings: Settings, assert_consistent
+) -> None:
+    processes.worker(name="steady")
+    stock_up(catalog)
+    database = settings.database_url.rsplit("/", 1)[1]
+
+    def drop_worker_connections() -> None:
+        # What a PostgreSQL restart does to the worker: every one of its sessions is cut.
+        with engine.connect() as conn:
+            cut = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :db AND application_name LIKE 'tessera-worker %'"
+                ),
+                {"db": database},
+            ).scalar()
+        assert cut is not None and cut > 0
+
+    keys = flow(catalog, 600, at_half=drop_worker_connections)
+    wait_all_applied(engine)
+
+    assert_applied_exactly_once(engine, keys)
+    assert_consistent()
+
+
+def _reconcile(settings: Settings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", "reconcile"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_reconcile_is_clean_then_reports_a_balance_that_disagrees_with_its_ledger(
+    catalog: StockClient, processes: Processes, engine: Engine, settings: Settings
+) -> None:
+    processes.worker()
+    catalog.receive(
+        idempotency_key="rcv-1", warehouse="BUC1", sku="GRS-60x60-GREY", quantity="10", unit="box", lot="L1"
+    ).wait(timeout=15)
+    clean = _reconcile(settings)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "clean" in clean.stdout
+
+    with engine.begin() as conn:  # a write that bypassed the writer and the ledger
+        conn.execute(text("UPDATE stock_balances SET on_hand = on_hand - 3"))
+    broken = _reconcile(settings)
+    assert broken.returncode == 1
+    assert "GRS-60x60-GREY @ BUC1 lot L1: on_hand balance 37" in broken.stdout
+    assert "ledger 40" in broken.stdout
