@@ -330,22 +330,20 @@ def test_a_payment_after_expiry_of_a_partial_hold_does_not_try_its_rejected_line
     assert hold.lines_pending == 1
 
 
-def test_a_payment_for_a_released_hold_with_nothing_to_sell_is_paid_without_stock_at_once() -> None:
-    hold, lines = a_hold(S.RELEASED, L.REJECTED, L.REJECTED)  # released while pending; every line rejected
-
-    decision = pay(hold, lines, Payment.PAID, BEFORE)
-
-    assert (decision.outcome, hold.status, hold.payment) == (
-        "paid_without_stock",
-        S.PAID_WITHOUT_STOCK,
-        Payment.PAID,
-    )
-    assert decision.raise_paid_without_stock
-    assert decision.fan_out == []
-
-
-def test_a_payment_for_a_rejected_hold_is_paid_without_stock_and_raises_the_alert() -> None:
-    hold, lines = a_hold(S.REJECTED, L.REJECTED, L.RELEASED)
+@pytest.mark.parametrize(
+    ("status", "line_statuses"),
+    [
+        (
+            S.RELEASED,
+            (L.REJECTED, L.REJECTED),
+        ),  # released while pending, every line rejected: nothing to sell
+        (S.REJECTED, (L.REJECTED, L.RELEASED)),
+    ],
+)
+def test_a_payment_for_a_hold_with_nothing_to_sell_is_paid_without_stock_at_once_and_raises_the_alert(
+    status: S, line_statuses: tuple[L, L]
+) -> None:
+    hold, lines = a_hold(status, *line_statuses)
 
     decision = pay(hold, lines, Payment.PAID, BEFORE)
 
