@@ -17,6 +17,7 @@ from typing import Any
 
 from psycopg import Connection as PgConnection
 from psycopg import Cursor
+from sqlalchemy import Connection
 
 from domain.allocation import LotStock, WarehouseRoute
 from domain.holds import Hold, HoldLine, HoldMode, HoldStatus, LineStatus, Payment
@@ -24,6 +25,11 @@ from domain.lines import Movement
 from domain.quantities import Packaging
 
 Pg = PgConnection[Any]
+
+
+def psycopg_of(conn: Connection) -> Pg:
+    """The psycopg connection under a SQLAlchemy one, inside the same transaction."""
+    return conn.connection.driver_connection  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -25,7 +24,7 @@ from db.engine import get_engine
 from domain.commands import HoldCommand, StockCommand, payload_digest, shard_of
 from domain.errors import IdempotencyConflict, InvalidCommand, ResultTimeout, UnknownSku, UnknownWarehouse
 from domain.holds import HoldMode, HoldStatus, Payment
-from domain.quantities import Packaging, decimal_str, parse_quantity, parse_unit, to_pieces
+from domain.quantities import decimal_str, parse_quantity, parse_unit, to_pieces
 from producers.recorder import HoldRecorder, HoldRequest
 from producers.views import HoldResult, StockView, read_hold, read_stock
 from tessera.settings import Settings, get_settings
@@ -67,16 +66,6 @@ def _check_flag(value: object, field: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidCommand("must be true or false", field=field)
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """A command as recorded in the inbox; `fresh` is False when this was a resend."""
-
-    key: str
-    shard: int
-    fresh: bool
-    payload: dict[str, Any]
 
 
 class CommandTicket:
@@ -252,9 +241,15 @@ class StockClient:
         qty, unit_ = parse_quantity(quantity), parse_unit(unit)
         lot_code = check_text(lot, "lot")
         expiry_date = _parse_date(expiry, "expiry")
+        check_text(sku, "sku")
+        check_text(warehouse, "warehouse", max_len=32)
         with self.engine.begin() as conn:
-            product = _product(conn, sku, "sku")
-            warehouse_id = _warehouse_id(conn, warehouse, "warehouse")
+            products, warehouses = repo.load_references(repo.psycopg_of(conn), [sku], [warehouse])
+            if sku not in products:
+                raise UnknownSku(sku, field="sku")
+            if warehouse not in warehouses:
+                raise UnknownWarehouse(warehouse, field="warehouse")
+            product, warehouse_id = products[sku], warehouses[warehouse]
             conversion = to_pieces(qty, unit_, product.packaging)
             payload = {
                 "product_id": product.id,
@@ -268,10 +263,10 @@ class StockClient:
                 "unit": unit_.value,
                 "pieces": decimal_str(conversion.pieces),
             }
-            recorded = self._record(
-                conn, key, StockCommand.RECEIVE, payload, shard_of(sku, self.settings.shards)
-            )
-        self._ring([recorded])
+            shard = shard_of(sku, self.settings.shards)
+            fresh = self._record(conn, key, StockCommand.RECEIVE, payload, shard)
+        if fresh:
+            self._ring_shards({shard})
         return CommandTicket(self, key)
 
     def reserve(
@@ -319,8 +314,10 @@ class StockClient:
         with self.engine.begin() as conn:
             hold = read_hold(conn, hold_id)  # raises UnknownHold
             payload = {"hold_id": hold.hold_id, **extra}
-            recorded = self._record(conn, key, kind, payload, shard_of(hold.hold_id, self.settings.shards))
-        self._ring([recorded])
+            shard = shard_of(hold.hold_id, self.settings.shards)
+            fresh = self._record(conn, key, kind, payload, shard)
+        if fresh:
+            self._ring_shards({shard})
         return CommandTicket(self, key)
 
     # -- reads -----------------------------------------------------------------------------------
@@ -342,23 +339,20 @@ class StockClient:
         kind: HoldCommand | StockCommand,
         payload: dict[str, Any],
         shard: int,
-    ) -> Recorded:
-        """Record a command, or recognise its resend; another payload under the key is refused.
+    ) -> bool:
+        """Record a command (True), or recognise its resend (False); another payload under the key is refused.
 
         A concurrent first request with the same key makes this wait until that one commits
         (the unique index), so a resend never sees a half-recorded command.
         """
-        pg: repo.Pg = conn.connection.driver_connection  # type: ignore[assignment]
+        pg = repo.psycopg_of(conn)
         command = repo.NewCommand(key, kind.value, payload, payload_digest(kind.value, payload), shard)
         if repo.insert_commands(pg, [command]).fetchall():
-            return Recorded(key, shard, True, payload)
+            return True
         earlier_kind, earlier_digest, _ = repo.recorded_commands(pg, [key])[key]
         if (earlier_kind, earlier_digest) != (command.kind, command.payload_hash):
             raise IdempotencyConflict(key)
-        return Recorded(key, shard, False, payload)
-
-    def _ring(self, recorded: Sequence[Recorded]) -> None:
-        self._ring_shards({r.shard for r in recorded if r.fresh})
+        return False
 
     def _ring_shards(self, shards: set[int]) -> None:
         """Ring each shard once. A lost doorbell only delays: the sweep rings recorded work again."""
@@ -393,34 +387,6 @@ class StockClient:
                     f"no result for {ticket} after {timeout}s; it stays recorded and will apply"
                 )
             token = self.wakeups.wait(ticket, min(remaining, WAIT_SLICE_SECONDS))
-
-
-@dataclass(frozen=True, slots=True)
-class _Product:
-    id: int
-    sku: str
-    packaging: Packaging
-
-
-def _product(conn: Connection, sku: object, field: str) -> _Product:
-    check_text(sku, field)
-    row = conn.execute(
-        text(
-            "SELECT id, sku, pieces_per_box, sqm_per_box, allow_partial_boxes FROM products WHERE sku = :s AND active"
-        ),
-        {"s": sku},
-    ).first()
-    if row is None:
-        raise UnknownSku(str(sku), field=field)
-    return _Product(row.id, row.sku, Packaging(row.pieces_per_box, row.sqm_per_box, row.allow_partial_boxes))
-
-
-def _warehouse_id(conn: Connection, code: object, field: str) -> int:
-    check_text(code, field, max_len=32)
-    wid = conn.execute(text("SELECT id FROM warehouses WHERE code = :c AND active"), {"c": code}).scalar()
-    if wid is None:
-        raise UnknownWarehouse(str(code), field=field)
-    return int(wid)
 
 
 def _parse_mode(mode: object) -> HoldMode:

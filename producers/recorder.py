@@ -104,7 +104,7 @@ class HoldRecorder:
 
     def _record_group(self, group: list[_Pending]) -> set[int]:
         with self.engine.begin() as conn:
-            pg: repo.Pg = conn.connection.driver_connection  # type: ignore[assignment]
+            pg = repo.psycopg_of(conn)
             products, warehouses = repo.load_references(
                 pg,
                 sorted({line["sku"] for p in group for line in p.request.body["lines"]}),

@@ -7,7 +7,7 @@ import threading
 import pytest
 from sqlalchemy import Engine
 
-from db.repository import claim_batch
+from db.repository import claim_batch, psycopg_of
 from domain.commands import shard_of
 from domain.errors import LeaseLost
 from producers import StockClient
@@ -42,7 +42,7 @@ def test_a_second_writer_of_a_shard_waits_for_the_first_to_commit(
     _receive(catalog, "waiting")
     entered = threading.Event()
     with engine.begin() as first:
-        now, _ = claim_batch(first.connection.driver_connection, shard, 7, "first", 16)  # type: ignore[arg-type]
+        now, _ = claim_batch(psycopg_of(first), shard, 7, "first", 16)
         assert now is not None
         thread = threading.Thread(
             target=lambda: (_writer(engine, "second").apply_batch(shard, epoch=8), entered.set())

@@ -313,7 +313,7 @@ class ShardWriter:
         """One transaction: up to batch_max due commands of the shard. Raises LeaseLost if fenced."""
         started = time.perf_counter()
         with self.engine.begin() as conn:
-            pg: repo.Pg = conn.connection.driver_connection  # type: ignore[assignment]
+            pg = repo.psycopg_of(conn)
             if not repo.has_due(pg, shard):
                 return BatchReport(shard, 0)
             now, commands = repo.claim_batch(pg, shard, epoch, self.holder, self.batch_max)
