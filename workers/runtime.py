@@ -159,13 +159,14 @@ class ShardWorker:
         self._bells_rung |= bells
         if len(self._bells_rung) > 100_000:  # keep memory bounded; Redis SET NX still dedupes
             self._bells_rung = set(bells)
+        now = report.now.timestamp()
+        delays = {(shard, due): max(0, int((due - now) * 1000)) for shard, due in sorted(bells)}
         pipe = self.redis.pipeline(transaction=False)
-        for shard, due in sorted(bells):
-            delay_ms = max(0, int((due - report.now.timestamp()) * 1000))
+        for (shard, due), delay_ms in delays.items():
             pipe.set(f"{self.settings.redis_namespace}:bell:{shard}:{due}", 1, nx=True, px=delay_ms + 60_000)
-        for (shard, due), new in zip(sorted(bells), pipe.execute(), strict=True):
+        for ((shard, _), delay_ms), new in zip(delays.items(), pipe.execute(), strict=True):
             if new:
-                self.doorbells.ring(shard, delay_ms=max(0, int((due - report.now.timestamp()) * 1000)))
+                self.doorbells.ring(shard, delay_ms=delay_ms)
 
     # -- leases ----------------------------------------------------------------------------------
 
