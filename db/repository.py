@@ -1,8 +1,8 @@
 """Set-based loads and saves for one shard writer's batch. No business rule lives here.
 
 The writer's statements go through the psycopg 3 connection under the SQLAlchemy transaction, in
-pipeline mode where they do not depend on each other: a batch costs a handful of round trips to
-PostgreSQL, whatever its size (loads in one pipeline, every write in another, then the commit).
+pipeline mode: a batch costs two round trips to PostgreSQL, whatever its size (the fence, the due
+commands and their state in one pipeline; every write and the commit in the other).
 """
 
 from __future__ import annotations
@@ -49,12 +49,10 @@ class NewCommand:
     payload_hash: str
     shard: int
     not_before: dt.datetime | None = None
-    applied: bool = False
-    """Recorded as already applied: its effect is written in the same transaction (a hold placement)."""
 
     @property
     def status(self) -> str:
-        return "applied" if self.applied else "scheduled" if self.not_before else "recorded"
+        return "scheduled" if self.not_before else "recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +62,6 @@ class LedgerEntry:
     hold_id: str | None = None
     line_no: int | None = None
 
-
-_PROVE_LEASE = """
-    INSERT INTO shard_fences AS f (shard, epoch, holder) VALUES (%(shard)s, %(epoch)s, %(holder)s)
-    ON CONFLICT (shard) DO UPDATE
-        SET epoch = EXCLUDED.epoch, holder = EXCLUDED.holder, updated_at = now()
-        WHERE f.epoch <= EXCLUDED.epoch
-    RETURNING clock_timestamp()
-"""
 
 # Found by state, never by a cursor: a sequence number is drawn before commit, so a row that
 # commits late would be skipped by "seq > last seen".
@@ -86,38 +76,63 @@ _PENDING = """
     ) due ORDER BY seq LIMIT %(limit)s
 """
 
-
-_HAS_DUE = """
-    SELECT EXISTS (SELECT 1 FROM commands WHERE shard = %(shard)s AND status = 'recorded')
-        OR EXISTS (SELECT 1 FROM commands WHERE shard = %(shard)s AND status = 'scheduled'
-                                               AND not_before <= clock_timestamp())
+# Prove the lease, but only if the shard has anything due: a doorbell for work already done (most
+# of them, since doorbells are coalesced and duplicated) then writes nothing and flushes no WAL.
+_PROVE_LEASE = """
+    WITH due AS (
+        SELECT EXISTS (SELECT 1 FROM commands WHERE shard = %(shard)s AND status = 'recorded')
+            OR EXISTS (SELECT 1 FROM commands WHERE shard = %(shard)s AND status = 'scheduled'
+                                                   AND not_before <= clock_timestamp()) AS found
+    ), fence AS (
+        INSERT INTO shard_fences AS f (shard, epoch, holder)
+        SELECT %(shard)s, %(epoch)s, %(holder)s FROM due WHERE due.found
+        ON CONFLICT (shard) DO UPDATE
+            SET epoch = EXCLUDED.epoch, holder = EXCLUDED.holder, updated_at = now()
+            WHERE f.epoch <= EXCLUDED.epoch
+        RETURNING clock_timestamp() AS now
+    )
+    SELECT (SELECT found FROM due), (SELECT now FROM fence)
 """
 
-
-def has_due(pg: Pg, shard: int) -> bool:
-    """Whether the shard has anything to apply: a read, so that a doorbell for work already done
-    (most of them, since doorbells are coalesced and duplicated) writes nothing and flushes no WAL."""
-    row = pg.execute(_HAS_DUE, {"shard": shard}).fetchone()
-    return bool(row and row[0])
+_PENDING_HOLD_IDS = f"SELECT (payload->>'hold_id')::uuid FROM ({_PENDING}) d WHERE payload ? 'hold_id'"
+_PENDING_PRODUCT_IDS = (
+    f"SELECT DISTINCT (payload->>'product_id')::int FROM ({_PENDING}) d WHERE payload ? 'product_id'"
+)
 
 
-def claim_batch(
-    pg: Pg, shard: int, epoch: int, holder: str, limit: int
-) -> tuple[dt.datetime | None, list[InboxCommand]]:
-    """Prove the lease and take the shard's due commands, in one round trip.
+@dataclass(slots=True)
+class Claim:
+    """What one batch starts from: whether anything was due, the database clock if the lease was
+    proved (None: fenced out, or nothing due), the due commands in order and their state."""
+
+    due: bool
+    now: dt.datetime | None
+    commands: list[InboxCommand]
+    state: BatchState
+
+
+def claim_batch(pg: Pg, shard: int, epoch: int, holder: str, limit: int) -> Claim:
+    """Prove the lease, take the shard's due commands and load their state: one round trip.
 
     The fence upsert locks the shard's fence row until commit, so two writers of one shard can
     never apply at once; a writer whose epoch is older than the newest one that applied is fenced
     out (no clock comes back, and the caller must not apply what it read). The clock returned is
     the database's, which every decision of the batch uses.
+
+    The state statements find their holds and products through the same due-commands query, run
+    after the fence row is locked. A command that commits between two of these statements can make
+    them see slightly different sets: `complete_state` loads whatever a command needs and is missing.
     """
+    params = {"shard": shard, "epoch": epoch, "holder": holder, "limit": limit}
     with pg.pipeline():
-        fence = pg.execute(_PROVE_LEASE, {"shard": shard, "epoch": epoch, "holder": holder})
-        due = pg.execute(_PENDING, {"shard": shard, "limit": limit})
+        fence = pg.execute(_PROVE_LEASE, params)
+        due = pg.execute(_PENDING, params)
+        loads = _load(pg, _PENDING_HOLD_IDS, _PENDING_PRODUCT_IDS, params)
     row = fence.fetchone()
-    if row is None:
-        return None, []
-    return row[0], [InboxCommand(*r) for r in due.fetchall()]
+    assert row is not None
+    return Claim(
+        due=bool(row[0]), now=row[1], commands=[InboxCommand(*r) for r in due.fetchall()], state=_state(*loads)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,38 +157,41 @@ class BatchState:
     """lot id → (code, shade, caliber), for the lots the batch's lines and products hold."""
 
 
-_STOCK_SELECT = """
-    SELECT b.id, b.product_id, b.warehouse_id, b.lot_id, l.lot_code, l.received_at, l.expiry,
-           b.on_hand, b.reserved, b.damaged, b.quarantine, l.shade, l.caliber
-    FROM stock_balances b JOIN lots l ON l.id = b.lot_id
+_HOLDS = "SELECT id, status, mode, expires_at, payment, lines_pending, created_at FROM holds WHERE id IN ({ids}) ORDER BY id FOR UPDATE"
+
+_LINES = """
+    SELECT l.hold_id, l.line_no, l.product_id, p.sku, l.pieces, l.status, l.requested_warehouse_id,
+           l.warehouse_id, l.lot_id, l.allocated, l.reason, l.available, l.largest_lot,
+           l.requested_quantity, l.requested_unit, l.rounding,
+           p.pieces_per_box, p.sqm_per_box, p.allow_partial_boxes, lot.lot_code, lot.shade, lot.caliber
+    FROM hold_lines l JOIN products p ON p.id = l.product_id LEFT JOIN lots lot ON lot.id = l.lot_id
+    WHERE l.hold_id IN ({ids}) ORDER BY l.hold_id, l.line_no
 """
 
+# Every asked product comes back, with no balance columns if it has no lot yet.
+_STOCKS = """
+    SELECT asked.id, b.id, b.product_id, b.warehouse_id, b.lot_id, l.lot_code, l.received_at, l.expiry,
+           b.on_hand, b.reserved, b.damaged, b.quarantine, l.shade, l.caliber
+    FROM ({ids}) AS asked(id)
+    LEFT JOIN stock_balances b ON b.product_id = asked.id LEFT JOIN lots l ON l.id = b.lot_id
+"""
 
-def load_state(pg: Pg, hold_ids: Iterable[str], product_ids: Iterable[int]) -> BatchState:
-    """Lock the batch's holds (in id order, so writers never deadlock), load their lines, the
-    lot balances of the batch's products and the warehouse routes: one round trip."""
-    ids = sorted({uuid.UUID(h) for h in hold_ids})
-    products = sorted(set(product_ids))
-    with pg.pipeline():
-        holds = pg.execute(
-            "SELECT id, status, mode, expires_at, payment, lines_pending, created_at FROM holds "
-            "WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE",
-            {"ids": ids},
-        )
-        lines = pg.execute(
-            """
-            SELECT l.hold_id, l.line_no, l.product_id, p.sku, l.pieces, l.status, l.requested_warehouse_id,
-                   l.warehouse_id, l.lot_id, l.allocated, l.reason, l.available, l.largest_lot,
-                   l.requested_quantity, l.requested_unit, l.rounding,
-                   p.pieces_per_box, p.sqm_per_box, p.allow_partial_boxes, lot.lot_code, lot.shade, lot.caliber
-            FROM hold_lines l JOIN products p ON p.id = l.product_id LEFT JOIN lots lot ON lot.id = l.lot_id
-            WHERE l.hold_id = ANY(%(ids)s) ORDER BY l.hold_id, l.line_no
-            """,
-            {"ids": ids},
-        )
-        stocks = pg.execute(_STOCK_SELECT + " WHERE b.product_id = ANY(%(ids)s)", {"ids": products})
-        routes = pg.execute("SELECT id, code, can_ship, priority, active FROM warehouses")
-    state = BatchState(holds={}, lines={}, stocks={pid: [] for pid in products}, routes=[])
+_ROUTES = "SELECT id, code, can_ship, priority, active FROM warehouses"
+
+
+def _load(pg: Pg, hold_ids_sql: str, product_ids_sql: str, params: dict[str, Any]) -> tuple[Cursor[Any], ...]:
+    """Queue the state statements (inside the caller's pipeline): holds locked in id order, so
+    writers never deadlock, their lines, the lot balances of the products, the warehouse routes."""
+    return (
+        pg.execute(_HOLDS.format(ids=hold_ids_sql), params),
+        pg.execute(_LINES.format(ids=hold_ids_sql), params),
+        pg.execute(_STOCKS.format(ids=product_ids_sql), params),
+        pg.execute(_ROUTES),
+    )
+
+
+def _state(holds: Cursor[Any], lines: Cursor[Any], stocks: Cursor[Any], routes: Cursor[Any]) -> BatchState:
+    state = BatchState(holds={}, lines={}, stocks={}, routes=[])
     for hid, status, mode, expires_at, payment, pending, created_at in holds.fetchall():
         state.holds[str(hid)] = Hold(
             str(hid), HoldStatus(status), HoldMode(mode), expires_at, Payment(payment), pending
@@ -188,11 +206,36 @@ def load_state(pg: Pg, hold_ids: Iterable[str], product_ids: Iterable[int]) -> B
         if r[8] is not None:
             state.lot_names[r[8]] = (r[19], r[20], r[21])
     for r in stocks.fetchall():
-        stock = LotStock(*r)
-        state.stocks[stock.product_id].append(stock)
-        state.lot_names[stock.lot_id] = (stock.lot_code, stock.shade, stock.caliber)
+        lots = state.stocks.setdefault(r[0], [])
+        if r[1] is not None:
+            stock = LotStock(*r[1:])
+            lots.append(stock)
+            state.lot_names[stock.lot_id] = (stock.lot_code, stock.shade, stock.caliber)
     state.routes = [WarehouseRoute(*r) for r in routes.fetchall()]
     return state
+
+
+def complete_state(pg: Pg, state: BatchState, hold_ids: Iterable[str], product_ids: Iterable[int]) -> None:
+    """Load into `state` the holds (with their lines) and products it lacks: one round trip, and
+    only when a command committed between the claim's statements (see `claim_batch`)."""
+    holds = sorted({uuid.UUID(h) for h in hold_ids if h not in state.holds or h not in state.lines})
+    products = sorted({p for p in product_ids if p not in state.stocks})
+    if not holds and not products:
+        return
+    with pg.pipeline():
+        loads = _load(
+            pg,
+            "SELECT unnest(%(hold_ids)s::uuid[])",
+            "SELECT unnest(%(product_ids)s::int[])",
+            {"hold_ids": holds, "product_ids": products},
+        )
+    more = _state(*loads)
+    state.holds.update(more.holds)
+    state.lines.update(more.lines)
+    state.stocks.update(more.stocks)
+    state.created_at.update(more.created_at)
+    state.shown.update(more.shown)
+    state.lot_names.update(more.lot_names)
 
 
 def ensure_lot_stock(
@@ -292,10 +335,9 @@ _INSERT_MOVEMENTS = """
 _SAVE_LINES = """
     UPDATE hold_lines h SET status = v.status, warehouse_id = v.warehouse_id, lot_id = v.lot_id,
            allocated = v.allocated, reason = v.reason, available = v.available, largest_lot = v.largest_lot
-    FROM unnest(%(hold_ids)s::uuid[], %(line_nos)s::int[], %(statuses)s::text[], %(warehouse_ids)s::int[],
-                %(lot_ids)s::int[], %(allocated)s::numeric[], %(reasons)s::text[], %(available)s::numeric[],
-                %(largest)s::jsonb[])
-         AS v(hold_id, line_no, status, warehouse_id, lot_id, allocated, reason, available, largest_lot)
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+         AS v(hold_id uuid, line_no int, status text, warehouse_id int, lot_id int, allocated numeric, reason text,
+              available numeric, largest_lot jsonb)
     WHERE h.hold_id = v.hold_id AND h.line_no = v.line_no
 """
 
@@ -311,14 +353,16 @@ _SAVE_HOLDS = """
 # Follow-up commands; a key already recorded (a replayed batch) is left as it is.
 _INSERT_COMMANDS = """
     INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status, not_before)
-    SELECT * FROM unnest(%(keys)s::text[], %(kinds)s::text[], %(payloads)s::jsonb[], %(digests)s::text[],
-                         %(shards)s::int[], %(statuses)s::text[], %(not_before)s::timestamptz[])
+    SELECT key, kind, payload, digest, shard, status, not_before
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+         AS v(key text, kind text, payload jsonb, digest text, shard int, status text, not_before timestamptz)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING idempotency_key
 """
 
 _INSERT_EVENTS = """
-    INSERT INTO outbox (topic, payload) SELECT * FROM unnest(%(topics)s::text[], %(payloads)s::jsonb[])
+    INSERT INTO outbox (topic, payload)
+    SELECT topic, payload FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(topic text, payload jsonb)
 """
 
 # Mark the batch's commands applied with their results, and log the batch.
@@ -330,13 +374,16 @@ _FINISH_BATCH = """
     )
     UPDATE commands c SET status = 'applied', result = v.result, applied_at = clock_timestamp(),
            batch_id = (SELECT id FROM batch)
-    FROM unnest(%(seqs)s::bigint[], %(results)s::jsonb[]) AS v(seq, result)
+    FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(seq bigint, result jsonb)
     WHERE c.seq = v.seq
 """
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, default=str)
+    """JSON for PostgreSQL; Decimal, UUID and datetime as their text, which jsonb_to_recordset
+    turns back into numeric, uuid and timestamptz. Set-based statements take their rows as one
+    JSON document: psycopg would quote a jsonb[] array element by element, in Python."""
+    return json.dumps(value, default=str, separators=(",", ":"))
 
 
 def insert_commands(pg: Pg, commands: Sequence[NewCommand]) -> Cursor[Any]:
@@ -345,13 +392,20 @@ def insert_commands(pg: Pg, commands: Sequence[NewCommand]) -> Cursor[Any]:
     return pg.execute(
         _INSERT_COMMANDS,
         {
-            "keys": [c.key for c in commands],
-            "kinds": [c.kind for c in commands],
-            "payloads": [_json(c.payload) for c in commands],
-            "digests": [c.payload_hash for c in commands],
-            "shards": [c.shard for c in commands],
-            "statuses": [c.status for c in commands],
-            "not_before": [c.not_before for c in commands],
+            "rows": _json(
+                [
+                    {
+                        "key": c.key,
+                        "kind": c.kind,
+                        "payload": c.payload,
+                        "digest": c.payload_hash,
+                        "shard": c.shard,
+                        "status": c.status,
+                        "not_before": c.not_before,
+                    }
+                    for c in commands
+                ]
+            )
         },
     )
 
@@ -391,65 +445,133 @@ def load_references(
 
 @dataclass(frozen=True, slots=True)
 class NewHold:
+    placement: NewCommand
+    """The hold.place command, recorded as applied: its effect is the hold row written with it."""
     id: str
-    key: str
     mode: str
-    home_shard: int
     ttl_seconds: int
     lines: Sequence[dict[str, Any]]
     """line_no, product_id, quantity, unit, pieces, rounding, warehouse_id"""
 
 
-_INSERT_HOLDS = """
-    INSERT INTO holds (id, idempotency_key, status, mode, home_shard, ttl_seconds, expires_at, lines_pending)
-    SELECT id, key, 'pending', mode, home, ttl, now() + make_interval(secs => ttl), n
-    FROM unnest(%(ids)s::uuid[], %(keys)s::text[], %(modes)s::text[], %(homes)s::int[], %(ttls)s::int[],
-                %(ns)s::int[]) AS v(id, key, mode, home, ttl, n)
+# One statement, so one transaction in autocommit and one round trip, records a whole group of hold
+# requests: placements, holds, lines and line commands. Only placements whose key is new get a hold
+# (a resent key keeps its first hold). Nothing is written unless every product and warehouse the
+# requests were converted with is still active and unchanged (the caller's references may be cached).
+_RECORD_HOLDS = """
+    WITH refs AS (
+        SELECT (SELECT count(*) FROM jsonb_to_recordset(%(products)s::jsonb)
+                    AS r(id int, pieces_per_box int, sqm_per_box numeric, allow_partial_boxes bool)
+                JOIN products p ON p.id = r.id AND p.active
+                 AND p.pieces_per_box IS NOT DISTINCT FROM r.pieces_per_box
+                 AND p.sqm_per_box IS NOT DISTINCT FROM r.sqm_per_box
+                 AND p.allow_partial_boxes = r.allow_partial_boxes) = %(product_count)s
+           AND (SELECT count(*) FROM warehouses w
+                WHERE w.id = ANY(%(warehouse_ids)s::int[]) AND w.active) = %(warehouse_count)s AS current
+    ), placements AS (
+        SELECT * FROM jsonb_to_recordset(%(holds)s::jsonb)
+            AS h(id uuid, key text, kind text, payload jsonb, digest text, shard int, mode text, ttl int, n int)
+        WHERE (SELECT current FROM refs)
+    ), placed AS (
+        INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status)
+        SELECT key, kind, payload, digest, shard, 'applied' FROM placements
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING idempotency_key
+    ), new_holds AS (
+        INSERT INTO holds (id, idempotency_key, status, mode, home_shard, ttl_seconds, expires_at, lines_pending)
+        SELECT id, key, 'pending', mode, shard, ttl, now() + make_interval(secs => ttl), n FROM placements
+        WHERE key IN (SELECT idempotency_key FROM placed)
+        RETURNING id
+    ), new_lines AS (
+        INSERT INTO hold_lines (hold_id, line_no, product_id, requested_quantity, requested_unit, pieces,
+                                rounding, requested_warehouse_id, status)
+        SELECT hold_id, line_no, product_id, quantity, unit, pieces, rounding, warehouse_id, 'pending'
+        FROM jsonb_to_recordset(%(lines)s::jsonb)
+            AS v(hold_id uuid, line_no int, product_id int, quantity numeric, unit text, pieces numeric,
+                 rounding text, warehouse_id int)
+        WHERE hold_id IN (SELECT id FROM new_holds)
+    ), line_commands AS (
+        INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status)
+        SELECT key, kind, payload, digest, shard, 'recorded'
+        FROM jsonb_to_recordset(%(commands)s::jsonb)
+            AS c(hold_id uuid, key text, kind text, payload jsonb, digest text, shard int)
+        WHERE hold_id IN (SELECT id FROM new_holds)
+    )
+    SELECT (SELECT current FROM refs), array(SELECT idempotency_key FROM placed)
 """
 
-_INSERT_HOLD_LINES = """
-    INSERT INTO hold_lines (hold_id, line_no, product_id, requested_quantity, requested_unit, pieces,
-                            rounding, requested_warehouse_id, status)
-    SELECT hold_id, line_no, product_id, quantity, unit, pieces, rounding, warehouse_id, 'pending'
-    FROM unnest(%(hold_ids)s::uuid[], %(line_nos)s::int[], %(product_ids)s::int[], %(quantities)s::numeric[],
-                %(units)s::text[], %(pieces)s::numeric[], %(roundings)s::text[], %(warehouse_ids)s::int[])
-         AS v(hold_id, line_no, product_id, quantity, unit, pieces, rounding, warehouse_id)
-"""
 
+def record_holds(
+    pg: Pg,
+    holds: Sequence[NewHold],
+    line_commands: Sequence[NewCommand],
+    products: Sequence[ProductRef],
+    warehouse_ids: Sequence[int],
+) -> set[str] | None:
+    """Record hold requests in one statement (see `_RECORD_HOLDS`); run it in autocommit.
 
-def insert_holds(pg: Pg, holds: Sequence[NewHold]) -> None:
-    """New pending holds and their lines: two statements (pipelined by the caller)."""
-    pg.execute(
-        _INSERT_HOLDS,
+    Returns the keys recorded now (the others were recorded before), or None when a product or
+    warehouse changed since the references were read: then nothing was written.
+    """
+    products = list({p.id: p for p in products}.values())
+    row = pg.execute(
+        _RECORD_HOLDS,
         {
-            "ids": [uuid.UUID(h.id) for h in holds],
-            "keys": [h.key for h in holds],
-            "modes": [h.mode for h in holds],
-            "homes": [h.home_shard for h in holds],
-            "ttls": [h.ttl_seconds for h in holds],
-            "ns": [len(h.lines) for h in holds],
+            "products": _json(
+                [
+                    {
+                        "id": p.id,
+                        "pieces_per_box": p.packaging.pieces_per_box,
+                        "sqm_per_box": p.packaging.sqm_per_box,
+                        "allow_partial_boxes": p.packaging.allow_partial_boxes,
+                    }
+                    for p in products
+                ]
+            ),
+            "product_count": len(products),
+            "warehouse_ids": sorted(set(warehouse_ids)),
+            "warehouse_count": len(set(warehouse_ids)),
+            "holds": _json(
+                [
+                    {
+                        "id": h.id,
+                        "key": h.placement.key,
+                        "kind": h.placement.kind,
+                        "payload": h.placement.payload,
+                        "digest": h.placement.payload_hash,
+                        "shard": h.placement.shard,
+                        "mode": h.mode,
+                        "ttl": h.ttl_seconds,
+                        "n": len(h.lines),
+                    }
+                    for h in holds
+                ]
+            ),
+            "lines": _json([{"hold_id": h.id, **line} for h in holds for line in h.lines]),
+            "commands": _json(
+                [
+                    {
+                        "hold_id": c.payload["hold_id"],
+                        "key": c.key,
+                        "kind": c.kind,
+                        "payload": c.payload,
+                        "digest": c.payload_hash,
+                        "shard": c.shard,
+                    }
+                    for c in line_commands
+                ]
+            ),
         },
-    )
-    lines = [(uuid.UUID(h.id), line) for h in holds for line in h.lines]
-    pg.execute(
-        _INSERT_HOLD_LINES,
-        {
-            "hold_ids": [hid for hid, _ in lines],
-            "line_nos": [line["line_no"] for _, line in lines],
-            "product_ids": [line["product_id"] for _, line in lines],
-            "quantities": [line["quantity"] for _, line in lines],
-            "units": [line["unit"] for _, line in lines],
-            "pieces": [line["pieces"] for _, line in lines],
-            "roundings": [line["rounding"] for _, line in lines],
-            "warehouse_ids": [line["warehouse_id"] for _, line in lines],
-        },
-    )
+    ).fetchone()
+    assert row is not None
+    current, placed = row
+    return set(placed) if current else None
 
 
 def save_batch(
     pg: Pg, writes: BatchWrites, *, shard: int, epoch: int, holder: str, started_at: dt.datetime
 ) -> None:
-    """Every write of the batch in one pipeline: one round trip before the commit."""
+    """Every write of the batch, then the commit, in one pipeline: one round trip."""
     with pg.pipeline():
         if writes.stocks:
             pg.execute(
@@ -481,15 +603,22 @@ def save_batch(
             pg.execute(
                 _SAVE_LINES,
                 {
-                    "hold_ids": [uuid.UUID(line.hold_id) for line in lines],
-                    "line_nos": [line.line_no for line in lines],
-                    "statuses": [line.status.value for line in lines],
-                    "warehouse_ids": [line.warehouse_id for line in lines],
-                    "lot_ids": [line.lot_id for line in lines],
-                    "allocated": [line.allocated for line in lines],
-                    "reasons": [line.reason for line in lines],
-                    "available": [line.available for line in lines],
-                    "largest": [_json(line.largest_lot) if line.largest_lot else None for line in lines],
+                    "rows": _json(
+                        [
+                            {
+                                "hold_id": line.hold_id,
+                                "line_no": line.line_no,
+                                "status": line.status.value,
+                                "warehouse_id": line.warehouse_id,
+                                "lot_id": line.lot_id,
+                                "allocated": line.allocated,
+                                "reason": line.reason,
+                                "available": line.available,
+                                "largest_lot": line.largest_lot or None,
+                            }
+                            for line in lines
+                        ]
+                    )
                 },
             )
         if writes.holds:
@@ -507,7 +636,7 @@ def save_batch(
         if writes.events:
             pg.execute(
                 _INSERT_EVENTS,
-                {"topics": [t for t, _ in writes.events], "payloads": [_json(p) for _, p in writes.events]},
+                {"rows": _json([{"topic": t, "payload": p} for t, p in writes.events])},
             )
         pg.execute(
             _FINISH_BATCH,
@@ -517,7 +646,7 @@ def save_batch(
                 "holder": holder,
                 "count": len(writes.results),
                 "started_at": started_at,
-                "seqs": list(writes.results),
-                "results": [_json(r) for r in writes.results.values()],
+                "rows": _json([{"seq": seq, "result": r} for seq, r in writes.results.items()]),
             },
         )
+        pg.commit()  # in the pipeline: the writes and the commit are one round trip

@@ -25,6 +25,7 @@ from domain.holds import LineAction
 from domain.quantities import parse_unit, to_pieces
 
 MAX_GROUP = 256
+REFERENCE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,10 @@ class HoldRecorder:
         self._queue: queue.Queue[_Pending] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # SKU → product and code → warehouse id, read on first use; the recording statement checks
+        # they are still current and writes nothing if not (then they are read again).
+        self._products: dict[str, repo.ProductRef] = {}
+        self._warehouses: dict[str, int] = {}
 
     def record(self, request: HoldRequest, timeout: float = 30.0) -> tuple[str, bool]:
         """Record the request (or find its earlier recording).
@@ -103,104 +108,100 @@ class HoldRecorder:
                 self.ring(shards)
 
     def _record_group(self, group: list[_Pending]) -> set[int]:
-        with self.engine.begin() as conn:
-            pg = repo.psycopg_of(conn)
-            products, warehouses = repo.load_references(
-                pg,
-                sorted({line["sku"] for p in group for line in p.request.body["lines"]}),
-                sorted(
-                    {
-                        line["warehouse"]
-                        for p in group
-                        for line in p.request.body["lines"]
-                        if line["warehouse"]
-                    }
-                ),
-            )
-            valid = []
-            for pending in group:
-                try:
-                    pending.lines = [
-                        resolve_line(line, i, products, warehouses)
-                        for i, line in enumerate(pending.request.body["lines"])
-                    ]
-                    valid.append(pending)
-                except InvalidCommand as error:
-                    pending.future.set_exception(error)
-            placements = [
-                repo.NewCommand(
-                    key=p.request.key,
-                    kind=HoldCommand.PLACE.value,
-                    payload={**p.request.body, "hold_id": p.hold_id},
-                    payload_hash=p.request.digest,  # the request's, not the hold id this recording drew
-                    shard=shard_of(p.hold_id, self.shards),
-                    applied=True,
-                )
-                for p in valid
-            ]
-            fresh_keys = (
-                {key for (key,) in repo.insert_commands(pg, placements).fetchall()} if placements else set()
-            )
-            fresh, resends = [], []
-            for pending in valid:  # the first of a key in the group is new; a twin in the group is a resend
-                if pending.request.key in fresh_keys:
-                    fresh_keys.discard(pending.request.key)
-                    pending.fresh = True
-                    fresh.append(pending)
-                else:
-                    resends.append(pending)
-            self._resolve_resends(pg, resends, fresh)
-            if not fresh:
-                return set()
-            line_commands = [
-                repo.NewCommand(
-                    key=line_command_key(p.hold_id, line["line_no"], LineAction.RESERVE),
-                    kind=LineAction.RESERVE.value,
-                    payload=(
-                        payload := {
-                            "hold_id": p.hold_id,
-                            "line_no": line["line_no"],
-                            "product_id": line["product_id"],
-                        }
-                    ),
-                    payload_hash=payload_digest(LineAction.RESERVE.value, payload),
-                    shard=shard_of(line["sku"], self.shards),
-                )
-                for p in fresh
-                for line in p.lines
-            ]
-            with pg.pipeline():
-                repo.insert_holds(
+        """One statement in autocommit records the group; resends are looked up after it."""
+        with self.engine.connect() as conn:
+            pg = repo.psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
+            for attempt in range(REFERENCE_ATTEMPTS):
+                valid = self._resolve(pg, group, refresh=attempt > 0)
+                first: dict[str, _Pending] = {}
+                for pending in valid:  # a twin of a key in the group is a resend of the first one
+                    first.setdefault(pending.request.key, pending)
+                holds = [self._new_hold(p) for p in first.values()]
+                line_commands = [self._line_command(p, line) for p in first.values() for line in p.lines]
+                recorded = repo.record_holds(
                     pg,
-                    [
-                        repo.NewHold(
-                            id=p.hold_id,
-                            key=p.request.key,
-                            mode=p.request.body["mode"],
-                            home_shard=shard_of(p.hold_id, self.shards),
-                            ttl_seconds=p.request.body["ttl_seconds"],
-                            lines=p.lines,
-                        )
-                        for p in fresh
-                    ],
+                    holds,
+                    line_commands,
+                    [self._products[line["sku"]] for p in first.values() for line in p.lines],
+                    [line["warehouse_id"] for p in first.values() for line in p.lines if line["warehouse_id"]],
                 )
-                repo.insert_commands(pg, line_commands)
-        return {c.shard for c in line_commands}
+                if recorded is not None:
+                    break
+            else:
+                raise RuntimeError("products or warehouses kept changing while recording holds; try again")
+            for pending in first.values():
+                pending.fresh = pending.request.key in recorded
+            self._resolve_resends(pg, [p for p in valid if not p.fresh], first)
+        fresh_holds = {p.hold_id for p in first.values() if p.fresh}
+        return {c.shard for c in line_commands if c.payload["hold_id"] in fresh_holds}
+
+    def _resolve(self, pg: repo.Pg, group: list[_Pending], *, refresh: bool) -> list[_Pending]:
+        """Convert each request's lines with the (cached) references; a bad line fails its request."""
+        skus = {line["sku"] for p in group for line in p.request.body["lines"]}
+        codes = {line["warehouse"] for p in group for line in p.request.body["lines"] if line["warehouse"]}
+        missing_skus = skus if refresh else skus - self._products.keys()
+        missing_codes = codes if refresh else codes - self._warehouses.keys()
+        if missing_skus or missing_codes:
+            products, warehouses = repo.load_references(pg, sorted(missing_skus), sorted(missing_codes))
+            for sku in missing_skus:
+                self._products.pop(sku, None)
+            for code in missing_codes:
+                self._warehouses.pop(code, None)
+            self._products.update(products)
+            self._warehouses.update(warehouses)
+        valid = []
+        for pending in group:
+            if pending.future.done():
+                continue
+            try:
+                pending.lines = [
+                    resolve_line(line, i, self._products, self._warehouses)
+                    for i, line in enumerate(pending.request.body["lines"])
+                ]
+                valid.append(pending)
+            except InvalidCommand as error:
+                pending.future.set_exception(error)
+        return valid
+
+    def _new_hold(self, pending: _Pending) -> repo.NewHold:
+        home = shard_of(pending.hold_id, self.shards)
+        return repo.NewHold(
+            placement=repo.NewCommand(
+                key=pending.request.key,
+                kind=HoldCommand.PLACE.value,
+                payload={**pending.request.body, "hold_id": pending.hold_id},
+                payload_hash=pending.request.digest,  # the request's, not the hold id this recording drew
+                shard=home,
+            ),
+            id=pending.hold_id,
+            mode=pending.request.body["mode"],
+            ttl_seconds=pending.request.body["ttl_seconds"],
+            lines=pending.lines,
+        )
+
+    def _line_command(self, pending: _Pending, line: dict[str, Any]) -> repo.NewCommand:
+        payload = {"hold_id": pending.hold_id, "line_no": line["line_no"], "product_id": line["product_id"]}
+        return repo.NewCommand(
+            key=line_command_key(pending.hold_id, line["line_no"], LineAction.RESERVE),
+            kind=LineAction.RESERVE.value,
+            payload=payload,
+            payload_hash=payload_digest(LineAction.RESERVE.value, payload),
+            shard=shard_of(line["sku"], self.shards),
+        )
 
     @staticmethod
-    def _resolve_resends(pg: repo.Pg, resends: list[_Pending], fresh: list[_Pending]) -> None:
+    def _resolve_resends(pg: repo.Pg, resends: list[_Pending], first: dict[str, _Pending]) -> None:
         """A key seen before: the same request gets the same hold; another request is refused."""
         if not resends:
             return
         earlier = repo.recorded_commands(pg, [p.request.key for p in resends])
-        first_in_group = {p.request.key: p for p in fresh}
         for pending in resends:
             kind, digest, payload = earlier[pending.request.key]
             if kind != HoldCommand.PLACE.value or digest != pending.request.digest:
                 pending.future.set_exception(IdempotencyConflict(pending.request.key))
             else:
-                twin = first_in_group.get(pending.request.key)
-                pending.hold_id = twin.hold_id if twin else payload["hold_id"]
+                twin = first[pending.request.key]
+                pending.hold_id = twin.hold_id if twin.fresh else payload["hold_id"]
 
 
 def resolve_line(

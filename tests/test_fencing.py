@@ -42,8 +42,8 @@ def test_a_second_writer_of_a_shard_waits_for_the_first_to_commit(
     _receive(catalog, "waiting")
     entered = threading.Event()
     with engine.begin() as first:
-        now, _ = claim_batch(psycopg_of(first), shard, 7, "first", 16)
-        assert now is not None
+        claim = claim_batch(psycopg_of(first), shard, 7, "first", 16)
+        assert claim.now is not None
         thread = threading.Thread(
             target=lambda: (_writer(engine, "second").apply_batch(shard, epoch=8), entered.set())
         )

@@ -14,6 +14,7 @@ A transient database error rolls the batch back and retries it whole, in place, 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,15 +65,17 @@ class _Batch:
     """The in-memory state of one transaction: what is loaded, what changed, what to send."""
 
     def __init__(
-        self, pg: repo.Pg, shard: int, now: dt.datetime, shards: int, commands: list[InboxCommand]
+        self, pg: repo.Pg, shard: int, now: dt.datetime, shards: int, claim: repo.Claim
     ) -> None:
         self.pg, self.shard, self.now, self.shards = pg, shard, now, shards
         # Line commands and receipts name their product, so only those products' lots are loaded;
         # a settling hold needs its other lines, never their stock.
-        state = repo.load_state(
+        state = claim.state
+        repo.complete_state(
             pg,
-            hold_ids={c.payload["hold_id"] for c in commands if "hold_id" in c.payload},
-            product_ids={c.payload["product_id"] for c in commands if "product_id" in c.payload},
+            state,
+            hold_ids={c.payload["hold_id"] for c in claim.commands if "hold_id" in c.payload},
+            product_ids={c.payload["product_id"] for c in claim.commands if "product_id" in c.payload},
         )
         self.state = state
         self.holds, self.lines, self.stocks, self.routes = (
@@ -314,29 +317,34 @@ class ShardWriter:
         started = time.perf_counter()
         with self.engine.begin() as conn:
             pg = repo.psycopg_of(conn)
-            if not repo.has_due(pg, shard):
+            claim = repo.claim_batch(pg, shard, epoch, self.holder, self.batch_max)
+            if not claim.due:
                 return BatchReport(shard, 0)
-            now, commands = repo.claim_batch(pg, shard, epoch, self.holder, self.batch_max)
+            now, commands = claim.now, claim.commands
             if now is None:
                 raise LeaseLost(shard, epoch)
             if not commands:
                 return BatchReport(shard, 0, now=now)
-            batch = _Batch(pg, shard, now, self.shards, commands)
+            batch = _Batch(pg, shard, now, self.shards, claim)
             for command in commands:
                 batch.results[command.seq] = batch.apply(command)
             repo.save_batch(pg, batch.writes(), shard=shard, epoch=epoch, holder=self.holder, started_at=now)
         latency_ms = (time.perf_counter() - started) * 1000
-        for command in commands:
-            log.info(
-                "command.applied",
-                key=command.key,
-                kind=command.kind,
-                shard=shard,
-                product_id=command.payload.get("product_id"),
-                outcome=batch.results[command.seq]["outcome"],
-                batch=len(commands),
-                latency_ms=round(latency_ms, 2),
-            )
+        # One line per batch; per command only at DEBUG (the inbox row keeps every result anyway):
+        # a log line per command would cost the writer as much as applying it.
+        log.info("batch.applied", shard=shard, commands=len(commands), latency_ms=round(latency_ms, 2))
+        if log.is_enabled_for(logging.DEBUG):
+            for command in commands:
+                log.debug(
+                    "command.applied",
+                    key=command.key,
+                    kind=command.kind,
+                    shard=shard,
+                    product_id=command.payload.get("product_id"),
+                    outcome=batch.results[command.seq]["outcome"],
+                    batch=len(commands),
+                    latency_ms=round(latency_ms, 2),
+                )
         report = BatchReport(
             shard,
             len(commands),
