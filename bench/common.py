@@ -30,6 +30,7 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import Engine, create_engine, text
 
+from db.engine import SESSION_OPTIONS
 from db.migrate import upgrade
 from producers import StockClient
 from tessera.settings import Settings
@@ -367,7 +368,11 @@ class BenchEnv:
         try:
             upgrade(self.database_url)
             self.engine = create_engine(
-                self.database_url, pool_size=self.pool_size, max_overflow=8, pool_pre_ping=False
+                self.database_url,
+                pool_size=self.pool_size,
+                max_overflow=8,
+                pool_pre_ping=False,
+                connect_args={"options": SESSION_OPTIONS},
             )
             self.redis = Redis.from_url(self.settings.redis_url)
             self.client = StockClient(self.settings, engine=self.engine, redis_client=self.redis)

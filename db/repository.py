@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -39,6 +40,7 @@ class InboxCommand:
     kind: str
     payload: dict[str, Any]
     recorded_at: dt.datetime
+    shard: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,75 +65,103 @@ class LedgerEntry:
     line_no: int | None = None
 
 
+# The shards whose lease this transaction proved: their fence rows, updated by this very transaction
+# (now() is the transaction's start time). Only their commands are taken.
+_PROVED = """
+    SELECT f.shard FROM shard_fences f
+    JOIN unnest(%(shards)s::int[], %(epochs)s::bigint[]) AS l(shard, epoch) ON l.shard = f.shard AND l.epoch = f.epoch
+    WHERE f.holder = %(holder)s AND f.updated_at = now()
+"""
+
 # Found by state, never by a cursor: a sequence number is drawn before commit, so a row that
-# commits late would be skipped by "seq > last seen".
-_PENDING = """
-    SELECT seq, idempotency_key, kind, payload, recorded_at FROM (
-        (SELECT seq, idempotency_key, kind, payload, recorded_at FROM commands
-          WHERE shard = %(shard)s AND status = 'recorded' ORDER BY seq LIMIT %(limit)s)
-        UNION ALL
-        (SELECT seq, idempotency_key, kind, payload, recorded_at FROM commands
-          WHERE shard = %(shard)s AND status = 'scheduled' AND not_before <= clock_timestamp()
-          ORDER BY not_before LIMIT %(limit)s)
+# commits late would be skipped by "seq > last seen". Each shard's first due commands in order,
+# then the first `limit` of them all by seq: every shard gets a prefix of its own inbox.
+# Scheduled commands are due by now(), the transaction's start: never later than the batch's clock
+# (read by the fence, below), so what is taken as due is due for the domain too; and, unlike
+# clock_timestamp(), stable within a statement, so the index on (shard, not_before) bounds the scan.
+_PENDING = f"""
+    SELECT seq, idempotency_key, kind, payload, recorded_at, shard FROM (
+        SELECT c.* FROM ({_PROVED}) AS s, LATERAL (
+            (SELECT seq, idempotency_key, kind, payload, recorded_at, shard FROM commands
+              WHERE shard = s.shard AND status = 'recorded' ORDER BY seq LIMIT %(limit)s)
+            UNION ALL
+            (SELECT seq, idempotency_key, kind, payload, recorded_at, shard FROM commands
+              WHERE shard = s.shard AND status = 'scheduled' AND not_before <= now()
+              ORDER BY not_before LIMIT %(limit)s)
+        ) AS c
     ) due ORDER BY seq LIMIT %(limit)s
 """
 
-# Prove the lease, but only if the shard has anything due: a doorbell for work already done (most
-# of them, since doorbells are coalesced and duplicated) then writes nothing and flushes no WAL.
-_PROVE_LEASE = """
+# Prove the leases of the shards that have anything due, in shard order (two writers never lock
+# fence rows in opposite orders): a doorbell for work already done (most of them, since doorbells
+# are coalesced and duplicated) then writes nothing and flushes no WAL. A fence row holding a newer
+# epoch is left alone: that shard is fenced out. Returns the due shards, the proved ones, the clock.
+_PROVE_LEASES = """
     WITH due AS (
-        SELECT EXISTS (SELECT 1 FROM commands WHERE shard = %(shard)s AND status = 'recorded')
-            OR EXISTS (SELECT 1 FROM commands WHERE shard = %(shard)s AND status = 'scheduled'
-                                                   AND not_before <= clock_timestamp()) AS found
+        SELECT l.shard, l.epoch FROM unnest(%(shards)s::int[], %(epochs)s::bigint[]) AS l(shard, epoch)
+        WHERE EXISTS (SELECT 1 FROM commands WHERE shard = l.shard AND status = 'recorded')
+           OR EXISTS (SELECT 1 FROM commands WHERE shard = l.shard AND status = 'scheduled'
+                                                 AND not_before <= now())
     ), fence AS (
         INSERT INTO shard_fences AS f (shard, epoch, holder)
-        SELECT %(shard)s, %(epoch)s, %(holder)s FROM due WHERE due.found
+        SELECT shard, epoch, %(holder)s FROM due ORDER BY shard
         ON CONFLICT (shard) DO UPDATE
             SET epoch = EXCLUDED.epoch, holder = EXCLUDED.holder, updated_at = now()
             WHERE f.epoch <= EXCLUDED.epoch
-        RETURNING clock_timestamp() AS now
+        RETURNING f.shard, clock_timestamp() AS now
     )
-    SELECT (SELECT found FROM due), (SELECT now FROM fence)
+    SELECT array(SELECT shard FROM due), array(SELECT shard FROM fence), (SELECT max(now) FROM fence)
 """
 
 _PENDING_HOLD_IDS = f"SELECT (payload->>'hold_id')::uuid FROM ({_PENDING}) d WHERE payload ? 'hold_id'"
 _PENDING_PRODUCT_IDS = (
-    f"SELECT DISTINCT (payload->>'product_id')::int FROM ({_PENDING}) d WHERE payload ? 'product_id'"
+    f"SELECT (payload->>'product_id')::int FROM ({_PENDING}) d WHERE payload ? 'product_id'"
 )
 
 
 @dataclass(slots=True)
 class Claim:
-    """What one batch starts from: whether anything was due, the database clock if the lease was
-    proved (None: fenced out, or nothing due), the due commands in order and their state."""
+    """What one batch starts from: the shards with anything due, those whose lease was proved (a
+    due shard not proved is fenced out), the database clock (None if none was proved), the due
+    commands of the proved shards in order, and their state."""
 
-    due: bool
+    due: set[int]
+    proved: set[int]
     now: dt.datetime | None
     commands: list[InboxCommand]
     state: BatchState
 
+    @property
+    def fenced(self) -> set[int]:
+        return self.due - self.proved
 
-def claim_batch(pg: Pg, shard: int, epoch: int, holder: str, limit: int) -> Claim:
-    """Prove the lease, take the shard's due commands and load their state: one round trip.
 
-    The fence upsert locks the shard's fence row until commit, so two writers of one shard can
-    never apply at once; a writer whose epoch is older than the newest one that applied is fenced
-    out (no clock comes back, and the caller must not apply what it read). The clock returned is
-    the database's, which every decision of the batch uses.
+def claim_batch(pg: Pg, leases: Mapping[int, int], holder: str, limit: int) -> Claim:
+    """Prove the leases (shard → epoch), take the due commands and load their state: one round trip.
+
+    The fence upsert locks each due shard's fence row until commit, so two writers of one shard
+    can never apply at once; a writer whose epoch is older than the newest one that applied is
+    fenced out of that shard (its commands are not taken). The clock returned is the database's,
+    which every decision of the batch uses.
 
     The state statements find their holds and products through the same due-commands query, run
-    after the fence row is locked. A command that commits between two of these statements can make
+    after the fence rows are locked. A command that commits between two of these statements can make
     them see slightly different sets: `complete_state` loads whatever a command needs and is missing.
     """
-    params = {"shard": shard, "epoch": epoch, "holder": holder, "limit": limit}
+    shards = sorted(leases)
+    params = {"shards": shards, "epochs": [leases[s] for s in shards], "holder": holder, "limit": limit}
     with pg.pipeline():
-        fence = pg.execute(_PROVE_LEASE, params)
+        fence = pg.execute(_PROVE_LEASES, params)
         due = pg.execute(_PENDING, params)
         loads = _load(pg, _PENDING_HOLD_IDS, _PENDING_PRODUCT_IDS, params)
     row = fence.fetchone()
     assert row is not None
     return Claim(
-        due=bool(row[0]), now=row[1], commands=[InboxCommand(*r) for r in due.fetchall()], state=_state(*loads)
+        due=set(row[0]),
+        proved=set(row[1]),
+        now=row[2],
+        commands=[InboxCommand(*r) for r in due.fetchall()],
+        state=_state(*loads),
     )
 
 
@@ -157,23 +187,34 @@ class BatchState:
     """lot id → (code, shade, caliber), for the lots the batch's lines and products hold."""
 
 
-_HOLDS = "SELECT id, status, mode, expires_at, payment, lines_pending, created_at FROM holds WHERE id IN ({ids}) ORDER BY id FOR UPDATE"
+# Each load reads its rows key by key (a lateral lookup per key), whatever the planner believes of
+# table sizes: on tables that grow fast its statistics lag behind, and it would rather hash the
+# whole table, slower with every batch. Holds are locked in id order, so writers never deadlock.
+_HOLDS = """
+    SELECT h.* FROM (SELECT DISTINCT id FROM ({ids}) AS asked(id) ORDER BY id) AS k CROSS JOIN LATERAL (
+        SELECT id, status, mode, expires_at, payment, lines_pending, created_at FROM holds
+        WHERE holds.id = k.id FOR UPDATE
+    ) AS h
+"""
 
 _LINES = """
     SELECT l.hold_id, l.line_no, l.product_id, p.sku, l.pieces, l.status, l.requested_warehouse_id,
            l.warehouse_id, l.lot_id, l.allocated, l.reason, l.available, l.largest_lot,
            l.requested_quantity, l.requested_unit, l.rounding,
            p.pieces_per_box, p.sqm_per_box, p.allow_partial_boxes, lot.lot_code, lot.shade, lot.caliber
-    FROM hold_lines l JOIN products p ON p.id = l.product_id LEFT JOIN lots lot ON lot.id = l.lot_id
-    WHERE l.hold_id IN ({ids}) ORDER BY l.hold_id, l.line_no
+    FROM (SELECT DISTINCT id FROM ({ids}) AS asked(id)) AS k
+    CROSS JOIN LATERAL (SELECT * FROM hold_lines WHERE hold_lines.hold_id = k.id) AS l
+    JOIN products p ON p.id = l.product_id LEFT JOIN lots lot ON lot.id = l.lot_id
+    ORDER BY l.hold_id, l.line_no
 """
 
 # Every asked product comes back, with no balance columns if it has no lot yet.
 _STOCKS = """
     SELECT asked.id, b.id, b.product_id, b.warehouse_id, b.lot_id, l.lot_code, l.received_at, l.expiry,
            b.on_hand, b.reserved, b.damaged, b.quarantine, l.shade, l.caliber
-    FROM ({ids}) AS asked(id)
-    LEFT JOIN stock_balances b ON b.product_id = asked.id LEFT JOIN lots l ON l.id = b.lot_id
+    FROM (SELECT DISTINCT id FROM ({ids}) AS asked(id)) AS asked
+    LEFT JOIN LATERAL (SELECT * FROM stock_balances WHERE stock_balances.product_id = asked.id) AS b ON true
+    LEFT JOIN lots l ON l.id = b.lot_id
 """
 
 _ROUTES = "SELECT id, code, can_ship, priority, active FROM warehouses"
@@ -316,13 +357,17 @@ class BatchWrites:
     holds: Sequence[Hold]
     commands: Sequence[NewCommand]
     events: Sequence[tuple[str, dict[str, Any]]]
-    results: dict[int, dict[str, Any]]
+    results: Sequence[tuple[InboxCommand, dict[str, Any]]]
+    """Each applied command with its result, in the order applied."""
 
 
+# Each set-based write also names its keys in an "= ANY(array)" condition: the planner then looks
+# them up by index. Joined only to a function's rows, it may hash the whole table instead, on fast
+# growing tables whose statistics lag behind, and each batch gets slower than the last.
 _SAVE_STOCKS = """
     UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = now()
     FROM unnest(%(ids)s::bigint[], %(on_hand)s::numeric[], %(reserved)s::numeric[]) AS v(id, on_hand, reserved)
-    WHERE b.id = v.id
+    WHERE b.id = v.id AND b.id = ANY(%(ids)s::bigint[])
 """
 
 _INSERT_MOVEMENTS = """
@@ -338,7 +383,7 @@ _SAVE_LINES = """
     FROM jsonb_to_recordset(%(rows)s::jsonb)
          AS v(hold_id uuid, line_no int, status text, warehouse_id int, lot_id int, allocated numeric, reason text,
               available numeric, largest_lot jsonb)
-    WHERE h.hold_id = v.hold_id AND h.line_no = v.line_no
+    WHERE h.hold_id = v.hold_id AND h.line_no = v.line_no AND h.hold_id = ANY(%(hold_ids)s::uuid[])
 """
 
 _SAVE_HOLDS = """
@@ -347,7 +392,7 @@ _SAVE_HOLDS = """
                              ELSE coalesce(h.settled_at, now()) END
     FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(payments)s::text[], %(pending)s::int[])
          AS v(id, status, payment, lines_pending)
-    WHERE h.id = v.id
+    WHERE h.id = v.id AND h.id = ANY(%(ids)s::uuid[])
 """
 
 # Follow-up commands; a key already recorded (a replayed batch) is left as it is.
@@ -365,17 +410,18 @@ _INSERT_EVENTS = """
     SELECT topic, payload FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(topic text, payload jsonb)
 """
 
-# Mark the batch's commands applied with their results, and log the batch.
+# Mark the batch's commands applied with their results, and log the batch: a row per shard.
 _FINISH_BATCH = """
     WITH batch AS (
         INSERT INTO apply_batches (shard, epoch, holder, commands, started_at, finished_at)
-        VALUES (%(shard)s, %(epoch)s, %(holder)s, %(count)s, %(started_at)s, clock_timestamp())
-        RETURNING id
+        SELECT shard, epoch, %(holder)s, commands, %(started_at)s, clock_timestamp()
+        FROM jsonb_to_recordset(%(shards)s::jsonb) AS s(shard int, epoch bigint, commands int)
+        RETURNING id, shard
     )
-    UPDATE commands c SET status = 'applied', result = v.result, applied_at = clock_timestamp(),
-           batch_id = (SELECT id FROM batch)
-    FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(seq bigint, result jsonb)
-    WHERE c.seq = v.seq
+    UPDATE commands c SET status = 'applied', result = v.result, applied_at = clock_timestamp(), batch_id = b.id
+    FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(seq bigint, shard int, result jsonb)
+    JOIN batch b ON b.shard = v.shard
+    WHERE c.seq = v.seq AND c.seq = ANY(%(seqs)s::bigint[])
 """
 
 
@@ -569,7 +615,7 @@ def record_holds(
 
 
 def save_batch(
-    pg: Pg, writes: BatchWrites, *, shard: int, epoch: int, holder: str, started_at: dt.datetime
+    pg: Pg, writes: BatchWrites, *, leases: Mapping[int, int], holder: str, started_at: dt.datetime
 ) -> None:
     """Every write of the batch, then the commit, in one pipeline: one round trip."""
     with pg.pipeline():
@@ -618,7 +664,8 @@ def save_batch(
                             }
                             for line in lines
                         ]
-                    )
+                    ),
+                    "hold_ids": [uuid.UUID(line.hold_id) for line in lines],
                 },
             )
         if writes.holds:
@@ -641,12 +688,16 @@ def save_batch(
         pg.execute(
             _FINISH_BATCH,
             {
-                "shard": shard,
-                "epoch": epoch,
                 "holder": holder,
-                "count": len(writes.results),
                 "started_at": started_at,
-                "rows": _json([{"seq": seq, "result": r} for seq, r in writes.results.items()]),
+                "shards": _json(
+                    [
+                        {"shard": shard, "epoch": leases[shard], "commands": count}
+                        for shard, count in Counter(c.shard for c, _ in writes.results).items()
+                    ]
+                ),
+                "rows": _json([{"seq": c.seq, "shard": c.shard, "result": r} for c, r in writes.results]),
+                "seqs": [c.seq for c, _ in writes.results],
             },
         )
         pg.commit()  # in the pipeline: the writes and the commit are one round trip

@@ -51,14 +51,5 @@ class IdempotencyConflict(TesseraError):
         self.key = key
 
 
-class LeaseLost(TesseraError):
-    """This worker no longer owns the shard: another worker took it over with a newer epoch."""
-
-    def __init__(self, shard: int, epoch: int) -> None:
-        super().__init__(f"lease on shard {shard} at epoch {epoch} is lost")
-        self.shard = shard
-        self.epoch = epoch
-
-
 class ResultTimeout(TesseraError):
     """A ticket's result did not arrive in time; the command stays recorded and will apply."""

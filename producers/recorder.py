@@ -123,7 +123,12 @@ class HoldRecorder:
                     holds,
                     line_commands,
                     [self._products[line["sku"]] for p in first.values() for line in p.lines],
-                    [line["warehouse_id"] for p in first.values() for line in p.lines if line["warehouse_id"]],
+                    [
+                        line["warehouse_id"]
+                        for p in first.values()
+                        for line in p.lines
+                        if line["warehouse_id"]
+                    ],
                 )
                 if recorded is not None:
                     break

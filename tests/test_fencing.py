@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from sqlalchemy import Engine
 
 from db.repository import claim_batch, psycopg_of
 from domain.commands import shard_of
-from domain.errors import LeaseLost
 from producers import StockClient
 from workers.writer import ShardWriter
 
@@ -27,11 +25,12 @@ def _receive(client: StockClient, key: str) -> None:
 def test_a_writer_with_an_older_epoch_is_fenced_out(catalog: StockClient, engine: Engine) -> None:
     shard = shard_of(SKU, catalog.settings.shards)
     _receive(catalog, "first")
-    assert _writer(engine, "new").apply_batch(shard, epoch=5).applied == 1
+    assert _writer(engine, "new").apply_batch({shard: 5}).applied == 1
     _receive(catalog, "second")
-    with pytest.raises(LeaseLost):
-        _writer(engine, "stale").apply_batch(shard, epoch=4)
-    assert _writer(engine, "newer").apply_batch(shard, epoch=6).applied == 1
+    stale = _writer(engine, "stale").apply_batch({shard: 4})
+    assert (stale.applied, stale.fenced) == (0, {shard})
+    newer = _writer(engine, "newer").apply_batch({shard: 6})
+    assert (newer.applied, newer.fenced) == (1, set())
     assert catalog.stock(SKU).on_hand == 2
 
 
@@ -42,10 +41,10 @@ def test_a_second_writer_of_a_shard_waits_for_the_first_to_commit(
     _receive(catalog, "waiting")
     entered = threading.Event()
     with engine.begin() as first:
-        claim = claim_batch(psycopg_of(first), shard, 7, "first", 16)
-        assert claim.now is not None
+        claim = claim_batch(psycopg_of(first), {shard: 7}, "first", 16)
+        assert claim.proved == {shard}
         thread = threading.Thread(
-            target=lambda: (_writer(engine, "second").apply_batch(shard, epoch=8), entered.set())
+            target=lambda: (_writer(engine, "second").apply_batch({shard: 8}), entered.set())
         )
         thread.start()
         # While the first transaction is open the second cannot get past the fence row.
@@ -53,3 +52,21 @@ def test_a_second_writer_of_a_shard_waits_for_the_first_to_commit(
     thread.join(timeout=10)
     assert entered.is_set()
     assert catalog.stock(SKU).on_hand == 1
+
+
+def test_a_batch_over_several_shards_applies_those_it_holds_and_reports_the_fenced_one(
+    catalog: StockClient, engine: Engine
+) -> None:
+    other_sku = "WALL-20x50-WHITE"
+    grey, wall = shard_of(SKU, catalog.settings.shards), shard_of(other_sku, catalog.settings.shards)
+    assert grey != wall
+    _receive(catalog, "grey-1")
+    assert _writer(engine, "newer").apply_batch({grey: 9}).applied == 1  # shard `grey` is at epoch 9 now
+    _receive(catalog, "grey-2")
+    catalog.receive(idempotency_key="wall-1", warehouse="BUC1", sku=other_sku, quantity="5", lot="W1")
+    report = _writer(engine, "older").apply_batch({grey: 3, wall: 3})
+    assert (report.applied, report.fenced) == (1, {grey})
+    assert catalog.stock(other_sku).on_hand == 5
+    assert catalog.stock(SKU).on_hand == 1  # grey-2 waits for the holder of epoch 9
+    assert _writer(engine, "newer").apply_batch({grey: 9}).applied == 1
+    assert catalog.stock(SKU).on_hand == 2

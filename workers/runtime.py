@@ -5,8 +5,10 @@ Threads of one worker process:
   - the lease keeper renews held leases and takes free ones, draining a shard as it takes it;
   - the nudge listener drains a shard the moment a producer publishes that it has work.
 Doorbells lost with Redis are rung again by the scheduler's sweep.
-Doorbells for one shard are coalesced: while one thread drains it, others only mark it dirty, so
-exactly one thread of this process applies a shard at a time (and the lease fences other processes).
+One writer at a time per process: a doorbell for any of its shards runs a batch over all the shards
+the process holds (one transaction, each shard's commands in its own order), so many quiet shards
+share one commit instead of paying one each. While a thread is at it, other doorbells only mark
+the process dirty and it goes round again; the leases fence other processes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from redis import Redis
 from sqlalchemy import Engine, text
 
 from db.engine import get_engine
-from domain.errors import LeaseLost
 from tessera.settings import Settings
 from workers.broker import Doorbells, make_broker, queue_name
 from workers.lease import LeaseManager, ShardLease
@@ -91,15 +92,15 @@ class ShardWorker:
             after_commit=self._after_commit,
         )
         self.held: dict[int, ShardLease] = {}
-        self._draining: set[int] = set()
-        self._dirty: set[int] = set()
+        self._draining = False
+        self._dirty = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._dramatiq: dramatiq.Worker | None = None
         self._threads: list[threading.Thread] = []
         self._bells_rung: set[tuple[int, int]] = set()
-        self._nudge_queued: set[int] = set()
-        self._nudged = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="nudge")
+        self._nudge_queued = False
+        self._nudged = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nudge")
 
     # -- doorbells -------------------------------------------------------------------------------
 
@@ -110,36 +111,41 @@ class ShardWorker:
             if self.leases.holder_of(shard) is not None and not self._stop.is_set():
                 self.doorbells.ring(shard)
             return
-        self.drain(shard)
+        self.drain()
 
-    def drain(self, shard: int) -> None:
-        """Drain the shard, unless another thread of this process is at it (then it drains again)."""
+    def held_leases(self) -> dict[int, int]:
+        """Shard → epoch of the leases this worker may apply with right now."""
+        return {shard: lease.epoch for shard, lease in list(self.held.items()) if lease.is_valid()}
+
+    def drain(self) -> None:
+        """Apply what is due on the held shards, unless another thread of this process is at it
+        (then that thread goes round again)."""
         with self._lock:
-            if shard in self._draining:
-                self._dirty.add(shard)
+            if self._draining:
+                self._dirty = True
                 return
-            self._draining.add(shard)
+            self._draining = True
         try:
             while True:
-                lease = self.held.get(shard)
-                if lease is None:
-                    break
-                try:
-                    self.writer.drain(shard, lease.epoch, still_owned=lease.is_valid)
-                except LeaseLost:
-                    log.warning("lease.fenced", shard=shard, epoch=lease.epoch)
+                report = self.writer.drain(self.held_leases)
+                for shard in report.fenced:
+                    log.warning(
+                        "lease.fenced",
+                        shard=shard,
+                        epoch=self.held[shard].epoch if shard in self.held else None,
+                    )
                     self._drop(shard)
-                    break
                 with self._lock:
-                    if shard not in self._dirty:
+                    if not self._dirty:
+                        self._draining = False
                         break
-                    self._dirty.discard(shard)
+                    self._dirty = False
         finally:
             with self._lock:
-                self._draining.discard(shard)
+                self._draining = False
 
     def _after_commit(self, report: BatchReport) -> None:
-        for shard in report.follow_up_shards - {report.shard}:
+        for shard in report.follow_up_shards - self.held.keys():
             self.doorbells.ring(shard)
         self._ring_later(report)
         if report.wake:
@@ -200,23 +206,23 @@ class ShardWorker:
         return taken
 
     def _nudge(self, shard: int) -> None:
-        """Queue one drain of a held shard; nudges for a shard already queued or draining coalesce,
-        so the queue never holds more than one item per shard however fast nudges come."""
+        """Queue one drain when a held shard is nudged; nudges while one is queued or running
+        coalesce, so the queue never holds more than one item however fast nudges come."""
         if shard not in self.held:
             return
         with self._lock:
-            if shard in self._draining:
-                self._dirty.add(shard)
+            if self._draining:
+                self._dirty = True
                 return
-            if shard in self._nudge_queued:
+            if self._nudge_queued:
                 return
-            self._nudge_queued.add(shard)
-        self._nudged.submit(self._drain_nudged, shard)
+            self._nudge_queued = True
+        self._nudged.submit(self._drain_nudged)
 
-    def _drain_nudged(self, shard: int) -> None:
+    def _drain_nudged(self) -> None:
         with self._lock:
-            self._nudge_queued.discard(shard)
-        self.drain(shard)
+            self._nudge_queued = False
+        self.drain()
 
     def _listen_for_nudges(self) -> None:
         """Drain a held shard as soon as a producer publishes a nudge for it (see Doorbells.ring)."""
@@ -237,8 +243,8 @@ class ShardWorker:
         interval = self.settings.lease_ttl_seconds / 3
         while not self._stop.wait(interval):
             try:
-                for shard in self.keep_leases():
-                    self.drain(shard)
+                if self.keep_leases():
+                    self.drain()
             except Exception:
                 log.exception("keeper.error")
 
@@ -249,8 +255,8 @@ class ShardWorker:
         # consumer threads in the process, each return from I/O can queue for the GIL for up to
         # the switch interval (5 ms by default). A short interval keeps batches short.
         sys.setswitchinterval(0.0005)
-        for shard in self.keep_leases():
-            self.drain(shard)
+        self.keep_leases()
+        self.drain()
         self._threads = [
             threading.Thread(target=self._keeper_loop, name="lease-keeper", daemon=True),
             threading.Thread(target=self._listen_for_nudges, name="nudges", daemon=True),

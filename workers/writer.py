@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -38,7 +38,6 @@ from domain.commands import (
     payload_digest,
     shard_of,
 )
-from domain.errors import LeaseLost
 from domain.holds import Hold, HoldDecision, HoldLine, HoldStatus, LineAction, Payment
 from domain.lines import MovementKind, apply_line, move
 from domain.quantities import decimal_str
@@ -52,8 +51,9 @@ NOTIFIED_KINDS = {StockCommand.RECEIVE.value, HoldCommand.RELEASE.value, HoldCom
 
 @dataclass(slots=True)
 class BatchReport:
-    shard: int
     applied: int
+    fenced: set[int] = field(default_factory=set)
+    """Shards whose lease a newer epoch took: this worker must drop them."""
     follow_up_shards: set[int] = field(default_factory=set)
     delayed: list[tuple[int, dt.datetime]] = field(default_factory=list)
     wake: dict[str, str] = field(default_factory=dict)
@@ -64,10 +64,8 @@ class BatchReport:
 class _Batch:
     """The in-memory state of one transaction: what is loaded, what changed, what to send."""
 
-    def __init__(
-        self, pg: repo.Pg, shard: int, now: dt.datetime, shards: int, claim: repo.Claim
-    ) -> None:
-        self.pg, self.shard, self.now, self.shards = pg, shard, now, shards
+    def __init__(self, pg: repo.Pg, now: dt.datetime, shards: int, claim: repo.Claim) -> None:
+        self.pg, self.now, self.shards = pg, now, shards
         # Line commands and receipts name their product, so only those products' lots are loaded;
         # a settling hold needs its other lines, never their stock.
         state = claim.state
@@ -90,7 +88,7 @@ class _Batch:
         self.ledger: list[LedgerEntry] = []
         self.follow_ups: list[NewCommand] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
-        self.results: dict[int, dict[str, Any]] = {}
+        self.results: list[tuple[InboxCommand, dict[str, Any]]] = []
         self.wake: list[str] = []  # holds decided in this batch
 
     # -- one command ---------------------------------------------------------------------------
@@ -312,42 +310,45 @@ class ShardWriter:
         self.holder = holder
         self.after_commit = after_commit
 
-    def apply_batch(self, shard: int, epoch: int) -> BatchReport:
-        """One transaction: up to batch_max due commands of the shard. Raises LeaseLost if fenced."""
+    def apply_batch(self, leases: Mapping[int, int]) -> BatchReport:
+        """One transaction: up to batch_max due commands of the leased shards (shard → epoch), each
+        shard's in its inbox order. A shard whose lease was taken by a newer epoch is left alone and
+        reported as fenced."""
         started = time.perf_counter()
         with self.engine.begin() as conn:
             pg = repo.psycopg_of(conn)
-            claim = repo.claim_batch(pg, shard, epoch, self.holder, self.batch_max)
-            if not claim.due:
-                return BatchReport(shard, 0)
+            claim = repo.claim_batch(pg, leases, self.holder, self.batch_max)
             now, commands = claim.now, claim.commands
-            if now is None:
-                raise LeaseLost(shard, epoch)
-            if not commands:
-                return BatchReport(shard, 0, now=now)
-            batch = _Batch(pg, shard, now, self.shards, claim)
+            if now is None or not commands:
+                return BatchReport(0, fenced=claim.fenced, now=now)
+            batch = _Batch(pg, now, self.shards, claim)
             for command in commands:
-                batch.results[command.seq] = batch.apply(command)
-            repo.save_batch(pg, batch.writes(), shard=shard, epoch=epoch, holder=self.holder, started_at=now)
+                batch.results.append((command, batch.apply(command)))
+            repo.save_batch(pg, batch.writes(), leases=leases, holder=self.holder, started_at=now)
         latency_ms = (time.perf_counter() - started) * 1000
         # One line per batch; per command only at DEBUG (the inbox row keeps every result anyway):
         # a log line per command would cost the writer as much as applying it.
-        log.info("batch.applied", shard=shard, commands=len(commands), latency_ms=round(latency_ms, 2))
+        log.info(
+            "batch.applied",
+            shards=sorted({c.shard for c in commands}),
+            commands=len(commands),
+            latency_ms=round(latency_ms, 2),
+        )
         if log.is_enabled_for(logging.DEBUG):
-            for command in commands:
+            for command, result in batch.results:
                 log.debug(
                     "command.applied",
                     key=command.key,
                     kind=command.kind,
-                    shard=shard,
+                    shard=command.shard,
                     product_id=command.payload.get("product_id"),
-                    outcome=batch.results[command.seq]["outcome"],
+                    outcome=result["outcome"],
                     batch=len(commands),
                     latency_ms=round(latency_ms, 2),
                 )
         report = BatchReport(
-            shard,
             len(commands),
+            fenced=claim.fenced,
             follow_up_shards={c.shard for c in batch.follow_ups if c.not_before is None},
             delayed=[(c.shard, c.not_before) for c in batch.follow_ups if c.not_before is not None],
             wake={
@@ -359,24 +360,29 @@ class ShardWriter:
         self.after_commit(report)
         return report
 
-    def drain(self, shard: int, epoch: int, *, still_owned: Callable[[], bool]) -> int:
-        """Apply batches until the shard has nothing due; transient errors retry the batch in place."""
-        applied, backoff = 0, 0.05
-        while still_owned():
+    def drain(self, leases: Callable[[], Mapping[int, int]]) -> BatchReport:
+        """Apply batches of the shards `leases()` gives (read again before each batch, so a lease
+        lost meanwhile is not used) until nothing is due; transient errors retry the batch in place.
+        Returns the total: commands applied, shards fenced out."""
+        total, backoff = BatchReport(0), 0.05
+        while held := leases():
             try:
-                report = self.apply_batch(shard, epoch)
+                report = self.apply_batch(held)
             except (OperationalError, DBAPIError) as error:
                 if not _transient(error):
                     raise
-                log.warning("batch.retry", shard=shard, error=str(error).splitlines()[0], backoff_s=backoff)
+                log.warning(
+                    "batch.retry", shards=sorted(held), error=str(error).splitlines()[0], backoff_s=backoff
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
-            applied += report.applied
-            if report.applied < self.batch_max and shard not in report.follow_up_shards:
+            total.applied += report.applied
+            total.fenced |= report.fenced
+            if report.applied < self.batch_max and not (report.follow_up_shards & held.keys()):
                 break
-        return applied
+        return total
 
 
 def _transient(error: DBAPIError) -> bool:
