@@ -1,0 +1,51 @@
+"""The hold recorder caches product and warehouse references; a change made since is never missed.
+
+A group of hold requests is recorded by one statement that also checks every reference it was
+converted with is still current, and writes nothing if one is not (the recorder then reads them
+again). No worker runs here: these are about what gets recorded.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import Engine, text
+
+from domain.errors import UnknownWarehouse
+from producers import StockClient
+from tests.test_bad_input import assert_refused
+
+SKU = "GRS-60x60-GREY"  # 4 pieces a box in seed_catalog
+
+
+def _recorded_pieces(engine: Engine, hold_id: str) -> Decimal:
+    with engine.connect() as conn:
+        pieces: Decimal = conn.execute(
+            text("SELECT pieces FROM hold_lines WHERE hold_id = :h"), {"h": hold_id}
+        ).scalar_one()
+    return pieces
+
+
+def test_a_hold_after_a_packaging_change_is_converted_with_the_new_packaging(
+    catalog: StockClient, engine: Engine
+) -> None:
+    box = [{"sku": SKU, "quantity": "1", "unit": "box"}]
+    before = catalog.reserve(idempotency_key="box-before", lines=box)
+    catalog.upsert_product(sku=SKU, name="Grès 60x60 grey, new boxes", pieces_per_box=6, sqm_per_box="2.16")
+    after = catalog.reserve(idempotency_key="box-after", lines=box)
+    assert _recorded_pieces(engine, before.hold_id) == 4
+    assert _recorded_pieces(engine, after.hold_id) == 6
+
+
+def test_a_hold_in_a_warehouse_closed_since_the_last_one_is_refused_and_records_nothing(
+    catalog: StockClient, engine: Engine
+) -> None:
+    line = {"sku": SKU, "quantity": "1", "unit": "piece", "warehouse": "CLJ1"}
+    catalog.reserve(idempotency_key="cluj-open", lines=[line])
+    catalog.upsert_warehouse(code="CLJ1", name="Cluj", can_ship=True, priority=2, active=False)
+    assert_refused(
+        engine,
+        lambda: catalog.reserve(idempotency_key="cluj-closed", lines=[line]),
+        field="lines[0].warehouse",
+        error=UnknownWarehouse,
+    )
