@@ -30,7 +30,6 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import Engine, create_engine, text
 
-from db.engine import SESSION_OPTIONS
 from db.migrate import upgrade
 from producers import StockClient
 from tessera.settings import Settings
@@ -372,7 +371,6 @@ class BenchEnv:
                 pool_size=self.pool_size,
                 max_overflow=8,
                 pool_pre_ping=False,
-                connect_args={"options": SESSION_OPTIONS},
             )
             self.redis = Redis.from_url(self.settings.redis_url)
             self.client = StockClient(self.settings, engine=self.engine, redis_client=self.redis)
@@ -537,6 +535,22 @@ class BenchEnv:
         if bad:
             differences.append(f"{bad} balance row(s) with reserved > on_hand or a negative bucket")
         return differences
+
+    def settle(self) -> None:
+        """VACUUM ANALYZE, as autovacuum does on a database that has been running.
+
+        Sessions plan a statement (and PostgreSQL each foreign-key check) when they first run it
+        and keep the plan until the table's statistics change. On a fresh database the tables are
+        empty at that moment, so the plans scan whole tables, slower with each row added during the
+        run. After the warm-up has put some history in, this gives both systems the plans of a
+        database in service; run the warm-up long enough that the tables are not tiny.
+        """
+        admin = create_engine(self.database_url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text("VACUUM ANALYZE"))
+        finally:
+            admin.dispose()
 
     def last_batch_id(self) -> int:
         with self.engine.connect() as conn:

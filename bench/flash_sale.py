@@ -414,7 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="Dramatiq threads per worker (default: settings)"
     )
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per system (alternating)")
-    parser.add_argument("--warmup", type=int, default=200, help="untimed holds per system before timing")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2000,
+        help="untimed holds per system before timing (then VACUUM ANALYZE)",
+    )
     parser.add_argument("--backlog", type=int, default=6000, help="holds in the backlog run (0: skip it)")
     parser.add_argument("--limited-stock", type=int, default=100, help="pieces in the limited-stock run")
     parser.add_argument("--limited-holds", type=int, default=300, help="holds in the limited-stock run")
@@ -449,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                 env, sku=WARMUP_SKU, holds=args.warmup, pieces=1, timeout=args.timeout, tag="warm", **run_opts
             )
             seed_run(env, sku=WARMUP_SKU, holds=args.warmup, pieces=1, tag="warm", **run_opts)
+        env.settle()
 
         tessera_runs: list[RunResult] = []
         seed_runs: list[RunResult] = []

@@ -15,13 +15,6 @@ def normalize_url(url: str) -> str:
     return url
 
 
-SESSION_OPTIONS = "-c plan_cache_mode=force_custom_plan"
-"""Plan each statement for the tables as they are now. Tessera's sessions live long, and the tables
-grow from nothing: a plan cached while a table was nearly empty (a prepared statement's generic
-plan, a foreign-key check's) scans the whole table, and keeps doing so as it grows, each batch
-slower than the last, until statistics change. Planning these small statements afresh costs less."""
-
-
 @lru_cache(maxsize=8)
 def get_engine(url: str, pool_size: int = 32, application_name: str = "tessera") -> Engine:
     """The process's engine for `url`.
@@ -37,5 +30,5 @@ def get_engine(url: str, pool_size: int = 32, application_name: str = "tessera")
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=16,
-        connect_args={"application_name": application_name[:63], "options": SESSION_OPTIONS},
+        connect_args={"application_name": application_name[:63]},
     )

@@ -8,7 +8,6 @@ Reads (`hold`, `stock`) go straight to Postgres.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 import time
@@ -28,7 +27,7 @@ from domain.quantities import decimal_str, parse_quantity, parse_unit, to_pieces
 from producers.recorder import HoldRecorder, HoldRequest
 from producers.views import HoldResult, StockView, read_hold, read_stock
 from tessera.settings import Settings, get_settings
-from workers.broker import Doorbells, make_broker
+from workers.broker import CoalescingDoorbells, Doorbells, make_broker
 from workers.wakeups import Wakeups
 
 T = TypeVar("T")
@@ -127,7 +126,9 @@ class StockClient:
         self.settings = settings
         self.engine = engine or get_engine(settings.database_url)
         self.redis = redis_client or Redis.from_url(settings.redis_url)
-        self.doorbells = Doorbells(make_broker(self.redis, settings.redis_namespace), settings.shards)
+        self.bells = CoalescingDoorbells(
+            Doorbells(make_broker(self.redis, settings.redis_namespace), settings.shards)
+        )
         self.wakeups = Wakeups(self.redis, settings.redis_namespace)
         # Reads are single statements: autocommit spares them a BEGIN and a ROLLBACK round trip.
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -356,9 +357,7 @@ class StockClient:
 
     def _ring_shards(self, shards: set[int]) -> None:
         """Ring each shard once. A lost doorbell only delays: the sweep rings recorded work again."""
-        for shard in sorted(shards):
-            with contextlib.suppress(Exception):  # the command is durable; the sweep will ring for it
-                self.doorbells.ring(shard)
+        self.bells.ring(shards)
 
     def wait_for(
         self,

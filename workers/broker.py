@@ -10,7 +10,10 @@ late (the sweep rings again if work is left).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -53,14 +56,70 @@ class Doorbells:
         answer would pay it on every request. The pub/sub nudge wakes the shard's writer at once;
         the Dramatiq message is what makes delivery at-least-once when a nudge is missed.
         """
+        self.enqueue(shard, delay_ms=delay_ms)
+        if delay_ms is None:
+            self.nudge([shard])
+
+    def enqueue(self, shard: int, *, delay_ms: int | None = None) -> None:
+        """The Dramatiq doorbell alone."""
         message = self._actor.message(shard).copy(queue_name=queue_name(shard))
         self.broker.enqueue(message, delay=delay_ms)
-        if delay_ms is None:
-            self.broker.client.publish(self.nudge_channel, str(shard))
+
+    def nudge(self, shards: Iterable[int]) -> None:
+        """Publish a nudge per shard, in one round trip."""
+        pipe = self.broker.client.pipeline(transaction=False)
+        for shard in shards:
+            pipe.publish(self.nudge_channel, str(shard))
+        pipe.execute()
 
     def bind(self, handler: Callable[[int], None]) -> None:
         """Make the doorbell actor call `handler(shard)` in this (worker) process."""
         self._actor.fn = handler
+
+
+class CoalescingDoorbells:
+    """A producer's doorbells: nudges at once, the Dramatiq messages from a background thread.
+
+    Under load a producer records a group of commands every few milliseconds, often for the same
+    shards. The nudge is what wakes the writer, so it goes out before `ring` returns; the Dramatiq
+    messages behind it only make delivery certain, so a shard gets at most one per `interval`
+    seconds from this producer, however often it is rung (each worker's doorbell costs it a fetch,
+    an ack and a look at the inbox), and the recording thread never waits for them. Every ring is
+    still followed by a doorbell within `interval`.
+    """
+
+    interval = 0.05
+
+    def __init__(self, doorbells: Doorbells) -> None:
+        self.doorbells = doorbells
+        self._pending: set[int] = set()
+        self._lock = threading.Lock()
+        self._rung = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def ring(self, shards: Iterable[int]) -> None:
+        shards = sorted(set(shards))
+        if not shards:
+            return
+        with contextlib.suppress(Exception):  # the commands are durable; the sweep rings for them
+            self.doorbells.nudge(shards)
+        with self._lock:
+            self._pending.update(shards)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._send, name="doorbells", daemon=True)
+                self._thread.start()
+        self._rung.set()
+
+    def _send(self) -> None:
+        while True:
+            self._rung.wait()
+            self._rung.clear()
+            with self._lock:
+                shards, self._pending = sorted(self._pending), set()
+            for shard in shards:
+                with contextlib.suppress(Exception):
+                    self.doorbells.enqueue(shard)
+            time.sleep(self.interval)  # rings meanwhile wait for the next round
 
 
 def _unbound_ring(shard: int) -> None:

@@ -1,9 +1,10 @@
 """`tessera worker`: lease shards, consume their doorbells, drain their inboxes.
 
 Threads of one worker process:
-  - Dramatiq's consumer and worker threads deliver doorbells; a doorbell drains its shard;
-  - the lease keeper renews held leases and takes free ones, draining a shard as it takes it;
-  - the nudge listener drains a shard the moment a producer publishes that it has work.
+  - the announcer sends what each committed batch tells: answers to waiting tickets, doorbells;
+  - Dramatiq's consumer and worker threads deliver doorbells; a doorbell starts the writer;
+  - the lease keeper renews held leases and takes free ones, starting the writer when it takes one;
+  - the nudge listener starts the writer the moment a producer publishes that a shard has work.
 Doorbells lost with Redis are rung again by the scheduler's sweep.
 One writer at a time per process: a doorbell for any of its shards runs a batch over all the shards
 the process holds (one transaction, each shard's commands in its own order), so many quiet shards
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import signal
 import socket
 import sys
@@ -101,6 +103,8 @@ class ShardWorker:
         self._bells_rung: set[tuple[int, int]] = set()
         self._nudge_queued = False
         self._nudged = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nudge")
+        self._announcements: queue.Queue[BatchReport | None] = queue.Queue()
+        self._announcer = threading.Thread(target=self._announce, name="announcer", daemon=True)
 
     # -- doorbells -------------------------------------------------------------------------------
 
@@ -145,11 +149,20 @@ class ShardWorker:
                 self._draining = False
 
     def _after_commit(self, report: BatchReport) -> None:
-        for shard in report.follow_up_shards - self.held.keys():
-            self.doorbells.ring(shard)
-        self._ring_later(report)
-        if report.wake:
-            self.wakeups.wake(report.wake)
+        """Hand the committed batch to the announcer thread: the writer goes on with its next
+        batch while the answers are built and the doorbells and wake-ups sent."""
+        self._announcements.put(report)
+
+    def _announce(self) -> None:
+        while (report := self._announcements.get()) is not None:
+            try:
+                for shard in report.follow_up_shards - self.held.keys():
+                    self.doorbells.ring(shard)
+                self._ring_later(report)
+                if wake := report.wake():
+                    self.wakeups.wake(wake)
+            except Exception:  # Redis away: the sweep rings again, and waiting tickets re-read PostgreSQL
+                log.exception("announce.error")
 
     def _ring_later(self, report: BatchReport) -> None:
         """One delayed doorbell per (shard, second) of due time, however many holds fall due then.
@@ -255,6 +268,7 @@ class ShardWorker:
         # consumer threads in the process, each return from I/O can queue for the GIL for up to
         # the switch interval (5 ms by default). A short interval keeps batches short.
         sys.setswitchinterval(0.0005)
+        self._announcer.start()
         self.keep_leases()
         self.drain()
         self._threads = [
@@ -280,6 +294,8 @@ class ShardWorker:
         for thread in self._threads:
             thread.join(timeout=5)
         self._nudged.shutdown(wait=True)
+        self._announcements.put(None)
+        self._announcer.join(timeout=10)
         for lease in list(self.held.values()):
             self.leases.release(lease)
         self.held.clear()

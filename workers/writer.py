@@ -56,8 +56,9 @@ class BatchReport:
     """Shards whose lease a newer epoch took: this worker must drop them."""
     follow_up_shards: set[int] = field(default_factory=set)
     delayed: list[tuple[int, dt.datetime]] = field(default_factory=list)
-    wake: dict[str, str] = field(default_factory=dict)
-    """ticket → wake-up token: a decided hold's answer (JSON), or "1" for a command's ticket."""
+    wake: Callable[[], dict[str, str]] = dict
+    """ticket → wake-up token: a decided hold's answer (JSON), or "1" for a command's ticket. Built
+    when called, after the commit, so that the writer can go on with its next batch meanwhile."""
     now: dt.datetime | None = None
 
 
@@ -351,7 +352,7 @@ class ShardWriter:
             fenced=claim.fenced,
             follow_up_shards={c.shard for c in batch.follow_ups if c.not_before is None},
             delayed=[(c.shard, c.not_before) for c in batch.follow_ups if c.not_before is not None],
-            wake={
+            wake=lambda: {
                 **{hold_id: batch.answer(hold_id) for hold_id in batch.wake},
                 **{c.key: "1" for c in commands if c.kind in NOTIFIED_KINDS},
             },
