@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -148,21 +148,33 @@ def claim_batch(pg: Pg, leases: Mapping[int, int], holder: str, limit: int) -> C
     after the fence rows are locked. A command that commits between two of these statements can make
     them see slightly different sets: `complete_state` loads whatever a command needs and is missing.
     """
+    with pg.pipeline():
+        claimed = _queue_claim(pg, leases, holder, limit)
+    return claimed()
+
+
+def _queue_claim(pg: Pg, leases: Mapping[int, int], holder: str, limit: int) -> Callable[[], Claim]:
+    """Queue the claim's statements in the caller's pipeline; the function returned reads them."""
     shards = sorted(leases)
     params = {"shards": shards, "epochs": [leases[s] for s in shards], "holder": holder, "limit": limit}
-    with pg.pipeline():
-        fence = pg.execute(_PROVE_LEASES, params)
-        due = pg.execute(_PENDING, params)
-        loads = _load(pg, _PENDING_HOLD_IDS, _PENDING_PRODUCT_IDS, params)
-    row = fence.fetchone()
-    assert row is not None
-    return Claim(
-        due=set(row[0]),
-        proved=set(row[1]),
-        now=row[2],
-        commands=[InboxCommand(*r) for r in due.fetchall()],
-        state=_state(*loads),
-    )
+    if pg.autocommit:  # the writer's session: it opens its transactions itself, inside its pipelines
+        pg.execute("BEGIN")
+    fence = pg.execute(_PROVE_LEASES, params)
+    due = pg.execute(_PENDING, params)
+    loads = _load(pg, _PENDING_HOLD_IDS, _PENDING_PRODUCT_IDS, params)
+
+    def read() -> Claim:
+        row = fence.fetchone()
+        assert row is not None
+        return Claim(
+            due=set(row[0]),
+            proved=set(row[1]),
+            now=row[2],
+            commands=[InboxCommand(*r) for r in due.fetchall()],
+            state=_state(*loads),
+        )
+
+    return read
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,9 +627,17 @@ def record_holds(
 
 
 def save_batch(
-    pg: Pg, writes: BatchWrites, *, leases: Mapping[int, int], holder: str, started_at: dt.datetime
-) -> None:
-    """Every write of the batch, then the commit, in one pipeline: one round trip."""
+    pg: Pg,
+    writes: BatchWrites,
+    *,
+    leases: Mapping[int, int],
+    holder: str,
+    started_at: dt.datetime,
+    limit: int,
+    next_leases: Mapping[int, int] | None = None,
+) -> Claim | None:
+    """Every write of the batch, the commit and, with `next_leases`, the claim of the next batch (in
+    a new transaction, see `claim_batch`): one round trip. Returns that claim."""
     with pg.pipeline():
         if writes.stocks:
             pg.execute(
@@ -700,4 +720,6 @@ def save_batch(
                 "seqs": [c.seq for c, _ in writes.results],
             },
         )
-        pg.commit()  # in the pipeline: the writes and the commit are one round trip
+        pg.execute("COMMIT")  # a statement, not commit(): that would wait for the round trip to end
+        claimed = _queue_claim(pg, next_leases, holder, limit) if next_leases else None
+    return claimed() if claimed else None
