@@ -468,6 +468,35 @@ def insert_commands(pg: Pg, commands: Sequence[NewCommand]) -> Cursor[Any]:
     )
 
 
+_RECORD_HOLD_COMMAND = """
+    WITH hold AS (SELECT id FROM holds WHERE id = %(hold_id)s), recorded AS (
+        INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status)
+        SELECT %(key)s, %(kind)s, %(payload)s::jsonb, %(digest)s, %(shard)s, 'recorded' FROM hold
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM hold), EXISTS (SELECT 1 FROM recorded)
+"""
+
+
+def record_hold_command(pg: Pg, hold_id: uuid.UUID, command: NewCommand) -> tuple[bool, bool]:
+    """Record a command about an existing hold, in one statement (run it in autocommit).
+    Returns whether the hold exists, and whether the command was recorded now (not before)."""
+    row = pg.execute(
+        _RECORD_HOLD_COMMAND,
+        {
+            "hold_id": hold_id,
+            "key": command.key,
+            "kind": command.kind,
+            "payload": _json(command.payload),
+            "digest": command.payload_hash,
+            "shard": command.shard,
+        },
+    ).fetchone()
+    assert row is not None
+    return bool(row[0]), bool(row[1])
+
+
 def recorded_commands(pg: Pg, keys: Sequence[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:
     """key → (kind, payload digest, payload) of commands recorded earlier."""
     rows = pg.execute(

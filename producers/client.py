@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -21,7 +22,14 @@ from sqlalchemy import Connection, Engine, text
 from db import repository as repo
 from db.engine import get_engine
 from domain.commands import HoldCommand, StockCommand, payload_digest, shard_of
-from domain.errors import IdempotencyConflict, InvalidCommand, ResultTimeout, UnknownSku, UnknownWarehouse
+from domain.errors import (
+    IdempotencyConflict,
+    InvalidCommand,
+    ResultTimeout,
+    UnknownHold,
+    UnknownSku,
+    UnknownWarehouse,
+)
 from domain.holds import HoldMode, HoldStatus, Payment
 from domain.quantities import decimal_str, parse_quantity, parse_unit, to_pieces
 from producers.recorder import HoldRecorder, HoldRequest
@@ -312,11 +320,21 @@ class StockClient:
     def _hold_command(
         self, kind: HoldCommand, hold_id: str, key: str, extra: dict[str, Any]
     ) -> CommandTicket:
-        with self.engine.begin() as conn:
-            hold = read_hold(conn, hold_id)  # raises UnknownHold
-            payload = {"hold_id": hold.hold_id, **extra}
-            shard = shard_of(hold.hold_id, self.settings.shards)
-            fresh = self._record(conn, key, kind, payload, shard)
+        try:
+            hid = uuid.UUID(str(hold_id))
+        except ValueError:
+            raise UnknownHold(str(hold_id)) from None
+        payload = {"hold_id": str(hid), **extra}
+        shard = shard_of(str(hid), self.settings.shards)
+        command = repo.NewCommand(key, kind.value, payload, payload_digest(kind.value, payload), shard)
+        # One statement in autocommit: the hold's existence is checked and the command recorded together.
+        with self.engine.connect() as conn:
+            pg = repo.psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
+            exists, fresh = repo.record_hold_command(pg, hid, command)
+            if not exists:
+                raise UnknownHold(str(hold_id))
+            if not fresh:
+                self._check_resend(pg, command)
         if fresh:
             self._ring_shards({shard})
         return CommandTicket(self, key)
@@ -350,10 +368,15 @@ class StockClient:
         command = repo.NewCommand(key, kind.value, payload, payload_digest(kind.value, payload), shard)
         if repo.insert_commands(pg, [command]).fetchall():
             return True
-        earlier_kind, earlier_digest, _ = repo.recorded_commands(pg, [key])[key]
-        if (earlier_kind, earlier_digest) != (command.kind, command.payload_hash):
-            raise IdempotencyConflict(key)
+        self._check_resend(pg, command)
         return False
+
+    @staticmethod
+    def _check_resend(pg: repo.Pg, command: repo.NewCommand) -> None:
+        """A key recorded before: the same command is a resend; another one under the key is refused."""
+        earlier_kind, earlier_digest, _ = repo.recorded_commands(pg, [command.key])[command.key]
+        if (earlier_kind, earlier_digest) != (command.kind, command.payload_hash):
+            raise IdempotencyConflict(command.key)
 
     def _ring_shards(self, shards: set[int]) -> None:
         """Ring each shard once. A lost doorbell only delays: the sweep rings recorded work again."""
