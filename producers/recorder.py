@@ -25,6 +25,9 @@ from domain.holds import LineAction
 from domain.quantities import parse_unit, to_pieces
 
 MAX_GROUP = 256
+RECORDER_THREADS = 2
+"""Two groups in flight: while one waits for its commit, the requests behind it are being recorded
+(PostgreSQL flushes both commits' WAL together) instead of waiting for it."""
 REFERENCE_ATTEMPTS = 3
 
 
@@ -63,7 +66,7 @@ class HoldRecorder:
         self.shards = shards
         self.ring = ring
         self._queue: queue.Queue[_Pending] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         # SKU → product and code → warehouse id, read on first use; the recording statement checks
         # they are still current and writes nothing if not (then they are read again).
@@ -82,9 +85,11 @@ class HoldRecorder:
 
     def _ensure_thread(self) -> None:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="hold-recorder", daemon=True)
-                self._thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()]
+            while len(self._threads) < RECORDER_THREADS:
+                thread = threading.Thread(target=self._loop, name="hold-recorder", daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def _loop(self) -> None:
         while True:

@@ -88,7 +88,7 @@ class CoalescingDoorbells:
     still followed by a doorbell within `interval`.
     """
 
-    interval = 0.05
+    interval = 0.25
 
     def __init__(self, doorbells: Doorbells) -> None:
         self.doorbells = doorbells
