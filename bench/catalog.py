@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--producers", type=int, default=32, help="producer threads")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each run")
     parser.add_argument(
+        "--warmup-seconds", type=float, default=4.0, help="untimed run per database, then VACUUM ANALYZE"
+    )
+    parser.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -156,8 +159,28 @@ def main(argv: list[str] | None = None) -> int:
             env.start_workers(max(parse_ints(args.worker_counts)))
             setup = time.monotonic()
             seed_catalogue(env, args.products, args.stock)
+            if (
+                args.warmup_seconds
+            ):  # untimed, then VACUUM ANALYZE: a database in service (see BenchEnv.settle)
+                warm = Mix(
+                    Popularity(args.products, "uniform", args.zipf_s),
+                    pay_share=args.pay_share,
+                    release_share=args.release_share,
+                    settle_after=0.0 if args.wait else 1.0,
+                )
+                run_phase(
+                    env,
+                    warm,
+                    producers=args.producers,
+                    seconds=args.warmup_seconds,
+                    wait=args.wait,
+                    wait_timeout=args.wait_timeout,
+                    seed=args.seed - 1,
+                )
+                env.settle()
             print(
-                f"shards={shards}: {args.products} products stocked in {time.monotonic() - setup:.1f}s",
+                f"shards={shards}: {args.products} products stocked and warmed up in "
+                f"{time.monotonic() - setup:.1f}s",
                 flush=True,
             )
             for workers in parse_ints(args.worker_counts):

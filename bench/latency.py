@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser("Open-loop latency at fixed command rates, from each command's scheduled time.")
     parser.add_argument("--rates", default="500,1000", help="commands per second, one run each")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=5.0, help="untimed run at the first rate, then VACUUM ANALYZE"
+    )
     parser.add_argument("--products", type=int, default=1000)
     parser.add_argument("--stock", type=int, default=1_000_000, help="pieces received per product")
     parser.add_argument("--distribution", default="uniform", choices=["uniform", "zipf"])
@@ -202,6 +205,21 @@ def main(argv: list[str] | None = None) -> int:
         env.start_workers(args.workers)
         seed_catalogue(env, args.products, args.stock)
         popularity = Popularity(args.products, args.distribution, args.zipf_s)
+        if args.warmup_seconds:  # untimed, then VACUUM ANALYZE: a database in service (see BenchEnv.settle)
+            warm = Mix(
+                popularity, pay_share=args.pay_share, release_share=args.release_share, settle_after=1.0
+            )
+            run_rate(
+                env,
+                warm,
+                run=-1,
+                rate=rates[0],
+                seconds=args.warmup_seconds,
+                senders=args.senders,
+                max_lag=args.max_lag,
+                seed=args.seed - 1,
+            )
+            env.settle()
         for run, rate in enumerate(rates):
             mix = Mix(
                 popularity, pay_share=args.pay_share, release_share=args.release_share, settle_after=1.0

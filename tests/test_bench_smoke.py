@@ -77,7 +77,7 @@ def test_catalog_smoke(tmp_path: Path) -> None:
         "catalog",
         tmp_path,
         *("--shard-counts", "2", "--worker-counts", "1,2", "--distributions", "zipf"),
-        *("--products", "30", "--producers", "8", "--seconds", "2"),
+        *("--products", "30", "--producers", "8", "--seconds", "2", "--warmup-seconds", "0.5"),
     )
     runs = data["runs"]
     assert [(r["shards"], r["workers"]) for r in runs] == [(2, 1), (2, 2)]
@@ -92,7 +92,9 @@ def test_catalog_smoke(tmp_path: Path) -> None:
 @pytest.mark.timeout(180)
 def test_latency_smoke(tmp_path: Path) -> None:
     data = run_bench(
-        "latency", tmp_path, *("--rates", "40", "--seconds", "2", "--products", "30", "--senders", "8")
+        "latency",
+        tmp_path,
+        *("--rates", "40", "--seconds", "2", "--warmup-seconds", "0.5", "--products", "30", "--senders", "8"),
     )
     (run,) = data["runs"]
     assert run["rate"] == 40 and run["scheduled"] == 80
