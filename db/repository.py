@@ -373,41 +373,67 @@ class BatchWrites:
     """Each applied command with its result, in the order applied."""
 
 
-# Each set-based write also names its keys in an "= ANY(array)" condition: the planner then looks
-# them up by index. Joined only to a function's rows, it may hash the whole table instead, on fast
-# growing tables whose statistics lag behind, and each batch gets slower than the last.
-_SAVE_STOCKS = """
-    UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = now()
-    FROM unnest(%(ids)s::bigint[], %(on_hand)s::numeric[], %(reserved)s::numeric[]) AS v(id, on_hand, reserved)
-    WHERE b.id = v.id AND b.id = ANY(%(ids)s::bigint[])
+# A batch's writes are one statement, each table a data-modifying part of it (a part with no rows
+# does nothing): one parse, plan and execution instead of seven.
+# Each part also names its keys in an "= ANY(array)" condition: the planner then looks them up by
+# index. Joined only to a function's rows, it may hash the whole table instead, on fast growing
+# tables whose statistics lag behind, and each batch gets slower than the last.
+_SAVE_BATCH = """
+    WITH stocks AS (
+        UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = now()
+        FROM unnest(%(stock_ids)s::bigint[], %(stock_on_hand)s::numeric[], %(stock_reserved)s::numeric[])
+             AS v(id, on_hand, reserved)
+        WHERE b.id = v.id AND b.id = ANY(%(stock_ids)s::bigint[])
+        RETURNING 1
+    ), ledger AS (
+        INSERT INTO movements (product_id, warehouse_id, lot_id, kind, d_on_hand, d_reserved, command_seq, hold_id,
+                               line_no)
+        SELECT * FROM unnest(%(move_product_ids)s::int[], %(move_warehouse_ids)s::int[], %(move_lot_ids)s::int[],
+                             %(move_kinds)s::text[], %(move_on_hand)s::numeric[], %(move_reserved)s::numeric[],
+                             %(move_seqs)s::bigint[], %(move_hold_ids)s::uuid[], %(move_line_nos)s::int[])
+        RETURNING 1
+    ), lines AS (
+        UPDATE hold_lines h SET status = v.status, warehouse_id = v.warehouse_id, lot_id = v.lot_id,
+               allocated = v.allocated, reason = v.reason, available = v.available, largest_lot = v.largest_lot
+        FROM jsonb_to_recordset(%(lines)s::jsonb)
+             AS v(hold_id uuid, line_no int, status text, warehouse_id int, lot_id int, allocated numeric,
+                  reason text, available numeric, largest_lot jsonb)
+        WHERE h.hold_id = v.hold_id AND h.line_no = v.line_no AND h.hold_id = ANY(%(line_hold_ids)s::uuid[])
+        RETURNING 1
+    ), holds AS (
+        UPDATE holds h SET status = v.status, payment = v.payment, lines_pending = v.lines_pending,
+               updated_at = now(),
+               settled_at = CASE WHEN v.status IN ('pending', 'reallocating') THEN h.settled_at
+                                 ELSE coalesce(h.settled_at, now()) END
+        FROM unnest(%(hold_ids)s::uuid[], %(hold_statuses)s::text[], %(hold_payments)s::text[],
+                    %(hold_pending)s::int[]) AS v(id, status, payment, lines_pending)
+        WHERE h.id = v.id AND h.id = ANY(%(hold_ids)s::uuid[])
+        RETURNING 1
+    ), follow_ups AS (
+        -- a key already recorded (a replayed batch) is left as it is
+        INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status, not_before)
+        SELECT key, kind, payload, digest, shard, status, not_before
+        FROM jsonb_to_recordset(%(follow_ups)s::jsonb)
+             AS v(key text, kind text, payload jsonb, digest text, shard int, status text, not_before timestamptz)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING 1
+    ), events AS (
+        INSERT INTO outbox (topic, payload)
+        SELECT topic, payload FROM jsonb_to_recordset(%(events)s::jsonb) AS v(topic text, payload jsonb)
+        RETURNING 1
+    ), batch AS (
+        -- the batch's log: a row per shard
+        INSERT INTO apply_batches (shard, epoch, holder, commands, started_at, finished_at)
+        SELECT shard, epoch, %(holder)s, commands, %(started_at)s, clock_timestamp()
+        FROM jsonb_to_recordset(%(shards)s::jsonb) AS s(shard int, epoch bigint, commands int)
+        RETURNING id, shard
+    )
+    UPDATE commands c SET status = 'applied', result = v.result, applied_at = clock_timestamp(), batch_id = b.id
+    FROM jsonb_to_recordset(%(results)s::jsonb) AS v(seq bigint, shard int, result jsonb)
+    JOIN batch b ON b.shard = v.shard
+    WHERE c.seq = v.seq AND c.seq = ANY(%(seqs)s::bigint[])
 """
 
-_INSERT_MOVEMENTS = """
-    INSERT INTO movements (product_id, warehouse_id, lot_id, kind, d_on_hand, d_reserved, command_seq, hold_id, line_no)
-    SELECT * FROM unnest(%(product_ids)s::int[], %(warehouse_ids)s::int[], %(lot_ids)s::int[], %(kinds)s::text[],
-                         %(on_hand)s::numeric[], %(reserved)s::numeric[], %(seqs)s::bigint[], %(hold_ids)s::uuid[],
-                         %(line_nos)s::int[])
-"""
-
-_SAVE_LINES = """
-    UPDATE hold_lines h SET status = v.status, warehouse_id = v.warehouse_id, lot_id = v.lot_id,
-           allocated = v.allocated, reason = v.reason, available = v.available, largest_lot = v.largest_lot
-    FROM jsonb_to_recordset(%(rows)s::jsonb)
-         AS v(hold_id uuid, line_no int, status text, warehouse_id int, lot_id int, allocated numeric, reason text,
-              available numeric, largest_lot jsonb)
-    WHERE h.hold_id = v.hold_id AND h.line_no = v.line_no AND h.hold_id = ANY(%(hold_ids)s::uuid[])
-"""
-
-_SAVE_HOLDS = """
-    UPDATE holds h SET status = v.status, payment = v.payment, lines_pending = v.lines_pending, updated_at = now(),
-           settled_at = CASE WHEN v.status IN ('pending', 'reallocating') THEN h.settled_at
-                             ELSE coalesce(h.settled_at, now()) END
-    FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(payments)s::text[], %(pending)s::int[])
-         AS v(id, status, payment, lines_pending)
-    WHERE h.id = v.id AND h.id = ANY(%(ids)s::uuid[])
-"""
-
-# Follow-up commands; a key already recorded (a replayed batch) is left as it is.
 _INSERT_COMMANDS = """
     INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status, not_before)
     SELECT key, kind, payload, digest, shard, status, not_before
@@ -415,25 +441,6 @@ _INSERT_COMMANDS = """
          AS v(key text, kind text, payload jsonb, digest text, shard int, status text, not_before timestamptz)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING idempotency_key
-"""
-
-_INSERT_EVENTS = """
-    INSERT INTO outbox (topic, payload)
-    SELECT topic, payload FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(topic text, payload jsonb)
-"""
-
-# Mark the batch's commands applied with their results, and log the batch: a row per shard.
-_FINISH_BATCH = """
-    WITH batch AS (
-        INSERT INTO apply_batches (shard, epoch, holder, commands, started_at, finished_at)
-        SELECT shard, epoch, %(holder)s, commands, %(started_at)s, clock_timestamp()
-        FROM jsonb_to_recordset(%(shards)s::jsonb) AS s(shard int, epoch bigint, commands int)
-        RETURNING id, shard
-    )
-    UPDATE commands c SET status = 'applied', result = v.result, applied_at = clock_timestamp(), batch_id = b.id
-    FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(seq bigint, shard int, result jsonb)
-    JOIN batch b ON b.shard = v.shard
-    WHERE c.seq = v.seq AND c.seq = ANY(%(seqs)s::bigint[])
 """
 
 
@@ -447,24 +454,23 @@ def _json(value: Any) -> str:
 def insert_commands(pg: Pg, commands: Sequence[NewCommand]) -> Cursor[Any]:
     """Record commands in one statement; a key recorded before is left as it is. The cursor
     returns the keys that were new (read it outside a pipeline, or after it)."""
-    return pg.execute(
-        _INSERT_COMMANDS,
-        {
-            "rows": _json(
-                [
-                    {
-                        "key": c.key,
-                        "kind": c.kind,
-                        "payload": c.payload,
-                        "digest": c.payload_hash,
-                        "shard": c.shard,
-                        "status": c.status,
-                        "not_before": c.not_before,
-                    }
-                    for c in commands
-                ]
-            )
-        },
+    return pg.execute(_INSERT_COMMANDS, {"rows": _command_rows(commands)})
+
+
+def _command_rows(commands: Sequence[NewCommand]) -> str:
+    return _json(
+        [
+            {
+                "key": c.key,
+                "kind": c.kind,
+                "payload": c.payload,
+                "digest": c.payload_hash,
+                "shard": c.shard,
+                "status": c.status,
+                "not_before": c.not_before,
+            }
+            for c in commands
+        ]
     )
 
 
@@ -665,78 +671,48 @@ def save_batch(
     limit: int,
     next_leases: Mapping[int, int] | None = None,
 ) -> Claim | None:
-    """Every write of the batch, the commit and, with `next_leases`, the claim of the next batch (in
-    a new transaction, see `claim_batch`): one round trip. Returns that claim."""
+    """Every write of the batch (one statement), the commit and, with `next_leases`, the claim of the
+    next batch (in a new transaction, see `claim_batch`): one round trip. Returns that claim."""
+    moves = [e.movement for e in writes.ledger]
     with pg.pipeline():
-        if writes.stocks:
-            pg.execute(
-                _SAVE_STOCKS,
-                {
-                    "ids": [s.balance_id for s in writes.stocks],
-                    "on_hand": [s.on_hand for s in writes.stocks],
-                    "reserved": [s.reserved for s in writes.stocks],
-                },
-            )
-        if writes.ledger:
-            moves = [e.movement for e in writes.ledger]
-            pg.execute(
-                _INSERT_MOVEMENTS,
-                {
-                    "product_ids": [m.stock.product_id for m in moves],
-                    "warehouse_ids": [m.stock.warehouse_id for m in moves],
-                    "lot_ids": [m.stock.lot_id for m in moves],
-                    "kinds": [m.kind.value for m in moves],
-                    "on_hand": [m.on_hand for m in moves],
-                    "reserved": [m.reserved for m in moves],
-                    "seqs": [e.command_seq for e in writes.ledger],
-                    "hold_ids": [uuid.UUID(e.hold_id) if e.hold_id else None for e in writes.ledger],
-                    "line_nos": [e.line_no for e in writes.ledger],
-                },
-            )
-        if writes.lines:
-            lines = writes.lines
-            pg.execute(
-                _SAVE_LINES,
-                {
-                    "rows": _json(
-                        [
-                            {
-                                "hold_id": line.hold_id,
-                                "line_no": line.line_no,
-                                "status": line.status.value,
-                                "warehouse_id": line.warehouse_id,
-                                "lot_id": line.lot_id,
-                                "allocated": line.allocated,
-                                "reason": line.reason,
-                                "available": line.available,
-                                "largest_lot": line.largest_lot or None,
-                            }
-                            for line in lines
-                        ]
-                    ),
-                    "hold_ids": [uuid.UUID(line.hold_id) for line in lines],
-                },
-            )
-        if writes.holds:
-            pg.execute(
-                _SAVE_HOLDS,
-                {
-                    "ids": [uuid.UUID(h.id) for h in writes.holds],
-                    "statuses": [h.status.value for h in writes.holds],
-                    "payments": [h.payment.value for h in writes.holds],
-                    "pending": [h.lines_pending for h in writes.holds],
-                },
-            )
-        if writes.commands:
-            insert_commands(pg, writes.commands)
-        if writes.events:
-            pg.execute(
-                _INSERT_EVENTS,
-                {"rows": _json([{"topic": t, "payload": p} for t, p in writes.events])},
-            )
         pg.execute(
-            _FINISH_BATCH,
+            _SAVE_BATCH,
             {
+                "stock_ids": [s.balance_id for s in writes.stocks],
+                "stock_on_hand": [s.on_hand for s in writes.stocks],
+                "stock_reserved": [s.reserved for s in writes.stocks],
+                "move_product_ids": [m.stock.product_id for m in moves],
+                "move_warehouse_ids": [m.stock.warehouse_id for m in moves],
+                "move_lot_ids": [m.stock.lot_id for m in moves],
+                "move_kinds": [m.kind.value for m in moves],
+                "move_on_hand": [m.on_hand for m in moves],
+                "move_reserved": [m.reserved for m in moves],
+                "move_seqs": [e.command_seq for e in writes.ledger],
+                "move_hold_ids": [uuid.UUID(e.hold_id) if e.hold_id else None for e in writes.ledger],
+                "move_line_nos": [e.line_no for e in writes.ledger],
+                "lines": _json(
+                    [
+                        {
+                            "hold_id": line.hold_id,
+                            "line_no": line.line_no,
+                            "status": line.status.value,
+                            "warehouse_id": line.warehouse_id,
+                            "lot_id": line.lot_id,
+                            "allocated": line.allocated,
+                            "reason": line.reason,
+                            "available": line.available,
+                            "largest_lot": line.largest_lot or None,
+                        }
+                        for line in writes.lines
+                    ]
+                ),
+                "line_hold_ids": [uuid.UUID(line.hold_id) for line in writes.lines],
+                "hold_ids": [uuid.UUID(h.id) for h in writes.holds],
+                "hold_statuses": [h.status.value for h in writes.holds],
+                "hold_payments": [h.payment.value for h in writes.holds],
+                "hold_pending": [h.lines_pending for h in writes.holds],
+                "follow_ups": _command_rows(writes.commands),
+                "events": _json([{"topic": t, "payload": p} for t, p in writes.events]),
                 "holder": holder,
                 "started_at": started_at,
                 "shards": _json(
@@ -745,7 +721,7 @@ def save_batch(
                         for shard, count in Counter(c.shard for c, _ in writes.results).items()
                     ]
                 ),
-                "rows": _json([{"seq": c.seq, "shard": c.shard, "result": r} for c, r in writes.results]),
+                "results": _json([{"seq": c.seq, "shard": c.shard, "result": r} for c, r in writes.results]),
                 "seqs": [c.seq for c, _ in writes.results],
             },
         )

@@ -36,7 +36,7 @@ from producers.recorder import HoldRecorder, HoldRequest
 from producers.views import HoldResult, StockView, read_hold, read_stock
 from tessera.settings import Settings, get_settings
 from workers.broker import CoalescingDoorbells, Doorbells, make_broker
-from workers.wakeups import Wakeups
+from workers.wakeups import AnswerChannel, Wakeups
 
 T = TypeVar("T")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@#-]{0,127}$")
@@ -117,6 +117,8 @@ class HoldTicket:
             timeout,
             read_first=read_first,
             from_token=HoldResult.model_validate_json,
+            # Recorded by this client: its answer comes on the client's channel; a resend's may not.
+            wake=self.client.answers.wait if not read_first else None,
         )
 
 
@@ -138,9 +140,13 @@ class StockClient:
             Doorbells(make_broker(self.redis, settings.redis_namespace), settings.shards)
         )
         self.wakeups = Wakeups(self.redis, settings.redis_namespace)
+        self.client_id = uuid.uuid4().hex
+        self.answers = AnswerChannel(self.redis, settings.redis_namespace, self.client_id)
         # Reads are single statements: autocommit spares them a BEGIN and a ROLLBACK round trip.
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.recorder = HoldRecorder(self.engine, shards=settings.shards, ring=self._ring_shards)
+        self.recorder = HoldRecorder(
+            self.engine, shards=settings.shards, ring=self._ring_shards, reply_to=self.client_id
+        )
 
     @classmethod
     def from_env(cls) -> StockClient:
@@ -301,6 +307,7 @@ class StockClient:
             "ttl_seconds": ttl,
             "lines": [_line_request(ln, i) for i, ln in enumerate(lines)],
         }
+        self.answers.listen()  # subscribed before the hold is recorded, so its answer cannot be missed
         hold_id, fresh = self.recorder.record(HoldRequest(key, body))
         return HoldTicket(self, hold_id, key, fresh=fresh)
 
@@ -390,13 +397,15 @@ class StockClient:
         *,
         read_first: bool = True,
         from_token: Callable[[bytes], T] | None = None,
+        wake: Callable[[str, float], bytes | None] | None = None,
     ) -> T:
         """Block on the ticket's wake-up until its result is there; re-read PostgreSQL at least
         every slice, in case a wake-up was lost. A token that carries the answer is the answer."""
         deadline = time.monotonic() + timeout
+        wait = wake or self.wakeups.wait
         token = None
         if not read_first:  # just recorded: the answer cannot be there yet, so wait for the wake-up first
-            token = self.wakeups.wait(ticket, min(timeout, WAIT_SLICE_SECONDS))
+            token = wait(ticket, min(timeout, WAIT_SLICE_SECONDS))
         while True:
             if token is not None and from_token is not None and token != b"1":
                 return from_token(token)
@@ -408,7 +417,7 @@ class StockClient:
                 raise ResultTimeout(
                     f"no result for {ticket} after {timeout}s; it stays recorded and will apply"
                 )
-            token = self.wakeups.wait(ticket, min(remaining, WAIT_SLICE_SECONDS))
+            token = wait(ticket, min(remaining, WAIT_SLICE_SECONDS))
 
 
 def _parse_mode(mode: object) -> HoldMode:

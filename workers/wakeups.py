@@ -1,15 +1,21 @@
 """Waking a producer that waits for its answer, without polling Postgres in a loop.
 
 After the writer commits, it pushes a token onto a short-lived Redis list per ticket; the waiting
-ticket blocks on it (BLPOP). A lost token costs at most one re-read interval: the answer itself is
-always read from Postgres.
+ticket blocks on it (BLPOP). The answers to holds a client recorded itself go to that client's own
+pub/sub channel instead, all of a batch in one message (`AnswerChannel`). A lost token or answer
+costs at most one re-read interval: the answer itself is always readable from Postgres.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 
 from redis import Redis
+from redis.client import PubSub
 
 TOKEN_TTL_SECONDS = 15
 """Long enough for a waiter between two reads; short, since most decided holds have no waiter left."""
@@ -36,3 +42,95 @@ class Wakeups:
         """Block up to `timeout` seconds for the ticket's token; the token, or None if none came."""
         popped = self.redis.blpop([self.key(ticket)], timeout=max(timeout, 0.01))
         return None if popped is None else popped[1]
+
+
+class AnswerChannel:
+    """Answers for the holds one client recorded: one pub/sub message per batch, not a list per hold.
+
+    A client that records holds subscribes to its own channel (`{namespace}:answers:{client_id}`)
+    and names it in the holds' line commands. A writer that decides such holds publishes their
+    answers together, one line each (`hold_id TAB answer-JSON`), and a listener thread in the client
+    hands each to the waiting ticket. A publish while the client is not subscribed is lost: the
+    ticket then re-reads PostgreSQL, as with a lost token.
+    """
+
+    EARLY_TTL_SECONDS = 30.0
+
+    def __init__(self, redis_client: Redis, namespace: str, client_id: str) -> None:
+        self.redis = redis_client
+        self.channel = answer_channel(namespace, client_id)
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Future[bytes]] = {}
+        self._early: dict[str, tuple[bytes, float]] = {}  # answers that came before their waiter
+        self._thread: threading.Thread | None = None
+
+    def listen(self) -> None:
+        """Subscribe (once; returns when subscribed, so no answer to a later hold is missed)."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(self.channel)
+            pubsub.get_message(timeout=1.0)  # the subscription's confirmation
+            self._thread = threading.Thread(target=self._run, args=(pubsub,), name="answers", daemon=True)
+            self._thread.start()
+
+    def wait(self, hold_id: str, timeout: float) -> bytes | None:
+        """The hold's answer (JSON), or None if none came within `timeout` seconds."""
+        with self._lock:
+            early = self._early.pop(hold_id, None)
+            if early is not None:
+                return early[0]
+            future = self._waiting.setdefault(hold_id, Future())
+        try:
+            return future.result(timeout=max(timeout, 0.01))
+        except TimeoutError:
+            return None
+        finally:
+            with self._lock:
+                if self._waiting.get(hold_id) is future:
+                    del self._waiting[hold_id]
+
+    def _run(self, pubsub: PubSub) -> None:
+        pruned = time.monotonic()
+        while True:
+            try:
+                message = pubsub.get_message(timeout=1.0)
+            except Exception:  # Redis restarting: answers are lost meanwhile; tickets re-read PostgreSQL
+                time.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(self.channel)
+                continue
+            now = time.monotonic()
+            if message is not None:
+                self._deliver(message["data"], now)
+            if now - pruned > self.EARLY_TTL_SECONDS:
+                with self._lock:
+                    self._early = {
+                        h: a for h, a in self._early.items() if now - a[1] < self.EARLY_TTL_SECONDS
+                    }
+                pruned = now
+
+    def _deliver(self, data: bytes, now: float) -> None:
+        for line in data.split(b"\n"):
+            hold_id, _, answer = line.partition(b"\t")
+            key = hold_id.decode()
+            with self._lock:
+                future = self._waiting.pop(key, None)
+                if future is None:
+                    self._early[key] = (answer, now)
+            if future is not None and not future.done():
+                future.set_result(answer)
+
+
+def answer_channel(namespace: str, client_id: str) -> str:
+    return f"{namespace}:answers:{client_id}"
+
+
+def publish_answers(redis_client: Redis, namespace: str, answers: Mapping[str, Mapping[str, str]]) -> None:
+    """Publish each client's answers (client id → hold id → answer JSON) in one message per client."""
+    pipe = redis_client.pipeline(transaction=False)
+    for client_id, by_hold in answers.items():
+        pipe.publish(answer_channel(namespace, client_id), "\n".join(f"{h}\t{a}" for h, a in by_hold.items()))
+    pipe.execute()

@@ -61,6 +61,8 @@ class BatchReport:
     wake: Callable[[], dict[str, str]] = dict
     """ticket → wake-up token: a decided hold's answer (JSON), or "1" for a command's ticket. Built
     when called, after the commit, so that the writer can go on with its next batch meanwhile."""
+    answers: Callable[[], dict[str, dict[str, str]]] = dict
+    """client → hold → answer (JSON), for holds whose client listens on its own channel; likewise."""
     now: dt.datetime | None = None
 
 
@@ -93,6 +95,7 @@ class _Batch:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.results: list[tuple[InboxCommand, dict[str, Any]]] = []
         self.wake: list[str] = []  # holds decided in this batch
+        self.reply_to: dict[str, str] = {}  # hold → the client whose line command decided it
 
     # -- one command ---------------------------------------------------------------------------
 
@@ -203,6 +206,8 @@ class _Batch:
             self._paid_without_stock(hold, [ln for ln in lines.values() if ln.status.value == "rejected"])
         if hold.status in SETTLED and decision.changed:
             self.wake.append(hold.id)
+            if reply_to := command.payload.get("reply_to"):
+                self.reply_to[hold.id] = reply_to
         return {"outcome": decision.outcome, "note": decision.note, "hold_status": hold.status.value}
 
     def _paid_without_stock(self, hold: Hold, lines: list[HoldLine]) -> None:
@@ -263,6 +268,13 @@ class _Batch:
             created_at=self.state.created_at[hold_id],
             lines=lines,
         ).model_dump_json()
+
+    def answers(self) -> dict[str, dict[str, str]]:
+        """client → hold → answer, for the decided holds whose client listens for them."""
+        by_client: dict[str, dict[str, str]] = {}
+        for hold_id, client in self.reply_to.items():
+            by_client.setdefault(client, {})[hold_id] = self.answer(hold_id)
+        return by_client
 
     def writes(self) -> repo.BatchWrites:
         touched = sorted({s.product_id for s in self.dirty_stocks.values()})
@@ -416,9 +428,10 @@ class ShardWriter:
             follow_up_shards={c.shard for c in batch.follow_ups if c.not_before is None},
             delayed=[(c.shard, c.not_before) for c in batch.follow_ups if c.not_before is not None],
             wake=lambda: {
-                **{hold_id: batch.answer(hold_id) for hold_id in batch.wake},
+                **{hold_id: batch.answer(hold_id) for hold_id in batch.wake if hold_id not in batch.reply_to},
                 **{c.key: "1" for c in commands if c.kind in NOTIFIED_KINDS},
             },
+            answers=batch.answers,
             now=now,
         )
         self.after_commit(report)
