@@ -152,6 +152,24 @@ def main(argv: list[str] | None = None) -> int:
     facts: dict[str, Any] | None = None
     runs: list[dict[str, Any]] = []
     reconcile: dict[int, list[str]] = {}
+
+    def phase(env: BenchEnv, distribution: str, seconds: float, seed: int) -> dict[str, Any]:
+        mix = Mix(
+            Popularity(args.products, distribution, args.zipf_s),
+            pay_share=args.pay_share,
+            release_share=args.release_share,
+            settle_after=0.0 if args.wait else 1.0,
+        )
+        return run_phase(
+            env,
+            mix,
+            producers=args.producers,
+            seconds=seconds,
+            wait=args.wait,
+            wait_timeout=args.wait_timeout,
+            seed=seed,
+        )
+
     for shards in parse_ints(args.shard_counts):
         with BenchEnv(f"{NAME}{shards}", args, pool_size=min(args.producers, 40) + 4, shards=shards) as env:
             if facts is None:
@@ -159,24 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             env.start_workers(max(parse_ints(args.worker_counts)))
             setup = time.monotonic()
             seed_catalogue(env, args.products, args.stock)
-            if (
-                args.warmup_seconds
-            ):  # untimed, then VACUUM ANALYZE: a database in service (see BenchEnv.settle)
-                warm = Mix(
-                    Popularity(args.products, "uniform", args.zipf_s),
-                    pay_share=args.pay_share,
-                    release_share=args.release_share,
-                    settle_after=0.0 if args.wait else 1.0,
-                )
-                run_phase(
-                    env,
-                    warm,
-                    producers=args.producers,
-                    seconds=args.warmup_seconds,
-                    wait=args.wait,
-                    wait_timeout=args.wait_timeout,
-                    seed=args.seed - 1,
-                )
+            if args.warmup_seconds:  # untimed, then VACUUM ANALYZE: a database in service
+                phase(env, "uniform", args.warmup_seconds, args.seed - 1)
                 env.settle()
             print(
                 f"shards={shards}: {args.products} products stocked and warmed up in "
@@ -193,21 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 env.start_workers(workers)
                 for distribution in args.distributions.split(","):
                     popularity = Popularity(args.products, distribution, args.zipf_s)
-                    mix = Mix(
-                        popularity,
-                        pay_share=args.pay_share,
-                        release_share=args.release_share,
-                        settle_after=0.0 if args.wait else 1.0,
-                    )
-                    result = run_phase(
-                        env,
-                        mix,
-                        producers=args.producers,
-                        seconds=args.seconds,
-                        wait=args.wait,
-                        wait_timeout=args.wait_timeout,
-                        seed=args.seed + len(runs),
-                    )
+                    result = phase(env, distribution, args.seconds, args.seed + len(runs))
                     run = {
                         "shards": shards,
                         "workers": workers,
