@@ -389,6 +389,8 @@ class BenchEnv:
         after an interrupt, so none can ring a doorbell into Redis after its keys are deleted.
         """
         self.stop_processes()
+        if hasattr(self, "client"):
+            self.client.close()
         if hasattr(self, "engine"):
             self.engine.dispose()
         if self.args.keep:

@@ -130,7 +130,7 @@ def run_demo(
             stack.callback(engine.dispose)
             _require_empty(engine)
             _start_system(stack, settings, redis, engine, say)
-            client = StockClient(settings, engine=engine, redis_client=redis)
+            client = stack.enter_context(StockClient(settings, engine=engine, redis_client=redis))
             _story(client, engine, say)
     except TesseraError as failure:  # DemoFailed, or a ticket that timed out
         say(f"demo FAILED: {failure}")

@@ -152,6 +152,16 @@ class StockClient:
     def from_env(cls) -> StockClient:
         return cls(get_settings())
 
+    def close(self) -> None:
+        """Stop listening for answers; the client's connections are the engine's and Redis's to close."""
+        self.answers.close()
+
+    def __enter__(self) -> StockClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- reference data (not sharded: no stock changes) --------------------------------------------
 
     def upsert_warehouse(

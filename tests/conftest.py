@@ -93,8 +93,9 @@ def engine(settings: Settings) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def client(settings: Settings, engine: Engine) -> StockClient:
-    return StockClient(settings, engine=engine)
+def client(settings: Settings, engine: Engine) -> Iterator[StockClient]:
+    with StockClient(settings, engine=engine) as client:
+        yield client
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

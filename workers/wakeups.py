@@ -63,11 +63,16 @@ class AnswerChannel:
         self._waiting: dict[str, Future[bytes]] = {}
         self._early: dict[str, tuple[bytes, float]] = {}  # answers that came before their waiter
         self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Stop listening (the listener thread ends within a second)."""
+        self._closed.set()
 
     def listen(self) -> None:
         """Subscribe (once; returns when subscribed, so no answer to a later hold is missed)."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if self._closed.is_set() or (self._thread is not None and self._thread.is_alive()):
                 return
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(self.channel)
@@ -93,7 +98,7 @@ class AnswerChannel:
 
     def _run(self, pubsub: PubSub) -> None:
         pruned = time.monotonic()
-        while True:
+        while not self._closed.is_set():
             try:
                 message = pubsub.get_message(timeout=1.0)
             except Exception:  # Redis restarting: answers are lost meanwhile; tickets re-read PostgreSQL
@@ -111,6 +116,8 @@ class AnswerChannel:
                         h: a for h, a in self._early.items() if now - a[1] < self.EARLY_TTL_SECONDS
                     }
                 pruned = now
+        with contextlib.suppress(Exception):
+            pubsub.close()
 
     def _deliver(self, data: bytes, now: float) -> None:
         for line in data.split(b"\n"):

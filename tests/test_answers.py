@@ -1,0 +1,62 @@
+"""Answers to a client's holds come on its own pub/sub channel; a lost one is read from PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import fakeredis
+from sqlalchemy import Engine
+
+from producers import StockClient
+from tessera.settings import Settings
+from tests.conftest import Processes
+from tests.test_holds import SKU, hold_of, receive
+from workers.wakeups import AnswerChannel, publish_answers
+
+
+def _channel() -> tuple[AnswerChannel, fakeredis.FakeRedis]:
+    server = fakeredis.FakeServer()
+    channel = AnswerChannel(fakeredis.FakeRedis(server=server), "ns", "client-1")
+    channel.listen()
+    return channel, fakeredis.FakeRedis(server=server)
+
+
+def test_an_answer_published_before_its_ticket_waits_is_kept_for_it() -> None:
+    channel, publisher = _channel()
+    publish_answers(publisher, "ns", {"client-1": {"hold-a": '{"status":"reserved"}', "hold-b": "{}"}})
+    assert channel.wait("hold-a", timeout=5) == b'{"status":"reserved"}'
+    assert channel.wait("hold-b", timeout=5) == b"{}"
+
+
+def test_an_answer_published_while_its_ticket_waits_wakes_it() -> None:
+    channel, publisher = _channel()
+    got: list[bytes | None] = []
+    waiter = threading.Thread(target=lambda: got.append(channel.wait("hold-a", timeout=10)))
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while "hold-a" not in channel._waiting and time.monotonic() < deadline:  # the ticket is waiting
+        time.sleep(0.001)
+    assert "hold-a" in channel._waiting
+    publish_answers(publisher, "ns", {"client-1": {"hold-a": '{"status":"rejected"}'}})
+    waiter.join(timeout=10)
+    assert got == [b'{"status":"rejected"}']
+
+
+def test_a_ticket_with_no_answer_gets_none_after_its_timeout() -> None:
+    channel, publisher = _channel()
+    publish_answers(publisher, "ns", {"client-2": {"hold-a": "{}"}})  # another client's channel
+    assert channel.wait("hold-a", timeout=0.2) is None
+
+
+def test_a_client_that_missed_its_answers_still_gets_them_from_postgres(
+    catalog: StockClient, processes: Processes, settings: Settings, engine: Engine, assert_consistent
+) -> None:
+    processes.worker()
+    receive(catalog, SKU, "10", lot="L1")
+    deaf = StockClient(settings, engine=engine)
+    deaf.answers.listen = lambda: None  # never subscribes: every answer it is sent is lost
+    result = hold_of(deaf, [{"sku": SKU, "quantity": "4", "unit": "piece"}]).wait(timeout=15)
+    assert result.status == "reserved"
+    assert result.lines[0].reserved_pieces == 4
+    assert_consistent()
