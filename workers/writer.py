@@ -48,6 +48,7 @@ from domain.results import HoldResult, LineFacts, line_result
 log = structlog.get_logger("tessera.writer")
 
 SETTLED = {s for s in HoldStatus} - {HoldStatus.PENDING, HoldStatus.REALLOCATING}
+STATS_SECONDS = 10.0
 NOTIFIED_KINDS = {StockCommand.RECEIVE.value, HoldCommand.RELEASE.value, HoldCommand.PAY.value}
 
 
@@ -299,6 +300,37 @@ class _Batch:
         )
 
 
+@dataclass(slots=True)
+class WriterStats:
+    """Batches and commands applied since the last summary line, which it logs every STATS_SECONDS."""
+
+    batches: int = 0
+    commands: int = 0
+    longest_ms: float = 0.0
+    total_ms: float = 0.0
+    since: float = field(default_factory=time.monotonic)
+
+    def add(self, commands: int, latency_ms: float) -> None:
+        self.batches += 1
+        self.commands += commands
+        self.total_ms += latency_ms
+        self.longest_ms = max(self.longest_ms, latency_ms)
+        now = time.monotonic()
+        if now - self.since >= STATS_SECONDS:
+            log.info(
+                "writer.stats",
+                seconds=round(now - self.since, 1),
+                batches=self.batches,
+                commands=self.commands,
+                commands_per_batch=round(self.commands / self.batches, 1),
+                batch_ms_mean=round(self.total_ms / self.batches, 2),
+                batch_ms_max=round(self.longest_ms, 2),
+            )
+            self.batches = self.commands = 0
+            self.total_ms = self.longest_ms = 0.0
+            self.since = now
+
+
 class ShardWriter:
     """Applies the pending commands of the shards this worker holds leases on.
 
@@ -324,6 +356,7 @@ class ShardWriter:
         self.batch_max = batch_max
         self.holder = holder
         self.after_commit = after_commit
+        self.stats = WriterStats()
 
     def apply_batch(self, leases: Mapping[int, int]) -> BatchReport:
         """One transaction: up to batch_max due commands of the leased shards (shard → epoch), each
@@ -402,15 +435,16 @@ class ShardWriter:
             next_leases=next_leases or None,
         )
         latency_ms = (time.perf_counter() - started) * 1000
-        # One line per batch; per command only at DEBUG (the inbox row keeps every result anyway):
-        # a log line per command would cost the writer as much as applying it.
-        log.info(
-            "batch.applied",
-            shards=sorted({c.shard for c in commands}),
-            commands=len(commands),
-            latency_ms=round(latency_ms, 2),
-        )
+        self.stats.add(len(commands), latency_ms)
+        # At INFO, a summary every STATS_SECONDS (a busy writer commits hundreds of batches a second);
+        # a line per batch and per command at DEBUG (the inbox row keeps every result anyway).
         if log.is_enabled_for(logging.DEBUG):
+            log.debug(
+                "batch.applied",
+                shards=sorted({c.shard for c in commands}),
+                commands=len(commands),
+                latency_ms=round(latency_ms, 2),
+            )
             for command, result in batch.results:
                 log.debug(
                     "command.applied",
