@@ -378,7 +378,17 @@ class BatchWrites:
 # Each part also names its keys in an "= ANY(array)" condition: the planner then looks them up by
 # index. Joined only to a function's rows, it may hash the whole table instead, on fast growing
 # tables whose statistics lag behind, and each batch gets slower than the last.
-_SAVE_BATCH = """
+# New commands; a key already recorded (a resend, a replayed batch) is left as it is.
+_INSERT_COMMANDS = """
+    INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status, not_before)
+    SELECT key, kind, payload, digest, shard, status, not_before
+    FROM jsonb_to_recordset(%(commands)s::jsonb)
+         AS v(key text, kind text, payload jsonb, digest text, shard int, status text, not_before timestamptz)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING idempotency_key
+"""
+
+_SAVE_BATCH = f"""
     WITH stocks AS (
         UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = now()
         FROM unnest(%(stock_ids)s::bigint[], %(stock_on_hand)s::numeric[], %(stock_reserved)s::numeric[])
@@ -409,15 +419,7 @@ _SAVE_BATCH = """
                     %(hold_pending)s::int[]) AS v(id, status, payment, lines_pending)
         WHERE h.id = v.id AND h.id = ANY(%(hold_ids)s::uuid[])
         RETURNING 1
-    ), follow_ups AS (
-        -- a key already recorded (a replayed batch) is left as it is
-        INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status, not_before)
-        SELECT key, kind, payload, digest, shard, status, not_before
-        FROM jsonb_to_recordset(%(follow_ups)s::jsonb)
-             AS v(key text, kind text, payload jsonb, digest text, shard int, status text, not_before timestamptz)
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING 1
-    ), events AS (
+    ), follow_ups AS ({_INSERT_COMMANDS}), events AS (
         INSERT INTO outbox (topic, payload)
         SELECT topic, payload FROM jsonb_to_recordset(%(events)s::jsonb) AS v(topic text, payload jsonb)
         RETURNING 1
@@ -434,15 +436,6 @@ _SAVE_BATCH = """
     WHERE c.seq = v.seq AND c.seq = ANY(%(seqs)s::bigint[])
 """
 
-_INSERT_COMMANDS = """
-    INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status, not_before)
-    SELECT key, kind, payload, digest, shard, status, not_before
-    FROM jsonb_to_recordset(%(rows)s::jsonb)
-         AS v(key text, kind text, payload jsonb, digest text, shard int, status text, not_before timestamptz)
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING idempotency_key
-"""
-
 
 def _json(value: Any) -> str:
     """JSON for PostgreSQL; Decimal, UUID and datetime as their text, which jsonb_to_recordset
@@ -454,7 +447,7 @@ def _json(value: Any) -> str:
 def insert_commands(pg: Pg, commands: Sequence[NewCommand]) -> Cursor[Any]:
     """Record commands in one statement; a key recorded before is left as it is. The cursor
     returns the keys that were new (read it outside a pipeline, or after it)."""
-    return pg.execute(_INSERT_COMMANDS, {"rows": _command_rows(commands)})
+    return pg.execute(_INSERT_COMMANDS, {"commands": _command_rows(commands)})
 
 
 def _command_rows(commands: Sequence[NewCommand]) -> str:
@@ -711,7 +704,7 @@ def save_batch(
                 "hold_statuses": [h.status.value for h in writes.holds],
                 "hold_payments": [h.payment.value for h in writes.holds],
                 "hold_pending": [h.lines_pending for h in writes.holds],
-                "follow_ups": _command_rows(writes.commands),
+                "commands": _command_rows(writes.commands),
                 "events": _json([{"topic": t, "payload": p} for t, p in writes.events]),
                 "holder": holder,
                 "started_at": started_at,
