@@ -318,6 +318,16 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
+def _run_outside_transaction(url: str, statement: str) -> None:
+    """One statement that cannot run in a transaction block (CREATE / DROP DATABASE, VACUUM)."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
 class BenchEnv:
     """A fresh database (migrated to head) and Redis namespace, and the processes started on them.
 
@@ -357,12 +367,7 @@ class BenchEnv:
 
     def __enter__(self) -> BenchEnv:
         _exit_on_sigterm()
-        admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{self.db_name}"'))
-        finally:
-            admin.dispose()
+        _run_outside_transaction(self.admin_url, f'CREATE DATABASE "{self.db_name}"')
         self._created = True
         try:
             upgrade(self.database_url)
@@ -397,12 +402,7 @@ class BenchEnv:
             print(f"kept: database {self.db_name}, Redis namespace {self.namespace}, logs {self.log_dir}")
             return
         if self._created:
-            admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-            try:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
-            finally:
-                admin.dispose()
+            _run_outside_transaction(self.admin_url, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
             self._created = False
         if hasattr(self, "redis"):
             for _ in range(2):  # again after a moment: a doorbell may have been in flight
@@ -547,12 +547,7 @@ class BenchEnv:
         run. After the warm-up has put some history in, this gives both systems the plans of a
         database in service; run the warm-up long enough that the tables are not tiny.
         """
-        admin = create_engine(self.database_url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(text("VACUUM ANALYZE"))
-        finally:
-            admin.dispose()
+        _run_outside_transaction(self.database_url, "VACUUM ANALYZE")
 
     def last_batch_id(self) -> int:
         with self.engine.connect() as conn:
