@@ -33,7 +33,7 @@ from domain.errors import (
 from domain.holds import HoldMode, HoldStatus, Payment
 from domain.quantities import decimal_str, parse_quantity, parse_unit, to_pieces
 from producers.recorder import HoldRecorder, HoldRequest
-from producers.views import HoldResult, StockView, read_hold, read_stock
+from producers.views import HoldResult, StockView, parse_hold_id, read_hold, read_stock
 from tessera.settings import Settings, get_settings
 from workers.broker import CoalescingDoorbells, Doorbells, make_broker
 from workers.wakeups import AnswerChannel, Wakeups
@@ -145,7 +145,7 @@ class StockClient:
         # Reads are single statements: autocommit spares them a BEGIN and a ROLLBACK round trip.
         self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.recorder = HoldRecorder(
-            self.engine, shards=settings.shards, ring=self._ring_shards, reply_to=self.client_id
+            self.engine, shards=settings.shards, ring=self.bells.ring, reply_to=self.client_id
         )
 
     @classmethod
@@ -291,7 +291,7 @@ class StockClient:
             shard = shard_of(sku, self.settings.shards)
             fresh = self._record(conn, key, StockCommand.RECEIVE, payload, shard)
         if fresh:
-            self._ring_shards({shard})
+            self.bells.ring({shard})  # a lost doorbell only delays: the sweep rings again
         return CommandTicket(self, key)
 
     def reserve(
@@ -337,10 +337,7 @@ class StockClient:
     def _hold_command(
         self, kind: HoldCommand, hold_id: str, key: str, extra: dict[str, Any]
     ) -> CommandTicket:
-        try:
-            hid = uuid.UUID(str(hold_id))
-        except ValueError:
-            raise UnknownHold(str(hold_id)) from None
+        hid = parse_hold_id(hold_id)
         payload = {"hold_id": str(hid), **extra}
         shard = shard_of(str(hid), self.settings.shards)
         command = repo.NewCommand(key, kind.value, payload, payload_digest(kind.value, payload), shard)
@@ -353,7 +350,7 @@ class StockClient:
             if not fresh:
                 self._check_resend(pg, command)
         if fresh:
-            self._ring_shards({shard})
+            self.bells.ring({shard})  # a lost doorbell only delays: the sweep rings again
         return CommandTicket(self, key)
 
     # -- reads -----------------------------------------------------------------------------------
@@ -394,10 +391,6 @@ class StockClient:
         earlier_kind, earlier_digest, _ = repo.recorded_commands(pg, [command.key])[command.key]
         if (earlier_kind, earlier_digest) != (command.kind, command.payload_hash):
             raise IdempotencyConflict(command.key)
-
-    def _ring_shards(self, shards: set[int]) -> None:
-        """Ring each shard once. A lost doorbell only delays: the sweep rings recorded work again."""
-        self.bells.ring(shards)
 
     def wait_for(
         self,

@@ -39,12 +39,17 @@ class StockView(BaseModel):
     lots: list[LotBalance]
 
 
-def read_hold(conn: Connection, hold_id: str) -> HoldResult:
-    """The hold and its lines, in one query."""
+def parse_hold_id(hold_id: object) -> uuid.UUID:
+    """A hold id as a UUID; anything that is not one names no hold (UnknownHold)."""
     try:
-        hid = uuid.UUID(str(hold_id))
+        return uuid.UUID(str(hold_id))
     except ValueError:
         raise UnknownHold(str(hold_id)) from None
+
+
+def read_hold(conn: Connection, hold_id: str) -> HoldResult:
+    """The hold and its lines, in one query."""
+    hid = parse_hold_id(hold_id)
     rows = conn.execute(
         text(
             """
