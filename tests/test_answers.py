@@ -12,7 +12,7 @@ from producers import StockClient
 from tessera.settings import Settings
 from tests.conftest import Processes
 from tests.test_holds import SKU, hold_of, receive
-from workers.wakeups import AnswerChannel, publish_answers
+from workers.wakeups import AnswerChannel, Wakeups
 
 
 def _channel() -> tuple[AnswerChannel, fakeredis.FakeRedis]:
@@ -24,7 +24,7 @@ def _channel() -> tuple[AnswerChannel, fakeredis.FakeRedis]:
 
 def test_an_answer_published_before_its_ticket_waits_is_kept_for_it() -> None:
     channel, publisher = _channel()
-    publish_answers(publisher, "ns", {"client-1": {"hold-a": '{"status":"reserved"}', "hold-b": "{}"}})
+    Wakeups(publisher, "ns").wake({}, {"client-1": {"hold-a": '{"status":"reserved"}', "hold-b": "{}"}})
     assert channel.wait("hold-a", timeout=5) == b'{"status":"reserved"}'
     assert channel.wait("hold-b", timeout=5) == b"{}"
 
@@ -38,14 +38,14 @@ def test_an_answer_published_while_its_ticket_waits_wakes_it() -> None:
     while "hold-a" not in channel._waiting and time.monotonic() < deadline:  # the ticket is waiting
         time.sleep(0.001)
     assert "hold-a" in channel._waiting
-    publish_answers(publisher, "ns", {"client-1": {"hold-a": '{"status":"rejected"}'}})
+    Wakeups(publisher, "ns").wake({}, {"client-1": {"hold-a": '{"status":"rejected"}'}})
     waiter.join(timeout=10)
     assert got == [b'{"status":"rejected"}']
 
 
 def test_a_ticket_with_no_answer_gets_none_after_its_timeout() -> None:
     channel, publisher = _channel()
-    publish_answers(publisher, "ns", {"client-2": {"hold-a": "{}"}})  # another client's channel
+    Wakeups(publisher, "ns").wake({}, {"client-2": {"hold-a": "{}"}})  # another client's channel
     assert channel.wait("hold-a", timeout=0.2) is None
 
 

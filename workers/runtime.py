@@ -33,7 +33,7 @@ from db.engine import get_engine
 from tessera.settings import Settings
 from workers.broker import Doorbells, make_broker, queue_name
 from workers.lease import LeaseManager, ShardLease
-from workers.wakeups import Wakeups, publish_answers
+from workers.wakeups import Wakeups
 from workers.writer import BatchReport, ShardWriter
 
 log = structlog.get_logger("tessera.worker")
@@ -159,10 +159,9 @@ class ShardWorker:
                 for shard in report.follow_up_shards - self.held.keys():
                     self.doorbells.ring(shard)
                 self._ring_later(report)
-                if wake := report.wake():
-                    self.wakeups.wake(wake)
-                if answers := report.answers():
-                    publish_answers(self.redis, self.settings.redis_namespace, answers)
+                tokens, answers = report.wake(), report.answers()
+                if tokens or answers:
+                    self.wakeups.wake(tokens, answers)
             except Exception:  # Redis away: the sweep rings again, and waiting tickets re-read PostgreSQL
                 log.exception("announce.error")
 

@@ -29,13 +29,19 @@ class Wakeups:
     def key(self, ticket: str) -> str:
         return f"{self.namespace}:wake:{ticket}"
 
-    def wake(self, tokens: Mapping[str, str]) -> None:
-        """Push each ticket's token (the answer itself, where the writer has it)."""
+    def wake(self, tokens: Mapping[str, str], answers: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """Push each ticket's token (the answer itself, where the writer has it), and publish each
+        client's answers (client id → hold id → answer JSON) in one message per client
+        (see AnswerChannel): one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for ticket, token in tokens.items():
             key = self.key(ticket)
             pipe.lpush(key, token)
             pipe.expire(key, TOKEN_TTL_SECONDS)
+        for client_id, by_hold in (answers or {}).items():
+            pipe.publish(
+                answer_channel(self.namespace, client_id), "\n".join(f"{h}\t{a}" for h, a in by_hold.items())
+            )
         pipe.execute()
 
     def wait(self, ticket: str, timeout: float) -> bytes | None:
@@ -133,11 +139,3 @@ class AnswerChannel:
 
 def answer_channel(namespace: str, client_id: str) -> str:
     return f"{namespace}:answers:{client_id}"
-
-
-def publish_answers(redis_client: Redis, namespace: str, answers: Mapping[str, Mapping[str, str]]) -> None:
-    """Publish each client's answers (client id → hold id → answer JSON) in one message per client."""
-    pipe = redis_client.pipeline(transaction=False)
-    for client_id, by_hold in answers.items():
-        pipe.publish(answer_channel(namespace, client_id), "\n".join(f"{h}\t{a}" for h, a in by_hold.items()))
-    pipe.execute()
