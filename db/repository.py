@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -148,33 +148,28 @@ def claim_batch(pg: Pg, leases: Mapping[int, int], holder: str, limit: int) -> C
     after the fence rows are locked. A command that commits between two of these statements can make
     them see slightly different sets: `complete_state` loads whatever a command needs and is missing.
     """
-    with pg.pipeline():
-        claimed = _queue_claim(pg, leases, holder, limit)
-    return claimed()
-
-
-def _queue_claim(pg: Pg, leases: Mapping[int, int], holder: str, limit: int) -> Callable[[], Claim]:
-    """Queue the claim's statements in the caller's pipeline; the function returned reads them."""
     shards = sorted(leases)
-    params = {"shards": shards, "epochs": [leases[s] for s in shards], "holder": holder, "limit": limit}
-    if pg.autocommit:  # the writer's session: it opens its transactions itself, inside its pipelines
-        pg.execute("BEGIN")
-    fence = pg.execute(_PROVE_LEASES, params)
-    due = pg.execute(_PENDING, params)
-    loads = _load(pg, _PENDING_HOLD_IDS, _PENDING_PRODUCT_IDS, params)
-
-    def read() -> Claim:
-        row = fence.fetchone()
-        assert row is not None
-        return Claim(
-            due=set(row[0]),
-            proved=set(row[1]),
-            now=row[2],
-            commands=[InboxCommand(*r) for r in due.fetchall()],
-            state=_state(*loads),
-        )
-
-    return read
+    params = {
+        "shards": _array(shards),
+        "epochs": _array(leases[s] for s in shards),
+        "holder": holder,
+        "limit": limit,
+    }
+    with pg.pipeline():
+        if pg.autocommit:  # the writer's session: it opens its transactions itself, inside its pipelines
+            pg.execute("BEGIN")
+        fence = pg.execute(_PROVE_LEASES, params)
+        due = pg.execute(_PENDING, params)
+        loads = _load(pg, _PENDING_HOLD_IDS, _PENDING_PRODUCT_IDS, params)
+    row = fence.fetchone()
+    assert row is not None
+    return Claim(
+        due=set(row[0]),
+        proved=set(row[1]),
+        now=row[2],
+        commands=[InboxCommand(*r) for r in due.fetchall()],
+        state=_state(*loads),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +439,16 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
+def _array(values: Iterable[object]) -> str:
+    """A PostgreSQL array literal (cast in the statement, e.g. ``%(ids)s::bigint[]``) of numbers,
+    UUIDs or text, every element quoted. psycopg would dump a list element by element, in Python."""
+    return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def insert_commands(pg: Pg, commands: Sequence[NewCommand]) -> Cursor[Any]:
     """Record commands in one statement; a key recorded before is left as it is. The cursor
     returns the keys that were new (read it outside a pipeline, or after it)."""
@@ -661,28 +666,25 @@ def save_batch(
     leases: Mapping[int, int],
     holder: str,
     started_at: dt.datetime,
-    limit: int,
-    next_leases: Mapping[int, int] | None = None,
-) -> Claim | None:
-    """Every write of the batch (one statement), the commit and, with `next_leases`, the claim of the
-    next batch (in a new transaction, see `claim_batch`): one round trip. Returns that claim."""
+) -> None:
+    """Every write of the batch (one statement) and the commit: one round trip."""
     moves = [e.movement for e in writes.ledger]
     with pg.pipeline():
         pg.execute(
             _SAVE_BATCH,
             {
-                "stock_ids": [s.balance_id for s in writes.stocks],
-                "stock_on_hand": [s.on_hand for s in writes.stocks],
-                "stock_reserved": [s.reserved for s in writes.stocks],
-                "move_product_ids": [m.stock.product_id for m in moves],
-                "move_warehouse_ids": [m.stock.warehouse_id for m in moves],
-                "move_lot_ids": [m.stock.lot_id for m in moves],
-                "move_kinds": [m.kind.value for m in moves],
-                "move_on_hand": [m.on_hand for m in moves],
-                "move_reserved": [m.reserved for m in moves],
-                "move_seqs": [e.command_seq for e in writes.ledger],
-                "move_hold_ids": [uuid.UUID(e.hold_id) if e.hold_id else None for e in writes.ledger],
-                "move_line_nos": [e.line_no for e in writes.ledger],
+                "stock_ids": _array(s.balance_id for s in writes.stocks),
+                "stock_on_hand": _array(s.on_hand for s in writes.stocks),
+                "stock_reserved": _array(s.reserved for s in writes.stocks),
+                "move_product_ids": _array(m.stock.product_id for m in moves),
+                "move_warehouse_ids": _array(m.stock.warehouse_id for m in moves),
+                "move_lot_ids": _array(m.stock.lot_id for m in moves),
+                "move_kinds": _array(m.kind.value for m in moves),
+                "move_on_hand": _array(m.on_hand for m in moves),
+                "move_reserved": _array(m.reserved for m in moves),
+                "move_seqs": _array(e.command_seq for e in writes.ledger),
+                "move_hold_ids": _array(e.hold_id for e in writes.ledger),
+                "move_line_nos": _array(e.line_no for e in writes.ledger),
                 "lines": _json(
                     [
                         {
@@ -699,11 +701,11 @@ def save_batch(
                         for line in writes.lines
                     ]
                 ),
-                "line_hold_ids": [uuid.UUID(line.hold_id) for line in writes.lines],
-                "hold_ids": [uuid.UUID(h.id) for h in writes.holds],
-                "hold_statuses": [h.status.value for h in writes.holds],
-                "hold_payments": [h.payment.value for h in writes.holds],
-                "hold_pending": [h.lines_pending for h in writes.holds],
+                "line_hold_ids": _array(line.hold_id for line in writes.lines),
+                "hold_ids": _array(h.id for h in writes.holds),
+                "hold_statuses": _array(h.status.value for h in writes.holds),
+                "hold_payments": _array(h.payment.value for h in writes.holds),
+                "hold_pending": _array(h.lines_pending for h in writes.holds),
                 "commands": _command_rows(writes.commands),
                 "events": _json([{"topic": t, "payload": p} for t, p in writes.events]),
                 "holder": holder,
@@ -715,9 +717,7 @@ def save_batch(
                     ]
                 ),
                 "results": _json([{"seq": c.seq, "shard": c.shard, "result": r} for c, r in writes.results]),
-                "seqs": [c.seq for c, _ in writes.results],
+                "seqs": _array(c.seq for c, _ in writes.results),
             },
         )
-        pg.execute("COMMIT")  # a statement, not commit(): that would wait for the round trip to end
-        claimed = _queue_claim(pg, next_leases, holder, limit) if next_leases else None
-    return claimed() if claimed else None
+        pg.execute("COMMIT")  # a statement in the pipeline, not commit(): no round trip of its own

@@ -363,28 +363,30 @@ class ShardWriter:
         shard's in its inbox order. A shard whose lease was taken by a newer epoch is left alone and
         reported as fenced."""
         with self._session() as pg:
-            report, _ = self._apply(pg, leases, repo.claim_batch(pg, leases, self.holder, self.batch_max))
-        return report
+            return self._apply(pg, leases, repo.claim_batch(pg, leases, self.holder, self.batch_max))
 
     def drain(self, leases: Callable[[], Mapping[int, int]]) -> BatchReport:
         """Apply batches of the shards `leases()` gives (read again before each batch, so a lease
         lost meanwhile is not used) until nothing is due; transient errors retry in place.
         Returns the total: commands applied, shards fenced out.
 
-        Batches follow each other on one session, and each commit carries the next batch's claim
-        in the same round trip: a batch costs one round trip to PostgreSQL, not two.
+        Batches follow each other on one session: a batch costs two round trips to PostgreSQL, its
+        claim and its writes with the commit. The batch is announced as soon as it commits, so its
+        answers go out while the next claim is on its way.
         """
         total, backoff = BatchReport(0), 0.05
         while held := leases():
             try:
                 with self._session() as pg:
-                    claim: repo.Claim | None = repo.claim_batch(pg, held, self.holder, self.batch_max)
-                    while claim is not None:
-                        next_held = leases()
-                        report, claim = self._apply(pg, held, claim, next_leases=next_held)
+                    while held:
+                        report = self._apply(
+                            pg, held, repo.claim_batch(pg, held, self.holder, self.batch_max)
+                        )
                         total.applied += report.applied
                         total.fenced |= report.fenced
-                        held = next_held
+                        if not report.applied:
+                            break
+                        held = leases()
                 return total
             except (psycopg.Error, DBAPIError) as error:
                 if not _transient(error):
@@ -407,33 +409,17 @@ class ShardWriter:
                 conn.invalidate()
                 raise
 
-    def _apply(
-        self,
-        pg: repo.Pg,
-        leases: Mapping[int, int],
-        claim: repo.Claim,
-        *,
-        next_leases: Mapping[int, int] | None = None,
-    ) -> tuple[BatchReport, repo.Claim | None]:
-        """Apply a claimed batch and commit it, claiming the next one if `next_leases` is given.
-        Returns the batch's report and the next claim (None: nothing more is due)."""
+    def _apply(self, pg: repo.Pg, leases: Mapping[int, int], claim: repo.Claim) -> BatchReport:
+        """Apply a claimed batch, commit it and hand its report to `after_commit`."""
         started = time.perf_counter()
         now, commands = claim.now, claim.commands
         if now is None or not commands:
             pg.execute("ROLLBACK")  # the claim's transaction wrote nothing
-            return BatchReport(0, fenced=claim.fenced, now=now), None
+            return BatchReport(0, fenced=claim.fenced, now=now)
         batch = _Batch(pg, now, self.shards, claim)
         for command in commands:
             batch.results.append((command, batch.apply(command)))
-        next_claim = repo.save_batch(
-            pg,
-            batch.writes(),
-            leases=leases,
-            holder=self.holder,
-            started_at=now,
-            limit=self.batch_max,
-            next_leases=next_leases or None,
-        )
+        repo.save_batch(pg, batch.writes(), leases=leases, holder=self.holder, started_at=now)
         latency_ms = (time.perf_counter() - started) * 1000
         self.stats.add(len(commands), latency_ms)
         # At INFO, a summary every STATS_SECONDS (a busy writer commits hundreds of batches a second);
@@ -469,7 +455,7 @@ class ShardWriter:
             now=now,
         )
         self.after_commit(report)
-        return report, next_claim
+        return report
 
 
 def _transient(error: psycopg.Error | DBAPIError) -> bool:
