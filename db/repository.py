@@ -189,6 +189,8 @@ class BatchState:
     stocks: dict[int, list[LotStock]]
     routes: list[WarehouseRoute]
     created_at: dict[str, dt.datetime] = field(default_factory=dict)
+    locked: set[str] = field(default_factory=set)
+    """The holds this batch locked, whose home shard it leases: the only ones it may write."""
     shown: dict[tuple[str, int], LineShown] = field(default_factory=dict)
     lot_names: dict[int, tuple[str, str | None, str | None]] = field(default_factory=dict)
     """lot id → (code, shade, caliber), for the lots the batch's lines and products hold."""
@@ -196,11 +198,22 @@ class BatchState:
 
 # Each load reads its rows key by key (a lateral lookup per key), whatever the planner believes of
 # table sizes: on tables that grow fast its statistics lag behind, and it would rather hash the
-# whole table, slower with every batch. Holds are locked in id order, so writers never deadlock.
+# whole table, slower with every batch.
+# A hold row is written only by the writer of its home shard: the holds whose home shard this
+# writer leases are locked, in id order (writers never deadlock); the others are read, unlocked, for
+# their lines (the writer of a line on another process's shard sends its answer home).
 _HOLDS = """
-    SELECT h.* FROM (SELECT DISTINCT id FROM ({ids}) AS asked(id) ORDER BY id) AS k CROSS JOIN LATERAL (
+    WITH asked AS (SELECT DISTINCT id FROM ({ids}) AS asked(id)), locked AS (
+        SELECT h.* FROM (SELECT id FROM asked ORDER BY id) AS k CROSS JOIN LATERAL (
+            SELECT id, status, mode, expires_at, payment, lines_pending, created_at FROM holds
+            WHERE holds.id = k.id AND holds.home_shard = ANY(%(shards)s::int[]) FOR UPDATE
+        ) AS h
+    )
+    SELECT *, true FROM locked
+    UNION ALL
+    SELECT h.*, false FROM asked AS k CROSS JOIN LATERAL (
         SELECT id, status, mode, expires_at, payment, lines_pending, created_at FROM holds
-        WHERE holds.id = k.id FOR UPDATE
+        WHERE holds.id = k.id AND holds.home_shard <> ALL(%(shards)s::int[])
     ) AS h
 """
 
@@ -240,11 +253,13 @@ def _load(pg: Pg, hold_ids_sql: str, product_ids_sql: str, params: dict[str, Any
 
 def _state(holds: Cursor[Any], lines: Cursor[Any], stocks: Cursor[Any], routes: Cursor[Any]) -> BatchState:
     state = BatchState(holds={}, lines={}, stocks={}, routes=[])
-    for hid, status, mode, expires_at, payment, pending, created_at in holds.fetchall():
+    for hid, status, mode, expires_at, payment, pending, created_at, locked in holds.fetchall():
         state.holds[str(hid)] = Hold(
             str(hid), HoldStatus(status), HoldMode(mode), expires_at, Payment(payment), pending
         )
         state.created_at[str(hid)] = created_at
+        if locked:
+            state.locked.add(str(hid))
     for r in lines.fetchall():
         hold_id = str(r[0])
         state.lines.setdefault(hold_id, []).append(
@@ -263,9 +278,12 @@ def _state(holds: Cursor[Any], lines: Cursor[Any], stocks: Cursor[Any], routes: 
     return state
 
 
-def complete_state(pg: Pg, state: BatchState, hold_ids: Iterable[str], product_ids: Iterable[int]) -> None:
+def complete_state(
+    pg: Pg, state: BatchState, leases: Iterable[int], hold_ids: Iterable[str], product_ids: Iterable[int]
+) -> None:
     """Load into `state` the holds (with their lines) and products it lacks: one round trip, and
-    only when a command committed between the claim's statements (see `claim_batch`)."""
+    only when a command committed between the claim's statements (see `claim_batch`). The holds
+    whose home shard is among the leased shards are locked."""
     holds = sorted({uuid.UUID(h) for h in hold_ids if h not in state.holds or h not in state.lines})
     products = sorted({p for p in product_ids if p not in state.stocks})
     if not holds and not products:
@@ -275,10 +293,11 @@ def complete_state(pg: Pg, state: BatchState, hold_ids: Iterable[str], product_i
             pg,
             "SELECT unnest(%(hold_ids)s::uuid[])",
             "SELECT unnest(%(product_ids)s::int[])",
-            {"hold_ids": holds, "product_ids": products},
+            {"hold_ids": holds, "product_ids": products, "shards": _array(sorted(leases))},
         )
     more = _state(*loads)
     state.holds.update(more.holds)
+    state.locked |= more.locked
     state.lines.update(more.lines)
     state.stocks.update(more.stocks)
     state.created_at.update(more.created_at)

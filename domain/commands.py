@@ -17,6 +17,10 @@ class HoldCommand(enum.StrEnum):
     RELEASE = "hold.release"
     PAY = "hold.pay"
     EXPIRE = "hold.expire"
+    # A line's answer, sent by its product's writer to the hold's home writer when that runs in
+    # another process: only the home writer locks and writes the hold row, so writers of one
+    # multi-line hold never wait for each other's row lock.
+    LINE_ANSWERED = "hold.line_answered"
 
 
 class StockCommand(enum.StrEnum):
@@ -54,6 +58,10 @@ def payload_digest(kind: str, payload: dict[str, Any]) -> str:
 
 def line_command_key(hold_id: str, line_no: int, action: LineAction) -> str:
     return f"{action.value}:{hold_id}:{line_no}"
+
+
+def line_answered_key(hold_id: str, line_no: int, action: LineAction) -> str:
+    return f"{HoldCommand.LINE_ANSWERED.value}:{action.value}:{hold_id}:{line_no}"
 
 
 def expiry_key(hold_id: str) -> str:

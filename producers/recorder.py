@@ -105,11 +105,11 @@ class HoldRecorder:
                     if not pending.future.done():
                         pending.future.set_exception(error)
                 continue
+            if shards:  # first: the writer can start while the callers wake up
+                self.ring(shards)
             for pending in group:
                 if not pending.future.done():
                     pending.future.set_result(pending.hold_id)
-            if shards:
-                self.ring(shards)
 
     def _record_group(self, group: list[_Pending]) -> set[int]:
         """One statement in autocommit records the group; resends are looked up after it."""

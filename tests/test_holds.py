@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 from domain.commands import shard_of
 from producers import StockClient
 from tests.conftest import Processes
+from tests.flow import wait_all_applied
 from workers.broker import queue_name
 
 SKU = "GRS-60x60-GREY"
@@ -54,6 +55,41 @@ def test_300_concurrent_holds_of_3_pieces_against_100_reserve_exactly_33(
     assert len(rejected) == 267
     assert all(r.lines[0].available == 1 for r in rejected)  # 100 - 33 * 3 left when the rest were decided
     assert catalog.stock(SKU).available == 1
+    assert_consistent()
+
+
+def test_two_workers_splitting_the_shards_decide_carts_whose_lines_span_both(
+    catalog: StockClient, processes: Processes, engine: Engine, assert_consistent
+) -> None:
+    # MOSAIC-30 is on shard 0 (worker "low"), WALL-20x50-WHITE on shard 3 (worker "high"); each
+    # hold's home shard is either. A line whose hold lives on the other process sends its answer there.
+    assert (shard_of("MOSAIC-30", 4), shard_of("WALL-20x50-WHITE", 4)) == (0, 3)
+    processes.worker("0-1", name="low")
+    processes.worker("2-3", name="high")
+    receive(catalog, "MOSAIC-30", "1000", lot="M1")
+    receive(catalog, "WALL-20x50-WHITE", "60", lot="W1")
+    cart = [
+        {"sku": "MOSAIC-30", "quantity": "1", "unit": "piece"},
+        {"sku": "WALL-20x50-WHITE", "quantity": "2", "unit": "piece"},
+    ]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda _: hold_of(catalog, cart).wait(timeout=60), range(60)))
+    wait_all_applied(engine)  # the rejected carts' mosaic lines are released after their answer
+
+    reserved = [r for r in results if r.status == "reserved"]
+    assert len(reserved) == 30  # 60 wall tiles, 2 per cart
+    assert all(r.status == "rejected" for r in results if r not in reserved)
+    assert all(line.status == "reserved" for r in reserved for line in r.lines)
+    assert catalog.stock("MOSAIC-30").reserved == 30
+    assert catalog.stock("WALL-20x50-WHITE").available == 0
+    with engine.connect() as conn:
+        answered_home = conn.execute(
+            text("SELECT count(*) FROM commands WHERE kind = 'hold.line_answered' AND status = 'applied'")
+        ).scalar_one()
+        holders = {h for (h,) in conn.execute(text("SELECT DISTINCT holder FROM apply_batches"))}
+    assert answered_home > 0
+    assert holders == {"low", "high"}
     assert_consistent()
 
 

@@ -35,6 +35,7 @@ from domain.commands import (
     HoldCommand,
     StockCommand,
     expiry_key,
+    line_answered_key,
     line_command_key,
     parse_kind,
     payload_digest,
@@ -70,7 +71,9 @@ class BatchReport:
 class _Batch:
     """The in-memory state of one transaction: what is loaded, what changed, what to send."""
 
-    def __init__(self, pg: repo.Pg, now: dt.datetime, shards: int, claim: repo.Claim) -> None:
+    def __init__(
+        self, pg: repo.Pg, now: dt.datetime, shards: int, leases: Mapping[int, int], claim: repo.Claim
+    ) -> None:
         self.pg, self.now, self.shards = pg, now, shards
         # Line commands and receipts name their product, so only those products' lots are loaded;
         # a settling hold needs its other lines, never their stock.
@@ -78,6 +81,7 @@ class _Batch:
         repo.complete_state(
             pg,
             state,
+            leases,
             hold_ids={c.payload["hold_id"] for c in claim.commands if "hold_id" in c.payload},
             product_ids={c.payload["product_id"] for c in claim.commands if "product_id" in c.payload},
         )
@@ -108,6 +112,9 @@ class _Batch:
             return self._receive(command)
         hold = self.holds[command.payload["hold_id"]]
         lines = self.lines[hold.id]
+        if kind is HoldCommand.LINE_ANSWERED:
+            decided = self._line_answered(hold, command)
+            return decided or {"outcome": "counted", "note": "", "lines_pending": hold.lines_pending}
         if kind is HoldCommand.RELEASE:
             decision = hold_rules.release(hold, lines, command.recorded_at)
         elif kind is HoldCommand.PAY:
@@ -129,11 +136,31 @@ class _Batch:
             self._paid_without_stock(hold, [line])
         result: dict[str, Any] = {"outcome": outcome.outcome, "note": outcome.note, "line": line.line_no}
         if action.answers and outcome.outcome != "noop":
-            hold.lines_pending -= 1
-            self.dirty_holds[hold.id] = hold
-            if hold.lines_pending == 0:
-                result["hold"] = self._decided(hold, hold_rules.settle(hold, self.lines[hold.id]), command)
+            if hold.id in self.state.locked:
+                if decided := self._line_answered(hold, command):
+                    result["hold"] = decided
+            else:  # the hold's home shard is another process's: send the answer there
+                payload = {"hold_id": hold.id, "line_no": line.line_no}
+                if reply_to := command.payload.get("reply_to"):
+                    payload["reply_to"] = reply_to
+                self.follow_ups.append(
+                    NewCommand(
+                        key=line_answered_key(hold.id, line.line_no, action),
+                        kind=HoldCommand.LINE_ANSWERED.value,
+                        payload=payload,
+                        payload_hash=payload_digest(HoldCommand.LINE_ANSWERED.value, payload),
+                        shard=shard_of(hold.id, self.shards),
+                    )
+                )
         return result
+
+    def _line_answered(self, hold: Hold, command: InboxCommand) -> dict[str, Any] | None:
+        """One more line has answered; the last one settles the hold (returns its decision)."""
+        hold.lines_pending -= 1
+        self.dirty_holds[hold.id] = hold
+        if hold.lines_pending == 0:
+            return self._decided(hold, hold_rules.settle(hold, self.lines[hold.id]), command)
+        return None
 
     def _receive(self, command: InboxCommand) -> dict[str, Any]:
         p = command.payload
@@ -416,7 +443,7 @@ class ShardWriter:
         if now is None or not commands:
             pg.execute("ROLLBACK")  # the claim's transaction wrote nothing
             return BatchReport(0, fenced=claim.fenced, now=now)
-        batch = _Batch(pg, now, self.shards, claim)
+        batch = _Batch(pg, now, self.shards, leases, claim)
         for command in commands:
             batch.results.append((command, batch.apply(command)))
         repo.save_batch(pg, batch.writes(), leases=leases, holder=self.holder, started_at=now)
