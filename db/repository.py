@@ -189,6 +189,8 @@ class BatchState:
     stocks: dict[int, list[LotStock]]
     routes: list[WarehouseRoute]
     created_at: dict[str, dt.datetime] = field(default_factory=dict)
+    home_shards: dict[str, int] = field(default_factory=dict)
+    """hold → its home shard, whose writer applies the hold's own commands."""
     locked: set[str] = field(default_factory=set)
     """The holds this batch locked, whose home shard it leases: the only ones it may write."""
     shown: dict[tuple[str, int], LineShown] = field(default_factory=dict)
@@ -205,14 +207,14 @@ class BatchState:
 _HOLDS = """
     WITH asked AS (SELECT DISTINCT id FROM ({ids}) AS asked(id)), locked AS (
         SELECT h.* FROM (SELECT id FROM asked ORDER BY id) AS k CROSS JOIN LATERAL (
-            SELECT id, status, mode, expires_at, payment, lines_pending, created_at FROM holds
+            SELECT id, status, mode, expires_at, payment, lines_pending, created_at, home_shard FROM holds
             WHERE holds.id = k.id AND holds.home_shard = ANY(%(shards)s::int[]) FOR UPDATE
         ) AS h
     )
     SELECT *, true FROM locked
     UNION ALL
     SELECT h.*, false FROM asked AS k CROSS JOIN LATERAL (
-        SELECT id, status, mode, expires_at, payment, lines_pending, created_at FROM holds
+        SELECT id, status, mode, expires_at, payment, lines_pending, created_at, home_shard FROM holds
         WHERE holds.id = k.id AND holds.home_shard <> ALL(%(shards)s::int[])
     ) AS h
 """
@@ -253,11 +255,12 @@ def _load(pg: Pg, hold_ids_sql: str, product_ids_sql: str, params: dict[str, Any
 
 def _state(holds: Cursor[Any], lines: Cursor[Any], stocks: Cursor[Any], routes: Cursor[Any]) -> BatchState:
     state = BatchState(holds={}, lines={}, stocks={}, routes=[])
-    for hid, status, mode, expires_at, payment, pending, created_at, locked in holds.fetchall():
+    for hid, status, mode, expires_at, payment, pending, created_at, home, locked in holds.fetchall():
         state.holds[str(hid)] = Hold(
             str(hid), HoldStatus(status), HoldMode(mode), expires_at, Payment(payment), pending
         )
         state.created_at[str(hid)] = created_at
+        state.home_shards[str(hid)] = home
         if locked:
             state.locked.add(str(hid))
     for r in lines.fetchall():
@@ -301,6 +304,7 @@ def complete_state(
     state.lines.update(more.lines)
     state.stocks.update(more.stocks)
     state.created_at.update(more.created_at)
+    state.home_shards.update(more.home_shards)
     state.shown.update(more.shown)
     state.lot_names.update(more.lot_names)
 
@@ -491,33 +495,31 @@ def _command_rows(commands: Sequence[NewCommand]) -> str:
     )
 
 
+# The command goes to the hold's home shard, read from the hold row: a payment relay knows only
+# the hold id.
 _RECORD_HOLD_COMMAND = """
-    WITH hold AS (SELECT id FROM holds WHERE id = %(hold_id)s), recorded AS (
+    WITH hold AS (SELECT id, home_shard FROM holds WHERE id = %(hold_id)s), recorded AS (
         INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status)
-        SELECT %(key)s, %(kind)s, %(payload)s::jsonb, %(digest)s, %(shard)s, 'recorded' FROM hold
+        SELECT %(key)s, %(kind)s, %(payload)s::jsonb, %(digest)s, home_shard, 'recorded' FROM hold
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING 1
     )
-    SELECT EXISTS (SELECT 1 FROM hold), EXISTS (SELECT 1 FROM recorded)
+    SELECT (SELECT home_shard FROM hold), EXISTS (SELECT 1 FROM recorded)
 """
 
 
-def record_hold_command(pg: Pg, hold_id: uuid.UUID, command: NewCommand) -> tuple[bool, bool]:
+def record_hold_command(
+    pg: Pg, hold_id: uuid.UUID, *, key: str, kind: str, payload: dict[str, Any], digest: str
+) -> tuple[int | None, bool]:
     """Record a command about an existing hold, in one statement (run it in autocommit).
-    Returns whether the hold exists, and whether the command was recorded now (not before)."""
+    Returns the hold's home shard (None: there is no such hold, nothing was recorded), and whether
+    the command was recorded now (not before)."""
     row = pg.execute(
         _RECORD_HOLD_COMMAND,
-        {
-            "hold_id": hold_id,
-            "key": command.key,
-            "kind": command.kind,
-            "payload": _json(command.payload),
-            "digest": command.payload_hash,
-            "shard": command.shard,
-        },
+        {"hold_id": hold_id, "key": key, "kind": kind, "payload": _json(payload), "digest": digest},
     ).fetchone()
     assert row is not None
-    return bool(row[0]), bool(row[1])
+    return row[0], bool(row[1])
 
 
 def recorded_commands(pg: Pg, keys: Sequence[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:

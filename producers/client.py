@@ -339,18 +339,19 @@ class StockClient:
     ) -> CommandTicket:
         hid = parse_hold_id(hold_id)
         payload = {"hold_id": str(hid), **extra}
-        shard = shard_of(str(hid), self.settings.shards)
-        command = repo.NewCommand(key, kind.value, payload, payload_digest(kind.value, payload), shard)
+        digest = payload_digest(kind.value, payload)
         # One statement in autocommit: the hold's existence is checked and the command recorded together.
         with self.engine.connect() as conn:
             pg = repo.psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
-            exists, fresh = repo.record_hold_command(pg, hid, command)
-            if not exists:
+            home, fresh = repo.record_hold_command(
+                pg, hid, key=key, kind=kind.value, payload=payload, digest=digest
+            )
+            if home is None:
                 raise UnknownHold(str(hold_id))
             if not fresh:
-                self._check_resend(pg, command)
+                self._check_resend(pg, key, kind.value, digest)
         if fresh:
-            self.bells.ring({shard})  # a lost doorbell only delays: the sweep rings again
+            self.bells.ring({home})  # a lost doorbell only delays: the sweep rings again
         return CommandTicket(self, key)
 
     # -- reads -----------------------------------------------------------------------------------
@@ -382,15 +383,15 @@ class StockClient:
         command = repo.NewCommand(key, kind.value, payload, payload_digest(kind.value, payload), shard)
         if repo.insert_commands(pg, [command]).fetchall():
             return True
-        self._check_resend(pg, command)
+        self._check_resend(pg, command.key, command.kind, command.payload_hash)
         return False
 
     @staticmethod
-    def _check_resend(pg: repo.Pg, command: repo.NewCommand) -> None:
+    def _check_resend(pg: repo.Pg, key: str, kind: str, digest: str) -> None:
         """A key recorded before: the same command is a resend; another one under the key is refused."""
-        earlier_kind, earlier_digest, _ = repo.recorded_commands(pg, [command.key])[command.key]
-        if (earlier_kind, earlier_digest) != (command.kind, command.payload_hash):
-            raise IdempotencyConflict(command.key)
+        earlier_kind, earlier_digest, _ = repo.recorded_commands(pg, [key])[key]
+        if (earlier_kind, earlier_digest) != (kind, digest):
+            raise IdempotencyConflict(key)
 
     def wait_for(
         self,

@@ -173,7 +173,9 @@ class HoldRecorder:
         return valid
 
     def _new_hold(self, pending: _Pending) -> repo.NewHold:
-        home = shard_of(pending.hold_id, self.shards)
+        # The home shard is the first line's product's: a one-line hold lives wholly on one shard,
+        # and its writer needs no other process to decide it.
+        home = shard_of(pending.lines[0]["sku"], self.shards)
         return repo.NewHold(
             placement=repo.NewCommand(
                 key=pending.request.key,

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, text
 
 from db.engine import get_engine
 from tessera.settings import Settings
-from workers.broker import Doorbells, make_broker, queue_name
+from workers.broker import CoalescingDoorbells, Doorbells, make_broker, queue_name
 from workers.lease import LeaseManager, ShardLease
 from workers.wakeups import Wakeups
 from workers.writer import BatchReport, ShardWriter
@@ -82,6 +82,9 @@ class ShardWorker:
         self.broker = make_broker(self.redis, settings.redis_namespace)
         self.doorbells = Doorbells(self.broker, settings.shards)
         self.doorbells.bind(self.on_doorbell)
+        # Follow-ups for shards of other processes: a nudge at once, a Dramatiq doorbell at most
+        # every 250 ms per shard (each one costs the other process a fetch, an ack and a drain).
+        self.foreign_bells = CoalescingDoorbells(self.doorbells)
         self.wakeups = Wakeups(self.redis, settings.redis_namespace)
         self.leases = LeaseManager(
             self.redis, settings.redis_namespace, self.name, settings.lease_ttl_seconds
@@ -156,8 +159,8 @@ class ShardWorker:
     def _announce(self) -> None:
         while (report := self._announcements.get()) is not None:
             try:
-                for shard in report.follow_up_shards - self.held.keys():
-                    self.doorbells.ring(shard)
+                if foreign := report.follow_up_shards - self.held.keys():
+                    self.foreign_bells.ring(foreign)
                 self._ring_later(report)
                 tokens, answers = report.wake(), report.answers()
                 if tokens or answers:

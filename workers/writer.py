@@ -149,7 +149,7 @@ class _Batch:
                         kind=HoldCommand.LINE_ANSWERED.value,
                         payload=payload,
                         payload_hash=payload_digest(HoldCommand.LINE_ANSWERED.value, payload),
-                        shard=shard_of(hold.id, self.shards),
+                        shard=self.state.home_shards[hold.id],
                     )
                 )
         return result
@@ -226,7 +226,7 @@ class _Batch:
                     kind=HoldCommand.EXPIRE.value,
                     payload=payload,
                     payload_hash=payload_digest(HoldCommand.EXPIRE.value, payload),
-                    shard=shard_of(hold.id, self.shards),
+                    shard=self.state.home_shards[hold.id],
                     not_before=hold.expires_at,
                 )
             )
