@@ -14,6 +14,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -137,6 +138,13 @@ class HoldLine(Base):
     __table_args__ = (
         CheckConstraint("pieces > 0 AND allocated >= 0", name="line_quantities"),
         Index("ix_hold_lines_product_status", "product_id", "status"),
+        # An allocated line holds stock of an existing balance (warehouse and lot are set together,
+        # on allocation): one check per write, and it implies the warehouse and the lot exist.
+        ForeignKeyConstraint(
+            ["product_id", "warehouse_id", "lot_id"],
+            ["stock_balances.product_id", "stock_balances.warehouse_id", "stock_balances.lot_id"],
+            name="hold_lines_balance_fkey",
+        ),
     )
 
     hold_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("holds.id"), primary_key=True)
@@ -148,8 +156,8 @@ class HoldLine(Base):
     rounding: Mapped[str] = mapped_column(Text)
     requested_warehouse_id: Mapped[int | None] = mapped_column(ForeignKey("warehouses.id"))
     status: Mapped[str] = mapped_column(String(16))
-    warehouse_id: Mapped[int | None] = mapped_column(ForeignKey("warehouses.id"))
-    lot_id: Mapped[int | None] = mapped_column(ForeignKey("lots.id"))
+    warehouse_id: Mapped[int | None] = mapped_column(Integer)
+    lot_id: Mapped[int | None] = mapped_column(Integer)
     allocated: Mapped[Decimal] = mapped_column(Qty, server_default="0")
     reason: Mapped[str | None] = mapped_column(Text)
     available: Mapped[Decimal | None] = mapped_column(Qty)
@@ -186,12 +194,21 @@ class Movement(Base):
     """The append-only ledger: Σ movements of a lot balance = the balance."""
 
     __tablename__ = "movements"
-    __table_args__ = (Index("ix_movements_balance", "product_id", "warehouse_id", "lot_id"),)
+    __table_args__ = (
+        Index("ix_movements_balance", "product_id", "warehouse_id", "lot_id"),
+        # Every movement moves an existing balance: one check per row, which implies the product,
+        # the warehouse and the lot exist (the balance's own keys).
+        ForeignKeyConstraint(
+            ["product_id", "warehouse_id", "lot_id"],
+            ["stock_balances.product_id", "stock_balances.warehouse_id", "stock_balances.lot_id"],
+            name="movements_balance_fkey",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
-    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"))
-    lot_id: Mapped[int] = mapped_column(ForeignKey("lots.id"))
+    product_id: Mapped[int] = mapped_column(Integer)
+    warehouse_id: Mapped[int] = mapped_column(Integer)
+    lot_id: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(32))
     d_on_hand: Mapped[Decimal] = mapped_column(Qty, server_default="0")
     d_reserved: Mapped[Decimal] = mapped_column(Qty, server_default="0")
