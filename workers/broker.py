@@ -66,11 +66,9 @@ class Doorbells:
         self.broker.enqueue(message, delay=delay_ms)
 
     def nudge(self, shards: Iterable[int]) -> None:
-        """Publish a nudge per shard, in one round trip."""
-        pipe = self.broker.client.pipeline(transaction=False)
-        for shard in shards:
-            pipe.publish(self.nudge_channel, str(shard))
-        pipe.execute()
+        """Publish one nudge naming the shards ("3,5,7"): every worker reads every nudge, so one
+        message per recorded group, not one per shard, is what keeps that cheap."""
+        self.broker.client.publish(self.nudge_channel, ",".join(map(str, shards)))
 
     def bind(self, handler: Callable[[int], None]) -> None:
         """Make the doorbell actor call `handler(shard)` in this (worker) process."""

@@ -222,10 +222,10 @@ class ShardWorker:
                 log.info("lease.acquired", shard=shard, epoch=new.epoch, holder=self.name)
         return taken
 
-    def _nudge(self, shard: int) -> None:
+    def _nudge(self, shards: Iterable[int]) -> None:
         """Queue one drain when a held shard is nudged; nudges while one is queued or running
         coalesce, so the queue never holds more than one item however fast nudges come."""
-        if shard not in self.held:
+        if self.held.keys().isdisjoint(shards):
             return
         with self._lock:
             if self._draining:
@@ -250,7 +250,7 @@ class ShardWorker:
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.25)
                     if message is not None:
-                        self._nudge(int(message["data"]))
+                        self._nudge(int(shard) for shard in message["data"].split(b","))
                 pubsub.close()
             except Exception:  # Redis restarting: the Dramatiq doorbells still flow; resubscribe
                 log.exception("nudges.error")
