@@ -245,7 +245,8 @@ def git_commit() -> dict[str, Any]:
 
     return {
         "commit": run("rev-parse", "HEAD") or None,
-        "dirty": bool(run("status", "--porcelain", "--untracked-files=no")),
+        # The results of earlier benches of the same session are not changes to the code measured.
+        "dirty": bool(run("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
     }
 
 
