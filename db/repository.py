@@ -204,18 +204,18 @@ class BatchState:
 # A hold row is written only by the writer of its home shard: the holds whose home shard this
 # writer leases are locked, in id order (writers never deadlock); the others are read, unlocked, for
 # their lines (the writer of a line on another process's shard sends its answer home).
-_HOLDS = """
-    WITH asked AS (SELECT DISTINCT id FROM ({ids}) AS asked(id)), locked AS (
+_HOLD_COLUMNS = "id, status, mode, expires_at, payment, lines_pending, created_at, home_shard"
+_HOLDS = f"""
+    WITH asked AS (SELECT DISTINCT id FROM ({{ids}}) AS asked(id)), locked AS (
         SELECT h.* FROM (SELECT id FROM asked ORDER BY id) AS k CROSS JOIN LATERAL (
-            SELECT id, status, mode, expires_at, payment, lines_pending, created_at, home_shard FROM holds
+            SELECT {_HOLD_COLUMNS} FROM holds
             WHERE holds.id = k.id AND holds.home_shard = ANY(%(shards)s::int[]) FOR UPDATE
         ) AS h
     )
     SELECT *, true FROM locked
     UNION ALL
     SELECT h.*, false FROM asked AS k CROSS JOIN LATERAL (
-        SELECT id, status, mode, expires_at, payment, lines_pending, created_at, home_shard FROM holds
-        WHERE holds.id = k.id AND holds.home_shard <> ALL(%(shards)s::int[])
+        SELECT {_HOLD_COLUMNS} FROM holds WHERE holds.id = k.id AND holds.home_shard <> ALL(%(shards)s::int[])
     ) AS h
 """
 
