@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -44,6 +45,7 @@ from bench.common import (
     summary_ms,
     write_results,
 )
+from bench.profile import sampled, summarise
 from db.reconcile import reconcile
 from domain.errors import ResultTimeout
 
@@ -52,6 +54,7 @@ HOT_SKU = "FLASH-HOT-60x60"
 BACKLOG_SKU = "FLASH-BACKLOG-60x60"
 LIMITED_SKU = "FLASH-LIMITED-60x60"
 WARMUP_SKU = "FLASH-WARMUP"
+PROFILE_SKU = "FLASH-PROFILE-60x60"
 TTL_SECONDS = 900
 
 SEED_SCHEMA = """
@@ -428,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a producer waits for one answer")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="bound on each timed run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="after the timed runs, one more Tessera run with the worker sampled by py-spy (the `bench` "
+        "extra): collapsed stacks to this file, the top functions in the results",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.producers <= 64:
         parser.error("--producers must be 1-64 (PostgreSQL max_connections is 100 here)")
@@ -483,6 +493,25 @@ def main(argv: list[str] | None = None) -> int:
         seed_holds_per_s = statistics.median(run.holds_per_s for run in seed_runs)
         ratio = tessera_holds_per_s / seed_holds_per_s if seed_holds_per_s else None
         all_reserved = all(run.outcomes.get("reserved", 0) == run.holds for run in tessera_runs + seed_runs)
+
+        profile: dict[str, Any] | None = None
+        if args.profile:  # not in the ratio: sampling takes some of the CPU the run would have had
+            tessera_stock(env, PROFILE_SKU, args.holds, "rcv-profile")
+            with sampled(env.procs[0].pid, args.profile):
+                profiled = tessera_run(
+                    env,
+                    sku=PROFILE_SKU,
+                    holds=args.holds,
+                    pieces=1,
+                    timeout=args.timeout,
+                    tag="prof",
+                    **run_opts,
+                )
+            profile = {
+                "file": str(args.profile),
+                "holds_per_s": round(profiled.holds_per_s, 1),
+                **summarise(args.profile.read_text()),
+            }
 
         backlog: dict[str, Any] | None = None
         if args.backlog:
@@ -558,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed_holds_per_s": round(seed_holds_per_s, 1),
             "ratio": round(ratio, 3) if ratio is not None else None,
             "all_reserved": all_reserved,
+            "writer_profile": profile,
             "tessera_runs": [run.summary() for run in tessera_runs],
             "seed_runs": [run.summary() for run in seed_runs],
             "tessera_backlog": backlog,
@@ -609,6 +639,16 @@ def main(argv: list[str] | None = None) -> int:
         f"\ntessera {tessera_holds_per_s:,.1f} holds/s | seed {seed_holds_per_s:,.1f} holds/s | "
         f"ratio tessera/seed {fmt(ratio)}"
     )
+    if profile:
+        print_table(
+            f"Worker profile (py-spy --gil, {profile['samples']:,} samples, {profile['holds_per_s']:,} holds/s "
+            f"while sampled; stacks in {profile['file']})",
+            ["% under", "function", "% in", "function"],
+            [
+                [t["percent"], t["function"], s["percent"], s["function"]]
+                for t, s in zip(profile["total"], profile["self"], strict=False)
+            ],
+        )
     if backlog:
         wb = backlog["writer_batches"]
         print_table(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bench.profile import summarise
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT
 
 MACHINE_FIELDS = {"cpu_count", "postgresql_version", "redis_version", "git", "timestamp"}
@@ -122,3 +123,16 @@ def test_expiry_smoke(tmp_path: Path) -> None:
     assert memory["worker_rss_kb"]["peak"] > 0 and memory["redis_used_memory"]["peak"] > 0
     assert data["samples"]
     assert data["reconcile_clean"] is True
+
+
+def test_a_profile_is_summed_up_per_function_in_it_and_under_it() -> None:
+    collapsed = (
+        "run (threading.py:982);drain (workers/writer.py:410);claim (db/repository.py:171) 6\n"
+        "run (threading.py:982);drain (workers/writer.py:412);save (db/repository.py:694) 3\n"
+        "run (threading.py:982);announce (workers/runtime.py:160) 1\n"
+    )
+    summary = summarise(collapsed, top=3)
+    assert summary["samples"] == 10
+    assert summary["self"][0] == {"function": "claim (db/repository.py)", "percent": 60.0}
+    assert summary["total"][0] == {"function": "drain (workers/writer.py)", "percent": 90.0}  # two lines
+    assert all("threading.py" not in row["function"] for row in summary["total"])
