@@ -464,8 +464,14 @@ def _json(value: Any) -> str:
 
 def _array(values: Iterable[object]) -> str:
     """A PostgreSQL array literal (cast in the statement, e.g. ``%(ids)s::bigint[]``) of numbers,
-    UUIDs or text, every element quoted. psycopg would dump a list element by element, in Python."""
-    return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
+    UUIDs or text, text quoted. psycopg would dump a list element by element, in Python."""
+    return "{" + ",".join(_element(v) for v in values) + "}"
+
+
+def _element(value: object) -> str:
+    if value is None:
+        return "NULL"
+    return _quoted(value) if isinstance(value, str) else str(value)  # numbers and UUIDs need no quotes
 
 
 def _quoted(text: str) -> str:
