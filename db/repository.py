@@ -21,6 +21,7 @@ from psycopg import Cursor
 from sqlalchemy import Connection
 
 from domain.allocation import LotStock, WarehouseRoute
+from domain.commands import payload_digest
 from domain.holds import Hold, HoldLine, HoldMode, HoldStatus, LineStatus, Payment
 from domain.lines import Movement
 from domain.quantities import Packaging
@@ -51,6 +52,13 @@ class NewCommand:
     payload_hash: str
     shard: int
     not_before: dt.datetime | None = None
+
+    @classmethod
+    def of(
+        cls, key: str, kind: str, payload: dict[str, Any], shard: int, not_before: dt.datetime | None = None
+    ) -> NewCommand:
+        """The command with its payload's digest (what tells a resend from a reused key)."""
+        return cls(key, kind, payload, payload_digest(kind, payload), shard, not_before)
 
     @property
     def status(self) -> str:
@@ -611,9 +619,8 @@ _RECORD_HOLDS = """
     ), line_commands AS (
         INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status)
         SELECT key, kind, payload, digest, shard, 'recorded'
-        FROM jsonb_to_recordset(%(commands)s::jsonb)
-            AS c(hold_id uuid, key text, kind text, payload jsonb, digest text, shard int)
-        WHERE hold_id IN (SELECT id FROM new_holds)
+        FROM jsonb_to_recordset(%(commands)s::jsonb) AS c(key text, kind text, payload jsonb, digest text, shard int)
+        WHERE (payload->>'hold_id')::uuid IN (SELECT id FROM new_holds)
     )
     SELECT (SELECT current FROM refs), array(SELECT idempotency_key FROM placed)
 """
@@ -666,19 +673,7 @@ def record_holds(
                 ]
             ),
             "lines": _json([{"hold_id": h.id, **line} for h in holds for line in h.lines]),
-            "commands": _json(
-                [
-                    {
-                        "hold_id": c.payload["hold_id"],
-                        "key": c.key,
-                        "kind": c.kind,
-                        "payload": c.payload,
-                        "digest": c.payload_hash,
-                        "shard": c.shard,
-                    }
-                    for c in line_commands
-                ]
-            ),
+            "commands": _command_rows(line_commands),
         },
     ).fetchone()
     assert row is not None

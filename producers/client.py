@@ -380,7 +380,7 @@ class StockClient:
         (the unique index), so a resend never sees a half-recorded command.
         """
         pg = repo.psycopg_of(conn)
-        command = repo.NewCommand(key, kind.value, payload, payload_digest(kind.value, payload), shard)
+        command = repo.NewCommand.of(key, kind.value, payload, shard)
         if repo.insert_commands(pg, [command]).fetchall():
             return True
         self._check_resend(pg, command.key, command.kind, command.payload_hash)

@@ -194,12 +194,11 @@ class HoldRecorder:
         payload = {"hold_id": pending.hold_id, "line_no": line["line_no"], "product_id": line["product_id"]}
         if self.reply_to:  # the client's answer channel: the writer that decides the hold publishes there
             payload["reply_to"] = self.reply_to
-        return repo.NewCommand(
-            key=line_command_key(pending.hold_id, line["line_no"], LineAction.RESERVE),
-            kind=LineAction.RESERVE.value,
-            payload=payload,
-            payload_hash=payload_digest(LineAction.RESERVE.value, payload),
-            shard=shard_of(line["sku"], self.shards),
+        return repo.NewCommand.of(
+            line_command_key(pending.hold_id, line["line_no"], LineAction.RESERVE),
+            LineAction.RESERVE.value,
+            payload,
+            shard_of(line["sku"], self.shards),
         )
 
     @staticmethod

@@ -38,7 +38,6 @@ from domain.commands import (
     line_answered_key,
     line_command_key,
     parse_kind,
-    payload_digest,
     shard_of,
 )
 from domain.holds import Hold, HoldDecision, HoldLine, HoldStatus, LineAction, Payment
@@ -151,12 +150,11 @@ class _Batch:
                 if reply_to := command.payload.get("reply_to"):
                     payload["reply_to"] = reply_to
                 self.follow_ups.append(
-                    NewCommand(
-                        key=line_answered_key(hold.id, line.line_no, action),
-                        kind=HoldCommand.LINE_ANSWERED.value,
-                        payload=payload,
-                        payload_hash=payload_digest(HoldCommand.LINE_ANSWERED.value, payload),
-                        shard=self.state.home_shards[hold.id],
+                    NewCommand.of(
+                        line_answered_key(hold.id, line.line_no, action),
+                        HoldCommand.LINE_ANSWERED.value,
+                        payload,
+                        self.state.home_shards[hold.id],
                     )
                 )
         return result
@@ -217,23 +215,20 @@ class _Batch:
             line = lines[fan_out.line_no]
             payload = {"hold_id": hold.id, "line_no": line.line_no, "product_id": line.product_id}
             self.follow_ups.append(
-                NewCommand(
-                    key=line_command_key(hold.id, line.line_no, fan_out.action),
-                    kind=fan_out.action.value,
-                    payload=payload,
-                    payload_hash=payload_digest(fan_out.action.value, payload),
-                    shard=shard_of(line.sku, self.shards),
+                NewCommand.of(
+                    line_command_key(hold.id, line.line_no, fan_out.action),
+                    fan_out.action.value,
+                    payload,
+                    shard_of(line.sku, self.shards),
                 )
             )
         if decision.schedule_expiry:
-            payload = {"hold_id": hold.id}
             self.follow_ups.append(
-                NewCommand(
-                    key=expiry_key(hold.id),
-                    kind=HoldCommand.EXPIRE.value,
-                    payload=payload,
-                    payload_hash=payload_digest(HoldCommand.EXPIRE.value, payload),
-                    shard=self.state.home_shards[hold.id],
+                NewCommand.of(
+                    expiry_key(hold.id),
+                    HoldCommand.EXPIRE.value,
+                    {"hold_id": hold.id},
+                    self.state.home_shards[hold.id],
                     not_before=hold.expires_at,
                 )
             )
