@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -144,7 +144,9 @@ class Claim:
         return self.due - self.proved
 
 
-def claim_batch(pg: Pg, leases: Mapping[int, int], holder: str, limit: int) -> Claim:
+def claim_batch(
+    pg: Pg, leases: Mapping[int, int], holder: str, limit: int, meanwhile: Callable[[], None] = lambda: None
+) -> Claim:
     """Prove the leases (shard → epoch), take the due commands and load their state: one round trip.
 
     The fence upsert locks each due shard's fence row until commit, so two writers of one shard
@@ -169,6 +171,7 @@ def claim_batch(pg: Pg, leases: Mapping[int, int], holder: str, limit: int) -> C
         fence = pg.execute(_PROVE_LEASES, params)
         due = pg.execute(_PENDING, params)
         loads = _load(pg, _PENDING_HOLD_IDS, _PENDING_PRODUCT_IDS, params)
+        meanwhile()  # the statements are on their way: work done here overlaps PostgreSQL's
     row = fence.fetchone()
     assert row is not None
     return Claim(
@@ -688,6 +691,7 @@ def save_batch(
     leases: Mapping[int, int],
     holder: str,
     started_at: dt.datetime,
+    meanwhile: Callable[[], None] = lambda: None,
 ) -> None:
     """Every write of the batch (one statement) and the commit: one round trip."""
     moves = [e.movement for e in writes.ledger]
@@ -743,3 +747,4 @@ def save_batch(
             },
         )
         pg.execute("COMMIT")  # a statement in the pipeline, not commit(): no round trip of its own
+        meanwhile()  # the statements are on their way: work done here overlaps PostgreSQL's

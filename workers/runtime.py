@@ -1,7 +1,6 @@
 """`tessera worker`: lease shards, consume their doorbells, drain their inboxes.
 
 Threads of one worker process:
-  - the announcer sends what each committed batch tells: answers to waiting tickets, doorbells;
   - Dramatiq's consumer and worker threads deliver doorbells; a doorbell starts the writer;
   - the lease keeper renews held leases and takes free ones, starting the writer when it takes one;
   - the nudge listener starts the writer the moment a producer publishes that a shard has work.
@@ -9,14 +8,14 @@ Doorbells lost with Redis are rung again by the scheduler's sweep.
 One writer at a time per process: a doorbell for any of its shards runs a batch over all the shards
 the process holds (one transaction, each shard's commands in its own order), so many quiet shards
 share one commit instead of paying one each. While a thread is at it, other doorbells only mark
-the process dirty and it goes round again; the leases fence other processes.
+the process dirty and it goes round again; the leases fence other processes. The writer sends what
+each committed batch tells (answers to waiting tickets, doorbells) while its next claim is on its way.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import queue
 import signal
 import socket
 import sys
@@ -37,6 +36,7 @@ from workers.wakeups import Wakeups
 from workers.writer import BatchReport, ShardWriter
 
 log = structlog.get_logger("tessera.worker")
+REDIS_TIMEOUT_SECONDS = 5.0
 
 
 def parse_shards(spec: str | None, total: int) -> list[int]:
@@ -75,7 +75,9 @@ class ShardWorker:
         self.settings = settings
         self.shards = sorted(shards)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.redis = redis_client or Redis.from_url(settings.redis_url)
+        # A Redis that hangs must not hang the writer, which sends its answers itself: give up after a
+        # while (the sweep rings again, and tickets re-read PostgreSQL).
+        self.redis = redis_client or Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT_SECONDS)
         self.engine = engine or get_engine(
             settings.database_url, application_name=f"tessera-worker {self.name}"
         )
@@ -89,12 +91,14 @@ class ShardWorker:
         self.leases = LeaseManager(
             self.redis, settings.redis_namespace, self.name, settings.lease_ttl_seconds
         )
+        self._committed: list[BatchReport] = []  # batches not announced yet (only the draining thread)
         self.writer = ShardWriter(
             self.engine,
             shards=settings.shards,
             batch_max=settings.batch_max,
             holder=self.name,
-            after_commit=self._after_commit,
+            after_commit=self._committed.append,
+            while_claiming=self._announce,
         )
         self.held: dict[int, ShardLease] = {}
         self._draining = False
@@ -106,8 +110,6 @@ class ShardWorker:
         self._bells_rung: set[tuple[int, int]] = set()
         self._nudge_queued = False
         self._nudged = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nudge")
-        self._announcements: queue.Queue[BatchReport | None] = queue.Queue()
-        self._announcer = threading.Thread(target=self._announce, name="announcer", daemon=True)
 
     # -- doorbells -------------------------------------------------------------------------------
 
@@ -148,23 +150,21 @@ class ShardWorker:
                         break
                     self._dirty = False
         finally:
+            self._announce()  # a claim that failed may have left some
             with self._lock:
                 self._draining = False
 
-    def _after_commit(self, report: BatchReport) -> None:
-        """Hand the committed batch to the announcer thread: the writer goes on with its next
-        batch while the answers are built and the doorbells and wake-ups sent."""
-        self._announcements.put(report)
-
     def _announce(self) -> None:
-        while (report := self._announcements.get()) is not None:
+        """Send out what the committed batches decided: doorbells for their follow-ups, wake-ups
+        and answers. The writer calls this while its next claim is on its way to PostgreSQL."""
+        while self._committed:
+            report = self._committed.pop(0)
             try:
                 if foreign := report.follow_up_shards - self.held.keys():
                     self.foreign_bells.ring(foreign)
                 self._ring_later(report)
-                tokens, answers = report.wake(), report.answers()
-                if tokens or answers:
-                    self.wakeups.wake(tokens, answers)
+                if report.tokens or report.answers:
+                    self.wakeups.wake(report.tokens, report.answers)
             except Exception:  # Redis away: the sweep rings again, and waiting tickets re-read PostgreSQL
                 log.exception("announce.error")
 
@@ -272,7 +272,6 @@ class ShardWorker:
         # consumer threads in the process, each return from I/O can queue for the GIL for up to
         # the switch interval (5 ms by default). A short interval keeps batches short.
         sys.setswitchinterval(0.0005)
-        self._announcer.start()
         self.keep_leases()
         self.drain()
         self._threads = [
@@ -298,8 +297,6 @@ class ShardWorker:
         for thread in self._threads:
             thread.join(timeout=5)
         self._nudged.shutdown(wait=True)
-        self._announcements.put(None)
-        self._announcer.join(timeout=10)
         for lease in list(self.held.values()):
             self.leases.release(lease)
         self.held.clear()

@@ -66,11 +66,10 @@ class BatchReport:
     """Shards whose lease a newer epoch took: this worker must drop them."""
     follow_up_shards: set[int] = field(default_factory=set)
     delayed: list[tuple[int, dt.datetime]] = field(default_factory=list)
-    wake: Callable[[], dict[str, str]] = dict
-    """ticket → wake-up token: a decided hold's answer (JSON), or "1" for a command's ticket. Built
-    when called, after the commit, so that the writer can go on with its next batch meanwhile."""
-    answers: Callable[[], dict[str, dict[str, str]]] = dict
-    """client → hold → answer (JSON), for holds whose client listens on its own channel; likewise."""
+    tokens: dict[str, str] = field(default_factory=dict)
+    """ticket → wake-up token: a decided hold's answer (JSON), or "1" for a command's ticket."""
+    answers: dict[str, dict[str, str]] = field(default_factory=dict)
+    """client → hold → answer (JSON), for holds whose client listens on its own channel."""
     now: dt.datetime | None = None
 
 
@@ -369,6 +368,8 @@ class ShardWriter:
       batch_max: most commands per transaction.
       holder: this worker's name, recorded with each batch.
       after_commit: called with each committed batch's report (doorbells, wake-ups).
+      while_claiming: called while each claim is on its way to PostgreSQL: the moment to send out
+        what earlier batches committed, without holding up the next batch.
     """
 
     def __init__(
@@ -379,12 +380,14 @@ class ShardWriter:
         batch_max: int,
         holder: str,
         after_commit: Callable[[BatchReport], None],
+        while_claiming: Callable[[], None] = lambda: None,
     ) -> None:
         self.engine = engine
         self.shards = shards
         self.batch_max = batch_max
         self.holder = holder
         self.after_commit = after_commit
+        self.while_claiming = while_claiming
         self.stats = WriterStats()
 
     def apply_batch(self, leases: Mapping[int, int]) -> BatchReport:
@@ -392,7 +395,7 @@ class ShardWriter:
         shard's in its inbox order. A shard whose lease was taken by a newer epoch is left alone and
         reported as fenced."""
         with self._session() as pg:
-            return self._apply(pg, leases, repo.claim_batch(pg, leases, self.holder, self.batch_max))
+            return self._apply(pg, leases, self._claim(pg, leases))
 
     def drain(self, leases: Callable[[], Mapping[int, int]]) -> BatchReport:
         """Apply batches of the shards `leases()` gives (read again before each batch, so a lease
@@ -400,8 +403,8 @@ class ShardWriter:
         Returns the total: commands applied, shards fenced out.
 
         Batches follow each other on one session: a batch costs two round trips to PostgreSQL, its
-        claim and its writes with the commit. The batch is announced as soon as it commits, so its
-        answers go out while the next claim is on its way.
+        claim and its writes with the commit. A batch's answers are built while its commit is on its
+        way, and sent (`while_claiming`) while the next claim is: no round trip waits for the other.
         """
         total, backoff = BatchReport(0), 0.05
         while held := leases():
@@ -412,9 +415,7 @@ class ShardWriter:
                         if time.monotonic() - planned > REPLAN_SECONDS:
                             pg.execute("DEALLOCATE ALL")  # psycopg forgets its prepared statements too
                             planned = time.monotonic()
-                        report = self._apply(
-                            pg, held, repo.claim_batch(pg, held, self.holder, self.batch_max)
-                        )
+                        report = self._apply(pg, held, self._claim(pg, held))
                         total.applied += report.applied
                         total.fenced |= report.fenced
                         if not report.applied:
@@ -430,6 +431,9 @@ class ShardWriter:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         return total
+
+    def _claim(self, pg: repo.Pg, leases: Mapping[int, int]) -> repo.Claim:
+        return repo.claim_batch(pg, leases, self.holder, self.batch_max, meanwhile=self.while_claiming)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[repo.Pg]:
@@ -452,7 +456,24 @@ class ShardWriter:
         batch = _Batch(pg, now, self.shards, leases, claim)
         for command in commands:
             batch.results.append((command, batch.apply(command)))
-        repo.save_batch(pg, batch.writes(), leases=leases, holder=self.holder, started_at=now)
+        report = BatchReport(
+            len(commands),
+            fenced=claim.fenced,
+            follow_up_shards={c.shard for c in batch.follow_ups if c.not_before is None},
+            delayed=[(c.shard, c.not_before) for c in batch.follow_ups if c.not_before is not None],
+            now=now,
+        )
+
+        def prepare_answers() -> None:  # while the commit is on its way; sent only once it is done
+            report.tokens = {
+                **{hold_id: batch.answer(hold_id) for hold_id in batch.wake if hold_id not in batch.reply_to},
+                **{c.key: "1" for c in commands if c.kind in NOTIFIED_KINDS},
+            }
+            report.answers = batch.answers()
+
+        repo.save_batch(
+            pg, batch.writes(), leases=leases, holder=self.holder, started_at=now, meanwhile=prepare_answers
+        )
         latency_ms = (time.perf_counter() - started) * 1000
         self.stats.add(len(commands), latency_ms)
         # At INFO, a summary every STATS_SECONDS (a busy writer commits hundreds of batches a second);
@@ -475,18 +496,6 @@ class ShardWriter:
                     batch=len(commands),
                     latency_ms=round(latency_ms, 2),
                 )
-        report = BatchReport(
-            len(commands),
-            fenced=claim.fenced,
-            follow_up_shards={c.shard for c in batch.follow_ups if c.not_before is None},
-            delayed=[(c.shard, c.not_before) for c in batch.follow_ups if c.not_before is not None],
-            wake=lambda: {
-                **{hold_id: batch.answer(hold_id) for hold_id in batch.wake if hold_id not in batch.reply_to},
-                **{c.key: "1" for c in commands if c.kind in NOTIFIED_KINDS},
-            },
-            answers=batch.answers,
-            now=now,
-        )
         self.after_commit(report)
         return report
 
