@@ -121,11 +121,6 @@ _PROVE_LEASES = """
     SELECT array(SELECT shard FROM due), array(SELECT shard FROM fence), (SELECT max(now) FROM fence)
 """
 
-_PENDING_HOLD_IDS = f"SELECT (payload->>'hold_id')::uuid FROM ({_PENDING}) d WHERE payload ? 'hold_id'"
-_PENDING_PRODUCT_IDS = (
-    f"SELECT (payload->>'product_id')::int FROM ({_PENDING}) d WHERE payload ? 'product_id'"
-)
-
 
 @dataclass(slots=True)
 class Claim:
@@ -154,9 +149,8 @@ def claim_batch(
     fenced out of that shard (its commands are not taken). The clock returned is the database's,
     which every decision of the batch uses.
 
-    The state statements find their holds and products through the same due-commands query, run
-    after the fence rows are locked. A command that commits between two of these statements can make
-    them see slightly different sets: `complete_state` loads whatever a command needs and is missing.
+    The due commands and their state (holds, lines, lot balances, warehouse routes) come from one
+    statement, run after the fence rows are locked: one snapshot, so a command's state is always there.
     """
     shards = sorted(leases)
     params = {
@@ -169,18 +163,14 @@ def claim_batch(
         if pg.autocommit:  # the writer's session: it opens its transactions itself, inside its pipelines
             pg.execute("BEGIN")
         fence = pg.execute(_PROVE_LEASES, params)
-        due = pg.execute(_PENDING, params)
-        loads = _load(pg, _PENDING_HOLD_IDS, _PENDING_PRODUCT_IDS, params)
+        # A statement of its own, after the fence rows are locked: its snapshot sees every command
+        # that an earlier holder of the lease applied.
+        loaded = pg.execute(_STATE, params)
         meanwhile()  # the statements are on their way: work done here overlaps PostgreSQL's
     row = fence.fetchone()
     assert row is not None
-    return Claim(
-        due=set(row[0]),
-        proved=set(row[1]),
-        now=row[2],
-        commands=[InboxCommand(*r) for r in due.fetchall()],
-        state=_state(*loads),
-    )
+    commands, state = _state(loaded)
+    return Claim(due=set(row[0]), proved=set(row[1]), now=row[2], commands=commands, state=state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,115 +199,165 @@ class BatchState:
     """lot id → (code, shade, caliber), for the lots the batch's lines and products hold."""
 
 
-# Each load reads its rows key by key (a lateral lookup per key), whatever the planner believes of
+# The due commands and their state in one statement: the due commands are found once (they name
+# the holds and products to load), and every part comes back as one JSON document (numbers and times as text, read into Decimal and datetime).
+# Each part reads its rows key by key (a lateral lookup per key), whatever the planner believes of
 # table sizes: on tables that grow fast its statistics lag behind, and it would rather hash the
 # whole table, slower with every batch.
 # A hold row is written only by the writer of its home shard: the holds whose home shard this
 # writer leases are locked, in id order (writers never deadlock); the others are read, unlocked, for
 # their lines (the writer of a line on another process's shard sends its answer home).
 _HOLD_COLUMNS = "id, status, mode, expires_at, payment, lines_pending, created_at, home_shard"
-_HOLDS = f"""
-    WITH asked AS (SELECT DISTINCT id FROM ({{ids}}) AS asked(id)), locked AS (
-        SELECT h.* FROM (SELECT id FROM asked ORDER BY id) AS k CROSS JOIN LATERAL (
+_STATE = f"""
+    WITH due AS MATERIALIZED ({_PENDING}),
+    asked_holds AS (SELECT DISTINCT (payload->>'hold_id')::uuid AS id FROM due WHERE payload ? 'hold_id'),
+    asked_products AS (SELECT DISTINCT (payload->>'product_id')::int AS id FROM due WHERE payload ? 'product_id'),
+    locked AS (
+        SELECT h.* FROM (SELECT id FROM asked_holds ORDER BY id) AS k CROSS JOIN LATERAL (
             SELECT {_HOLD_COLUMNS} FROM holds
             WHERE holds.id = k.id AND holds.home_shard = ANY(%(shards)s::int[]) FOR UPDATE
         ) AS h
+    ), hold_rows AS (
+        SELECT *, true AS locked FROM locked
+        UNION ALL
+        SELECT h.*, false FROM asked_holds AS k CROSS JOIN LATERAL (
+            SELECT {_HOLD_COLUMNS} FROM holds WHERE holds.id = k.id AND holds.home_shard <> ALL(%(shards)s::int[])
+        ) AS h
     )
-    SELECT *, true FROM locked
-    UNION ALL
-    SELECT h.*, false FROM asked AS k CROSS JOIN LATERAL (
-        SELECT {_HOLD_COLUMNS} FROM holds WHERE holds.id = k.id AND holds.home_shard <> ALL(%(shards)s::int[])
-    ) AS h
+    SELECT
+        (SELECT json_agg(json_build_array(seq, idempotency_key, kind, payload, recorded_at, shard) ORDER BY seq)
+         FROM due),
+        (SELECT json_agg(json_build_array(id, status, mode, expires_at, payment, lines_pending, created_at,
+                                          home_shard, locked))
+         FROM hold_rows),
+        (SELECT json_agg(json_build_array(
+                    l.hold_id, l.line_no, l.product_id, p.sku, l.pieces::text, l.status, l.requested_warehouse_id,
+                    l.warehouse_id, l.lot_id, l.allocated::text, l.reason, l.available::text, l.largest_lot,
+                    l.requested_quantity::text, l.requested_unit, l.rounding,
+                    p.pieces_per_box, p.sqm_per_box::text, p.allow_partial_boxes, lot.lot_code, lot.shade, lot.caliber
+                ) ORDER BY l.hold_id, l.line_no)
+         FROM asked_holds AS k CROSS JOIN LATERAL (SELECT * FROM hold_lines WHERE hold_lines.hold_id = k.id) AS l
+         JOIN products p ON p.id = l.product_id LEFT JOIN lots lot ON lot.id = l.lot_id),
+        -- every asked product comes back, with no balance if it has no lot yet
+        (SELECT json_agg(json_build_array(
+                    asked.id, b.id, b.product_id, b.warehouse_id, b.lot_id, l.lot_code, l.received_at, l.expiry,
+                    b.on_hand::text, b.reserved::text, b.damaged::text, b.quarantine::text, l.shade, l.caliber))
+         FROM asked_products AS asked
+         LEFT JOIN LATERAL (SELECT * FROM stock_balances WHERE stock_balances.product_id = asked.id) AS b ON true
+         LEFT JOIN lots l ON l.id = b.lot_id),
+        (SELECT json_agg(json_build_array(id, code, can_ship, priority, active)) FROM warehouses)
 """
 
-_LINES = """
-    SELECT l.hold_id, l.line_no, l.product_id, p.sku, l.pieces, l.status, l.requested_warehouse_id,
-           l.warehouse_id, l.lot_id, l.allocated, l.reason, l.available, l.largest_lot,
-           l.requested_quantity, l.requested_unit, l.rounding,
-           p.pieces_per_box, p.sqm_per_box, p.allow_partial_boxes, lot.lot_code, lot.shade, lot.caliber
-    FROM (SELECT DISTINCT id FROM ({ids}) AS asked(id)) AS k
-    CROSS JOIN LATERAL (SELECT * FROM hold_lines WHERE hold_lines.hold_id = k.id) AS l
-    JOIN products p ON p.id = l.product_id LEFT JOIN lots lot ON lot.id = l.lot_id
-    ORDER BY l.hold_id, l.line_no
-"""
 
-# Every asked product comes back, with no balance columns if it has no lot yet.
-_STOCKS = """
-    SELECT asked.id, b.id, b.product_id, b.warehouse_id, b.lot_id, l.lot_code, l.received_at, l.expiry,
-           b.on_hand, b.reserved, b.damaged, b.quarantine, l.shade, l.caliber
-    FROM (SELECT DISTINCT id FROM ({ids}) AS asked(id)) AS asked
-    LEFT JOIN LATERAL (SELECT * FROM stock_balances WHERE stock_balances.product_id = asked.id) AS b ON true
-    LEFT JOIN lots l ON l.id = b.lot_id
-"""
-
-_ROUTES = "SELECT id, code, can_ship, priority, active FROM warehouses"
-
-
-def _load(pg: Pg, hold_ids_sql: str, product_ids_sql: str, params: dict[str, Any]) -> tuple[Cursor[Any], ...]:
-    """Queue the state statements (inside the caller's pipeline): holds locked in id order, so
-    writers never deadlock, their lines, the lot balances of the products, the warehouse routes."""
-    return (
-        pg.execute(_HOLDS.format(ids=hold_ids_sql), params),
-        pg.execute(_LINES.format(ids=hold_ids_sql), params),
-        pg.execute(_STOCKS.format(ids=product_ids_sql), params),
-        pg.execute(_ROUTES),
-    )
-
-
-def _state(holds: Cursor[Any], lines: Cursor[Any], stocks: Cursor[Any], routes: Cursor[Any]) -> BatchState:
+def _state(loaded: Cursor[Any]) -> tuple[list[InboxCommand], BatchState]:
+    row = loaded.fetchone()
+    assert row is not None
+    commands_json, holds, lines, stocks, routes = (part or [] for part in row)
+    commands = [
+        InboxCommand(seq, key, kind, payload, _time(at), shard)
+        for seq, key, kind, payload, at, shard in commands_json
+    ]
     state = BatchState(holds={}, lines={}, stocks={}, routes=[])
-    for hid, status, mode, expires_at, payment, pending, created_at, home, locked in holds.fetchall():
-        state.holds[str(hid)] = Hold(
-            str(hid), HoldStatus(status), HoldMode(mode), expires_at, Payment(payment), pending
+    for hid, status, mode, expires_at, payment, pending, created_at, home, locked in holds:
+        state.holds[hid] = Hold(
+            hid, HoldStatus(status), HoldMode(mode), _time(expires_at), Payment(payment), pending
         )
-        state.created_at[str(hid)] = created_at
-        state.home_shards[str(hid)] = home
+        state.created_at[hid] = _time(created_at)
+        state.home_shards[hid] = home
         if locked:
-            state.locked.add(str(hid))
-    for r in lines.fetchall():
-        hold_id = str(r[0])
-        state.lines.setdefault(hold_id, []).append(
-            HoldLine(hold_id, r[1], r[2], r[3], r[4], LineStatus(r[5]), *r[6:13])
+            state.locked.add(hid)
+    for (
+        hid,
+        line_no,
+        product_id,
+        sku,
+        pieces,
+        status,
+        requested_wh,
+        wh,
+        lot_id,
+        allocated,
+        reason,
+        available,
+        largest_lot,
+        requested,
+        unit,
+        rounding,
+        per_box,
+        sqm_per_box,
+        partial,
+        lot_code,
+        shade,
+        caliber,
+    ) in lines:
+        state.lines.setdefault(hid, []).append(
+            HoldLine(
+                hid,
+                line_no,
+                product_id,
+                sku,
+                Decimal(pieces),
+                LineStatus(status),
+                requested_wh,
+                wh,
+                lot_id,
+                Decimal(allocated),
+                reason,
+                _decimal(available),
+                largest_lot,
+            )
         )
-        state.shown[(hold_id, r[1])] = LineShown(r[13], r[14], r[15], Packaging(r[16], r[17], r[18]))
-        if r[8] is not None:
-            state.lot_names[r[8]] = (r[19], r[20], r[21])
-    for r in stocks.fetchall():
-        lots = state.stocks.setdefault(r[0], [])
-        if r[1] is not None:
-            stock = LotStock(*r[1:])
-            lots.append(stock)
-            state.lot_names[stock.lot_id] = (stock.lot_code, stock.shade, stock.caliber)
-    state.routes = [WarehouseRoute(*r) for r in routes.fetchall()]
-    return state
+        state.shown[(hid, line_no)] = LineShown(
+            Decimal(requested), unit, rounding, Packaging(per_box, _decimal(sqm_per_box), partial)
+        )
+        if lot_id is not None:
+            state.lot_names[lot_id] = (lot_code, shade, caliber)
+    for (
+        product,
+        balance_id,
+        product_id,
+        warehouse_id,
+        lot_id,
+        lot_code,
+        received_at,
+        expiry,
+        on_hand,
+        reserved,
+        damaged,
+        quarantine,
+        shade,
+        caliber,
+    ) in stocks:
+        lots = state.stocks.setdefault(product, [])
+        if balance_id is not None:
+            lots.append(
+                LotStock(
+                    balance_id,
+                    product_id,
+                    warehouse_id,
+                    lot_id,
+                    lot_code,
+                    _time(received_at),
+                    dt.date.fromisoformat(expiry) if expiry else None,
+                    Decimal(on_hand),
+                    Decimal(reserved),
+                    Decimal(damaged),
+                    Decimal(quarantine),
+                    shade,
+                    caliber,
+                )
+            )
+            state.lot_names[lot_id] = (lot_code, shade, caliber)
+    state.routes = [WarehouseRoute(*r) for r in routes]
+    return commands, state
 
 
-def complete_state(
-    pg: Pg, state: BatchState, leases: Iterable[int], hold_ids: Iterable[str], product_ids: Iterable[int]
-) -> None:
-    """Load into `state` the holds (with their lines) and products it lacks: one round trip, and
-    only when a command committed between the claim's statements (see `claim_batch`). The holds
-    whose home shard is among the leased shards are locked."""
-    holds = sorted({uuid.UUID(h) for h in hold_ids if h not in state.holds or h not in state.lines})
-    products = sorted({p for p in product_ids if p not in state.stocks})
-    if not holds and not products:
-        return
-    with pg.pipeline():
-        loads = _load(
-            pg,
-            "SELECT unnest(%(hold_ids)s::uuid[])",
-            "SELECT unnest(%(product_ids)s::int[])",
-            {"hold_ids": holds, "product_ids": products, "shards": _array(sorted(leases))},
-        )
-    more = _state(*loads)
-    state.holds.update(more.holds)
-    state.locked |= more.locked
-    state.lines.update(more.lines)
-    state.stocks.update(more.stocks)
-    state.created_at.update(more.created_at)
-    state.home_shards.update(more.home_shards)
-    state.shown.update(more.shown)
-    state.lot_names.update(more.lot_names)
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
 
 
 def ensure_lot_stock(

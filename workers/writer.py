@@ -76,20 +76,10 @@ class BatchReport:
 class _Batch:
     """The in-memory state of one transaction: what is loaded, what changed, what to send."""
 
-    def __init__(
-        self, pg: repo.Pg, now: dt.datetime, shards: int, leases: Mapping[int, int], claim: repo.Claim
-    ) -> None:
+    def __init__(self, pg: repo.Pg, now: dt.datetime, shards: int, state: repo.BatchState) -> None:
         self.pg, self.now, self.shards = pg, now, shards
-        # Line commands and receipts name their product, so only those products' lots are loaded;
+        # Line commands and receipts name their product, so only those products' lots were loaded;
         # a settling hold needs its other lines, never their stock.
-        state = claim.state
-        repo.complete_state(
-            pg,
-            state,
-            leases,
-            hold_ids={c.payload["hold_id"] for c in claim.commands if "hold_id" in c.payload},
-            product_ids={c.payload["product_id"] for c in claim.commands if "product_id" in c.payload},
-        )
         self.state = state
         self.holds, self.lines, self.stocks, self.routes = (
             state.holds,
@@ -453,7 +443,7 @@ class ShardWriter:
         if now is None or not commands:
             pg.execute("ROLLBACK")  # the claim's transaction wrote nothing
             return BatchReport(0, fenced=claim.fenced, now=now)
-        batch = _Batch(pg, now, self.shards, leases, claim)
+        batch = _Batch(pg, now, self.shards, claim.state)
         for command in commands:
             batch.results.append((command, batch.apply(command)))
         report = BatchReport(
