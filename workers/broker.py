@@ -86,7 +86,11 @@ class CoalescingDoorbells:
     still followed by a doorbell within `interval`.
     """
 
-    interval = 0.25
+    # A doorbell only matters when its nudge was missed (a worker restarting), so a second is soon
+    # enough. Measured, latency bench at 500 commands/s over 16 shards: p99 188 / 96 ms with 1 s
+    # against 295 / 221 ms with 250 ms, whose doorbells cost the worker a fifth of its time
+    # (Dramatiq's consumers fetching and acking, each one polling again with backoff after a message).
+    interval = 1.0
 
     def __init__(self, doorbells: Doorbells) -> None:
         self.doorbells = doorbells

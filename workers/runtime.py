@@ -85,7 +85,7 @@ class ShardWorker:
         self.doorbells = Doorbells(self.broker, settings.shards)
         self.doorbells.bind(self.on_doorbell)
         # Follow-ups for shards of other processes: a nudge at once, a Dramatiq doorbell at most
-        # every 250 ms per shard (each one costs the other process a fetch, an ack and a drain).
+        # every second per shard (each one costs the other process a fetch, an ack and a drain).
         self.foreign_bells = CoalescingDoorbells(self.doorbells)
         self.wakeups = Wakeups(self.redis, settings.redis_namespace)
         self.leases = LeaseManager(
