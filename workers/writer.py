@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -49,12 +50,12 @@ log = structlog.get_logger("tessera.writer")
 
 SETTLED = {s for s in HoldStatus} - {HoldStatus.PENDING, HoldStatus.REALLOCATING}
 STATS_SECONDS = 10.0
-# How long a session keeps its prepared statements' plans while it drains without a pause. psycopg
-# prepares a statement on its fifth run and PostgreSQL then settles on a generic plan, made for the
-# table sizes of that moment; only new statistics (ANALYZE) make it plan again. With autovacuum off
-# (as on CI here), a long drain kept the plans of small tables, whole-table scans, to the end:
-# 99,000 holds drained at 760/s instead of 7,000/s. A pause (an empty claim's ROLLBACK) already
-# drops them, so this bounds how old a plan gets while the writer never pauses.
+# How long a pooled session keeps its prepared statements' plans. psycopg prepares a statement on
+# its fifth run and PostgreSQL then settles on a generic plan, made for the table sizes of that
+# moment; only new statistics (ANALYZE) make it plan again. With autovacuum off (as on CI here), a
+# long drain kept the plans of small tables, whole-table scans, to the end: 99,000 holds drained at
+# 760/s instead of 7,000/s. An empty claim's ROLLBACK drops them too (psycopg then forgets them),
+# but a drain that ends with a batch that took all that was due has no empty claim.
 REPLAN_SECONDS = 10.0
 NOTIFIED_KINDS = {StockCommand.RECEIVE.value, HoldCommand.RELEASE.value, HoldCommand.PAY.value}
 
@@ -378,6 +379,8 @@ class ShardWriter:
         self.holder = holder
         self.after_commit = after_commit
         self.while_claiming = while_claiming
+        # When each pooled session last dropped its prepared statements (see REPLAN_SECONDS).
+        self._planned: weakref.WeakKeyDictionary[repo.Pg, float] = weakref.WeakKeyDictionary()
         self.stats = WriterStats()
 
     def apply_batch(self, leases: Mapping[int, int]) -> BatchReport:
@@ -400,16 +403,17 @@ class ShardWriter:
         while held := leases():
             try:
                 with self._session() as pg:
-                    planned = time.monotonic()
                     while held:
-                        if time.monotonic() - planned > REPLAN_SECONDS:
-                            pg.execute("DEALLOCATE ALL")  # psycopg forgets its prepared statements too
-                            planned = time.monotonic()
+                        self._replan_if_due(pg)
                         report = self._apply(pg, held, self._claim(pg, held))
                         total.applied += report.applied
                         total.fenced |= report.fenced
-                        if not report.applied:
-                            break
+                        if (
+                            report.applied < self.batch_max
+                            and not report.fenced
+                            and not _more_due(report, held)
+                        ):
+                            break  # it took all that was due; what commits later comes with a nudge
                         held = leases()
                 return total
             except (psycopg.Error, DBAPIError) as error:
@@ -421,6 +425,12 @@ class ShardWriter:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         return total
+
+    def _replan_if_due(self, pg: repo.Pg) -> None:
+        now = time.monotonic()
+        if now - self._planned.setdefault(pg, now) > REPLAN_SECONDS:
+            pg.execute("DEALLOCATE ALL")  # psycopg forgets its prepared statements too
+            self._planned[pg] = now
 
     def _claim(self, pg: repo.Pg, leases: Mapping[int, int]) -> repo.Claim:
         return repo.claim_batch(pg, leases, self.holder, self.batch_max, meanwhile=self.while_claiming)
@@ -488,6 +498,16 @@ class ShardWriter:
                 )
         self.after_commit(report)
         return report
+
+
+def _more_due(report: BatchReport, held: Mapping[int, int]) -> bool:
+    """Did the batch leave work for this writer? Follow-up commands on its own shards are due at
+    once, and nobody rings for them (nor for an expiry already due, whose doorbell is delayed)."""
+    if report.follow_up_shards & held.keys():
+        return True
+    return report.now is not None and any(
+        shard in held and when <= report.now for shard, when in report.delayed
+    )
 
 
 def _transient(error: psycopg.Error | DBAPIError) -> bool:
