@@ -234,6 +234,9 @@ def split_shards(total: int, workers: int) -> list[str]:
     return [f"{lo}-{hi - 1}" if hi - 1 > lo else f"{lo}" for lo, hi in itertools.pairwise(bounds)]
 
 
+BENCH_OUTPUTS = (":!docs/*.folded", ":!docs/*.png")
+
+
 def git_commit() -> dict[str, Any]:
     def run(*args: str) -> str:
         try:
@@ -245,8 +248,11 @@ def git_commit() -> dict[str, Any]:
 
     return {
         "commit": run("rev-parse", "HEAD") or None,
-        # The results of earlier benches of the same session are not changes to the code measured.
-        "dirty": bool(run("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
+        # What earlier benches of the same session wrote (results, the worker profile, the plots)
+        # is no change to the code measured.
+        "dirty": bool(
+            run("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results", *BENCH_OUTPUTS)
+        ),
     }
 
 
