@@ -84,8 +84,9 @@ CREATE TABLE IF NOT EXISTS seed_movements (
 );
 """
 
-Outcome = tuple[str, float | None]
-"""What one request returns: its outcome, and (Tessera) the perf_counter time its ticket came back."""
+Outcome = tuple[str, float | None, str | None]
+"""What one request returns: its outcome and, for Tessera, the perf_counter time its ticket came back
+and the hold's id."""
 
 
 @dataclass
@@ -95,6 +96,10 @@ class RunResult:
     holds: int
     sends: list[float] = field(default_factory=list)
     tickets: list[float] = field(default_factory=list)
+    hold_ids: list[str] = field(default_factory=list)
+    wall_offset: float = 0.0
+    """time.time() − time.perf_counter() at the start: puts the times above on the database's clock."""
+    phases: dict[str, Any] = field(default_factory=dict)
     answers: list[float] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -135,6 +140,8 @@ class RunResult:
             )
         if self.batches:
             out["writer_batches"] = self.batches
+        if self.phases:
+            out["phases"] = self.phases
         return out
 
 
@@ -160,7 +167,7 @@ def run_threads(
 
     Bounded: no thread starts a new hold after `max_seconds`.
     """
-    result = RunResult(holds)
+    result = RunResult(holds, wall_offset=time.time() - time.perf_counter())
     lock = threading.Lock()
     next_k = iter(range(holds))
     start = threading.Barrier(producers + 1)
@@ -183,8 +190,9 @@ def run_threads(
                     return
                 sent = time.perf_counter()
                 ticket: float | None = None
+                hold_id: str | None = None
                 try:
-                    outcome, ticket = one_hold(k, state)
+                    outcome, ticket, hold_id = one_hold(k, state)
                 except ResultTimeout:
                     outcome = "timeout"
                 except Exception as error:
@@ -197,6 +205,8 @@ def run_threads(
                     result.answers.append(answered)
                     if ticket is not None:
                         result.tickets.append(ticket)
+                    if hold_id is not None:
+                        result.hold_ids.append(hold_id)
                     result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
         finally:
             close = getattr(state, "close", None)
@@ -210,8 +220,8 @@ def run_threads(
     start.wait()
     for t in threads:
         t.join()
-    if len(result.tickets) != len(result.sends):
-        result.tickets = []  # some requests failed before their ticket: no phase split
+    if len(result.tickets) != len(result.sends) or len(result.hold_ids) not in (0, len(result.sends)):
+        result.tickets, result.hold_ids = [], []  # some requests failed before their ticket: no phase split
     return result
 
 
@@ -237,10 +247,58 @@ def tessera_run(
         ticket = client.reserve(idempotency_key=f"{tag}-{k}", lines=line, ttl_seconds=TTL_SECONDS)
         recorded = time.perf_counter()
         if not wait:
-            return "recorded", recorded
-        return str(ticket.wait(timeout=timeout).status), recorded
+            return "recorded", recorded, ticket.hold_id
+        return str(ticket.wait(timeout=timeout).status), recorded, ticket.hold_id
 
     return run_threads(holds, producers, one_hold, lambda: None, max_seconds)
+
+
+# Each hold's times on the database's side: its recording (the recorder's transaction began), the
+# claim of the batch that decided its line (the fence's clock) and its line command applied.
+_HOLD_TIMES = """
+    SELECT extract(epoch FROM h.created_at), extract(epoch FROM b.started_at), extract(epoch FROM c.applied_at)
+    FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS k(id, n)
+    JOIN holds h ON h.id = k.id
+    JOIN commands c ON c.idempotency_key = 'line.reserve:' || h.id || ':' || 1  -- its one line
+    JOIN apply_batches b ON b.id = c.batch_id
+    ORDER BY k.n
+"""
+
+
+def tessera_phases(env: BenchEnv, run: RunResult) -> dict[str, Any]:
+    """Where each hold's time went, from its send to its answer (one-line holds): waiting for the
+    recorder (the group before it being written), recording (its group's statement, the nudge, the
+    ticket back to its thread), until the claim of the batch that decided it (negative: that claim
+    began before the ticket reached its thread), that batch until its line was applied, then the
+    commit and the answer's way back."""
+    if not run.tickets or len(run.hold_ids) != len(run.sends):
+        return {}
+    with env.engine.connect() as conn:
+        rows = conn.execute(text(_HOLD_TIMES), {"ids": run.hold_ids}).all()
+    if len(rows) != len(run.sends):
+        return {}
+    phases: dict[str, list[float]] = {
+        "waiting_for_the_recorder": [],
+        "recording": [],
+        "ticket_to_claim": [],
+        "claim_to_applied": [],
+        "applied_to_answer": [],
+    }
+    offset = run.wall_offset
+    for (recorded, claimed, applied), sent, ticket, answered in zip(
+        rows, run.sends, run.tickets, run.answers, strict=True
+    ):
+        marks = [
+            sent + offset,
+            float(recorded),
+            ticket + offset,
+            float(claimed),
+            float(applied),
+            answered + offset,
+        ]
+        for name, start, end in zip(phases, marks, marks[1:], strict=False):
+            phases[name].append(end - start)
+    return {name: summary_ms(values) for name, values in phases.items()}
 
 
 def tessera_stock(env: BenchEnv, sku: str, pieces: int, key: str) -> None:
@@ -386,7 +444,7 @@ def seed_run(
     quantity = Decimal(pieces)
 
     def one_hold(k: int, conn: psycopg.Connection[Any]) -> Outcome:
-        return seed_reserve(conn, f"{tag}-{k}", sku, quantity, TTL_SECONDS), None
+        return seed_reserve(conn, f"{tag}-{k}", sku, quantity, TTL_SECONDS), None, None
 
     return run_threads(holds, producers, one_hold, lambda: psycopg.connect(dsn), max_seconds)
 
@@ -480,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                 **run_opts,
             )
             tessera_runs.append(metered(env, tessera, batches=True))
+            tessera_runs[-1].phases = tessera_phases(env, tessera_runs[-1])
             env.check_alive()
             seed = partial(seed_run, env, sku=HOT_SKU, holds=args.holds, pieces=1, tag=f"hot{r}", **run_opts)
             seed_runs.append(metered(env, seed, batches=False))
@@ -635,6 +694,17 @@ def main(argv: list[str] | None = None) -> int:
         ["system", "run", "producers", "workers", "postgres", "redis", "cmds/batch", "batch ms"],
         cpu_rows,
     )
+    if any(run.phases for run in tessera_runs):
+        names = list(next(run.phases for run in tessera_runs if run.phases))
+        print_table(
+            "Where a Tessera hold's time goes, p50 ms (send → recorder → ticket → claim → applied → answer)",
+            ["run", *names],
+            [
+                [i + 1, *(run.phases[n]["p50_ms"] for n in names)]
+                for i, run in enumerate(tessera_runs)
+                if run.phases
+            ],
+        )
     print(
         f"\ntessera {tessera_holds_per_s:,.1f} holds/s | seed {seed_holds_per_s:,.1f} holds/s | "
         f"ratio tessera/seed {fmt(ratio)}"

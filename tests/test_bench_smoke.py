@@ -65,6 +65,15 @@ def test_flash_sale_smoke(tmp_path: Path) -> None:
     assert data["holds"] == 120 and data["producers"] == 8
     assert data["tessera_holds_per_s"] > 0 and data["seed_holds_per_s"] > 0 and data["ratio"] > 0
     assert data["all_reserved"] is True
+    phases = data["tessera_runs"][0]["phases"]
+    assert list(phases) == [
+        "waiting_for_the_recorder",
+        "recording",
+        "ticket_to_claim",
+        "claim_to_applied",
+        "applied_to_answer",
+    ]
+    assert all(phase["count"] == 120 for phase in phases.values())
     assert data["tessera_backlog"]["drained"] is True
     limited = data["limited_stock"]
     assert limited["tessera_reserved"] == 6 and limited["seed_reserved"] == 6
