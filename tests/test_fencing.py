@@ -34,6 +34,19 @@ def test_a_writer_with_an_older_epoch_is_fenced_out(catalog: StockClient, engine
     assert catalog.stock(SKU).on_hand == 2
 
 
+def test_a_draining_writer_fenced_out_stops_and_reports_the_shard(
+    catalog: StockClient, engine: Engine
+) -> None:
+    shard = shard_of(SKU, catalog.settings.shards)
+    _receive(catalog, "first")
+    assert _writer(engine, "new").apply_batch({shard: 5}).applied == 1
+    _receive(catalog, "second")
+    # The stale writer still believes it holds the shard: its drain must return, not claim forever.
+    stale = _writer(engine, "stale").drain(lambda: {shard: 4})
+    assert (stale.applied, stale.fenced) == (0, {shard})
+    assert catalog.stock(SKU).on_hand == 1
+
+
 def test_a_second_writer_of_a_shard_waits_for_the_first_to_commit(
     catalog: StockClient, engine: Engine
 ) -> None:

@@ -408,12 +408,10 @@ class ShardWriter:
                         report = self._apply(pg, held, self._claim(pg, held))
                         total.applied += report.applied
                         total.fenced |= report.fenced
-                        if (
-                            report.applied < self.batch_max
-                            and not report.fenced
-                            and not _more_due(report, held)
-                        ):
-                            break  # it took all that was due; what commits later comes with a nudge
+                        if report.applied < self.batch_max and not _more_due(report, held):
+                            # It took all that was due (a shard fenced out is the caller's to drop);
+                            # what commits later comes with a nudge.
+                            break
                         held = leases()
                 return total
             except (psycopg.Error, DBAPIError) as error:
