@@ -1,10 +1,11 @@
-"""The apply transaction proves the lease epoch in Postgres: an older epoch can never apply."""
+"""The apply transaction proves the lease epoch in Postgres: an older epoch can never apply; and
+when a writer's drain stops."""
 
 from __future__ import annotations
 
 import threading
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from db.repository import claim_batch, psycopg_of
 from domain.commands import shard_of
@@ -83,3 +84,33 @@ def test_a_batch_over_several_shards_applies_those_it_holds_and_reports_the_fenc
     assert catalog.stock(SKU).on_hand == 1  # grey-2 waits for the holder of epoch 9
     assert _writer(engine, "newer").apply_batch({grey: 9}).applied == 1
     assert catalog.stock(SKU).on_hand == 2
+
+
+def test_a_drain_applies_the_follow_ups_on_its_own_shards_before_it_returns(
+    catalog: StockClient, engine: Engine
+) -> None:
+    """A batch that took all that was due ends the drain, unless it sent commands to the writer's
+    own shards: nobody else rings for those."""
+    wall = "WALL-20x50-WHITE"
+    shards = {shard_of(SKU, catalog.settings.shards): 1, shard_of(wall, catalog.settings.shards): 1}
+    assert len(shards) == 2
+    _receive(catalog, "grey-in")
+    catalog.receive(idempotency_key="wall-in", warehouse="BUC1", sku=wall, quantity="1", lot="L1")
+    lines = [{"sku": SKU, "quantity": "1"}, {"sku": wall, "quantity": "1"}]
+    hold = catalog.reserve(idempotency_key="cart", lines=lines)
+    writer = _writer(engine, "only")
+    writer.drain(lambda: shards)
+    assert catalog.hold(hold.hold_id).status == "reserved"
+
+    catalog.confirm_payment(event_id="paid", hold_id=hold.hold_id, status="paid")
+    report = writer.drain(lambda: shards)
+
+    with engine.connect() as conn:
+        kinds = dict(
+            conn.execute(
+                text("SELECT kind, count(*) FROM commands WHERE status = 'recorded' GROUP BY kind")
+            ).all()
+        )
+    assert kinds == {}, f"left for a later drain: {kinds}"
+    assert report.applied == 3  # the payment, then the two line commands it sent
+    assert catalog.hold(hold.hold_id).status == "confirmed"
