@@ -200,7 +200,8 @@ class BatchState:
 
 
 # The due commands and their state in one statement: the due commands are found once (they name
-# the holds and products to load), and every part comes back as one JSON document (numbers and times as text, read into Decimal and datetime).
+# the holds and products to load), and every part comes back as one JSON document (numbers and
+# times as text, read into Decimal and datetime).
 # Each part reads its rows key by key (a lateral lookup per key), whatever the planner believes of
 # table sizes: on tables that grow fast its statistics lag behind, and it would rather hash the
 # whole table, slower with every batch.

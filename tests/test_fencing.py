@@ -16,7 +16,7 @@ SKU = "GRS-60x60-GREY"
 
 
 def _writer(engine: Engine, holder: str) -> ShardWriter:
-    return ShardWriter(engine, shards=4, batch_max=16, holder=holder, after_commit=lambda report: None)
+    return ShardWriter(engine, shards=4, batch_max=16, holder=holder, announce=lambda report: None)
 
 
 def _receive(client: StockClient, key: str) -> None:

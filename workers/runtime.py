@@ -91,14 +91,12 @@ class ShardWorker:
         self.leases = LeaseManager(
             self.redis, settings.redis_namespace, self.name, settings.lease_ttl_seconds
         )
-        self._committed: list[BatchReport] = []  # batches not announced yet (only the draining thread)
         self.writer = ShardWriter(
             self.engine,
             shards=settings.shards,
             batch_max=settings.batch_max,
             holder=self.name,
-            after_commit=self._committed.append,
-            while_claiming=self._announce,
+            announce=self._announce,
         )
         self.held: dict[int, ShardLease] = {}
         self._draining = False
@@ -150,23 +148,20 @@ class ShardWorker:
                         break
                     self._dirty = False
         finally:
-            self._announce()  # a claim that failed may have left some
             with self._lock:
                 self._draining = False
 
-    def _announce(self) -> None:
-        """Send out what the committed batches decided: doorbells for their follow-ups, wake-ups
-        and answers. The writer calls this while its next claim is on its way to PostgreSQL."""
-        while self._committed:
-            report = self._committed.pop(0)
-            try:
-                if foreign := report.follow_up_shards - self.held.keys():
-                    self.foreign_bells.ring(foreign)
-                self._ring_later(report)
-                if report.tokens or report.answers:
-                    self.wakeups.wake(report.tokens, report.answers)
-            except Exception:  # Redis away: the sweep rings again, and waiting tickets re-read PostgreSQL
-                log.exception("announce.error")
+    def _announce(self, report: BatchReport) -> None:
+        """Send out what a committed batch decided: doorbells for its follow-ups, wake-ups and
+        answers. The writer calls this while its next claim is on its way to PostgreSQL."""
+        try:
+            if foreign := report.follow_up_shards - self.held.keys():
+                self.foreign_bells.ring(foreign)
+            self._ring_later(report)
+            if report.tokens or report.answers:
+                self.wakeups.wake(report.tokens, report.answers)
+        except Exception:  # Redis away: the sweep rings again, and waiting tickets re-read PostgreSQL
+            log.exception("announce.error")
 
     def _ring_later(self, report: BatchReport) -> None:
         """One delayed doorbell per (shard, second) of due time, however many holds fall due then.

@@ -358,9 +358,8 @@ class ShardWriter:
       shards: the fixed shard count (follow-up commands are routed with it).
       batch_max: most commands per transaction.
       holder: this worker's name, recorded with each batch.
-      after_commit: called with each committed batch's report (doorbells, wake-ups).
-      while_claiming: called while each claim is on its way to PostgreSQL: the moment to send out
-        what earlier batches committed, without holding up the next batch.
+      announce: called with each committed batch's report (doorbells, wake-ups, answers), while the
+        next claim is on its way to PostgreSQL, or as the drain ends: it never holds up a batch.
     """
 
     def __init__(
@@ -370,15 +369,14 @@ class ShardWriter:
         shards: int,
         batch_max: int,
         holder: str,
-        after_commit: Callable[[BatchReport], None],
-        while_claiming: Callable[[], None] = lambda: None,
+        announce: Callable[[BatchReport], None],
     ) -> None:
         self.engine = engine
         self.shards = shards
         self.batch_max = batch_max
         self.holder = holder
-        self.after_commit = after_commit
-        self.while_claiming = while_claiming
+        self.announce = announce
+        self._committed: list[BatchReport] = []  # not announced yet
         # When each pooled session last dropped its prepared statements (see REPLAN_SECONDS).
         self._planned: weakref.WeakKeyDictionary[repo.Pg, float] = weakref.WeakKeyDictionary()
         self.stats = WriterStats()
@@ -387,8 +385,11 @@ class ShardWriter:
         """One transaction: up to batch_max due commands of the leased shards (shard → epoch), each
         shard's in its inbox order. A shard whose lease was taken by a newer epoch is left alone and
         reported as fenced."""
-        with self._session() as pg:
-            return self._apply(pg, leases, self._claim(pg, leases))
+        try:
+            with self._session() as pg:
+                return self._apply(pg, leases, self._claim(pg, leases))
+        finally:
+            self._announce_committed()
 
     def drain(self, leases: Callable[[], Mapping[int, int]]) -> BatchReport:
         """Apply batches of the shards `leases()` gives (read again before each batch, so a lease
@@ -397,8 +398,14 @@ class ShardWriter:
 
         Batches follow each other on one session: a batch costs two round trips to PostgreSQL, its
         claim and its writes with the commit. A batch's answers are built while its commit is on its
-        way, and sent (`while_claiming`) while the next claim is: no round trip waits for the other.
+        way, and announced while the next claim is: no round trip waits for the other.
         """
+        try:
+            return self._drain(leases)
+        finally:
+            self._announce_committed()  # the last batch's, or those a failed claim left
+
+    def _drain(self, leases: Callable[[], Mapping[int, int]]) -> BatchReport:
         total, backoff = BatchReport(0), 0.05
         while held := leases():
             try:
@@ -431,7 +438,11 @@ class ShardWriter:
             self._planned[pg] = now
 
     def _claim(self, pg: repo.Pg, leases: Mapping[int, int]) -> repo.Claim:
-        return repo.claim_batch(pg, leases, self.holder, self.batch_max, meanwhile=self.while_claiming)
+        return repo.claim_batch(pg, leases, self.holder, self.batch_max, meanwhile=self._announce_committed)
+
+    def _announce_committed(self) -> None:
+        while self._committed:
+            self.announce(self._committed.pop(0))
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[repo.Pg]:
@@ -445,7 +456,7 @@ class ShardWriter:
                 raise
 
     def _apply(self, pg: repo.Pg, leases: Mapping[int, int], claim: repo.Claim) -> BatchReport:
-        """Apply a claimed batch, commit it and hand its report to `after_commit`."""
+        """Apply a claimed batch and commit it; its report waits to be announced."""
         started = time.perf_counter()
         now, commands = claim.now, claim.commands
         if now is None or not commands:
@@ -494,7 +505,7 @@ class ShardWriter:
                     batch=len(commands),
                     latency_ms=round(latency_ms, 2),
                 )
-        self.after_commit(report)
+        self._committed.append(report)
         return report
 
 
