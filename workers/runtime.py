@@ -134,7 +134,7 @@ class ShardWorker:
             self._draining = True
         try:
             while True:
-                report = self.writer.drain(self.held_leases)
+                report = self.writer.drain(self.held_leases, self._rung)
                 for shard in report.fenced:
                     log.warning(
                         "lease.fenced",
@@ -150,6 +150,12 @@ class ShardWorker:
         finally:
             with self._lock:
                 self._draining = False
+
+    def _rung(self) -> bool:
+        """Did a doorbell or nudge come while the writer was at it? (And forget that it did.)"""
+        with self._lock:
+            rung, self._dirty = self._dirty, False
+        return rung
 
     def _announce(self, report: BatchReport) -> None:
         """Send out what a committed batch decided: doorbells for its follow-ups, wake-ups and

@@ -391,9 +391,13 @@ class ShardWriter:
         finally:
             self._announce_committed()
 
-    def drain(self, leases: Callable[[], Mapping[int, int]]) -> BatchReport:
+    def drain(
+        self, leases: Callable[[], Mapping[int, int]], rung: Callable[[], bool] = lambda: False
+    ) -> BatchReport:
         """Apply batches of the shards `leases()` gives (read again before each batch, so a lease
         lost meanwhile is not used) until nothing is due; transient errors retry in place.
+        `rung()` says (and forgets) whether a doorbell or nudge came since it was last asked: then
+        more may have been recorded meanwhile, and the drain goes on.
         Returns the total: commands applied, shards fenced out.
 
         Batches follow each other on one session: a batch costs two round trips to PostgreSQL, its
@@ -401,11 +405,11 @@ class ShardWriter:
         way, and announced while the next claim is: no round trip waits for the other.
         """
         try:
-            return self._drain(leases)
+            return self._drain(leases, rung)
         finally:
             self._announce_committed()  # the last batch's, or those a failed claim left
 
-    def _drain(self, leases: Callable[[], Mapping[int, int]]) -> BatchReport:
+    def _drain(self, leases: Callable[[], Mapping[int, int]], rung: Callable[[], bool]) -> BatchReport:
         total, backoff = BatchReport(0), 0.05
         while held := leases():
             try:
@@ -415,11 +419,16 @@ class ShardWriter:
                         report = self._apply(pg, held, self._claim(pg, held))
                         total.applied += report.applied
                         total.fenced |= report.fenced
-                        if report.applied < self.batch_max and not _more_due(report, held):
-                            # It took all that was due (a shard fenced out is the caller's to drop);
-                            # what commits later comes with a nudge.
+                        if not report.applied or (
+                            report.applied < self.batch_max and not _more_due(report, held) and not rung()
+                        ):
+                            # It took all that was due, and nothing was rung for since: what
+                            # commits later comes with a nudge.
                             break
-                        held = leases()
+                        # A shard fenced out is the caller's to drop: not claimed again meanwhile.
+                        held = {
+                            shard: epoch for shard, epoch in leases().items() if shard not in total.fenced
+                        }
                 return total
             except (psycopg.Error, DBAPIError) as error:
                 if not _transient(error):
@@ -460,7 +469,9 @@ class ShardWriter:
         started = time.perf_counter()
         now, commands = claim.now, claim.commands
         if now is None or not commands:
-            pg.execute("ROLLBACK")  # the claim's transaction wrote nothing
+            # The claim's transaction wrote nothing. COMMIT, not ROLLBACK: after a ROLLBACK psycopg
+            # forgets its prepared statements, and the next batches would be planned again.
+            pg.execute("COMMIT")
             return BatchReport(0, fenced=claim.fenced, now=now)
         batch = _Batch(pg, now, self.shards, claim.state)
         for command in commands:
