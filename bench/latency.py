@@ -21,8 +21,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 
@@ -66,9 +65,10 @@ FROM s LEFT JOIN (SELECT * FROM holds UNION ALL SELECT * FROM others) a USING (k
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    index: int
+class Record(NamedTuple):
+    """A tuple of numbers and strings, which the collector stops tracking (see Sent)."""
+
+    number: int  # its place in the schedule
     scheduled_wall: float
     lag_s: float
     sent: Sent

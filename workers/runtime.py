@@ -14,6 +14,7 @@ each committed batch tells (answers to waiting tickets, doorbells) while its nex
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
@@ -273,6 +274,10 @@ class ShardWorker:
         # consumer threads in the process, each return from I/O can queue for the GIL for up to
         # the switch interval (5 ms by default). A short interval keeps batches short.
         sys.setswitchinterval(0.0005)
+        # What startup made (modules, classes, the engine, the broker) lives as long as the process:
+        # out of the collector's way, a full collection scans only what the work made since. Measured
+        # at 1,000 commands/s, full collections stopped the worker for 100 ms each.
+        gc.freeze()
         self.keep_leases()
         self.drain()
         self._threads = [
