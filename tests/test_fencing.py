@@ -42,10 +42,32 @@ def test_a_draining_writer_fenced_out_stops_and_reports_the_shard(
     _receive(catalog, "first")
     assert _writer(engine, "new").apply_batch({shard: 5}).applied == 1
     _receive(catalog, "second")
-    # The stale writer still believes it holds the shard: its drain must return, not claim forever.
+    # The stale writer still believes it holds the shard: its drain must return, not claim forever,
+    # even while producers keep ringing for the shard.
     stale = _writer(engine, "stale").drain(lambda: {shard: 4})
     assert (stale.applied, stale.fenced) == (0, {shard})
+    rung_forever = _writer(engine, "stale").drain(lambda: {shard: 4}, rung=lambda: True)
+    assert (rung_forever.applied, rung_forever.fenced) == (0, {shard})
     assert catalog.stock(SKU).on_hand == 1
+
+
+def test_a_drain_goes_on_while_doorbells_ring(catalog: StockClient, engine: Engine) -> None:
+    """A batch that took all that was due ends the drain, unless a doorbell rang meanwhile: then what
+    was recorded since is applied in the same drain."""
+    shard = shard_of(SKU, catalog.settings.shards)
+    _receive(catalog, "first")
+    asked: list[bool] = []
+
+    def rung() -> bool:  # a producer records a receipt while the first batch is applied, and rings
+        if not asked:
+            _receive(catalog, "second")
+        asked.append(not asked)
+        return asked[-1]
+
+    report = _writer(engine, "only").drain(lambda: {shard: 1}, rung)
+    assert report.applied == 2
+    assert asked == [True, False]
+    assert catalog.stock(SKU).on_hand == 2
 
 
 def test_a_second_writer_of_a_shard_waits_for_the_first_to_commit(
@@ -114,3 +136,18 @@ def test_a_drain_applies_the_follow_ups_on_its_own_shards_before_it_returns(
     assert kinds == {}, f"left for a later drain: {kinds}"
     assert report.applied == 3  # the payment, then the two line commands it sent
     assert catalog.hold(hold.hold_id).status == "confirmed"
+
+
+def test_a_drain_with_nothing_due_returns_however_often_doorbells_ring(
+    catalog: StockClient, engine: Engine
+) -> None:
+    shard = shard_of(SKU, catalog.settings.shards)
+    reports = []
+    drain = threading.Thread(
+        target=lambda: reports.append(_writer(engine, "idle").drain(lambda: {shard: 1}, rung=lambda: True)),
+        daemon=True,
+    )
+    drain.start()
+    drain.join(timeout=10)
+    assert not drain.is_alive(), "the drain kept claiming an empty inbox"
+    assert [r.applied for r in reports] == [0]
