@@ -79,10 +79,27 @@ def settings(database_url: str, redis_db: int) -> Iterator[Settings]:
         hold_ttl_seconds=900,
     )
     yield s
-    r = Redis.from_url(s.redis_url)
+    _delete_namespace(s.redis_url, namespace)
+    _NAMESPACES.append((s.redis_url, namespace))
+
+
+# Every namespace the session used, wiped again when it ends: a worker thread or a doorbell timer that
+# outlived its test may have written to its namespace after the test's own cleanup.
+_NAMESPACES: list[tuple[str, str]] = []
+
+
+def _delete_namespace(redis_url: str, namespace: str) -> None:
+    r = Redis.from_url(redis_url)
     keys = list(r.scan_iter(f"{namespace}:*", count=1000))
     if keys:
         r.delete(*keys)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wipe_namespaces_at_the_end() -> Iterator[None]:
+    yield
+    for redis_url, namespace in _NAMESPACES:
+        _delete_namespace(redis_url, namespace)
 
 
 @pytest.fixture
