@@ -153,8 +153,12 @@ class StockClient:
         return cls(get_settings())
 
     def close(self) -> None:
-        """Stop listening for answers; the client's connections are the engine's and Redis's to close."""
+        """Stop the client's threads: the answer listener, the recorder (once what it was given is
+        recorded) and the doorbells (once those still owed are sent). The connections are the
+        engine's and Redis's to close."""
         self.answers.close()
+        self.recorder.close()
+        self.bells.close()
 
     def __enter__(self) -> StockClient:
         return self

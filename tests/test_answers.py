@@ -54,9 +54,9 @@ def test_a_client_that_missed_its_answers_still_gets_them_from_postgres(
 ) -> None:
     processes.worker()
     receive(catalog, SKU, "10", lot="L1")
-    deaf = StockClient(settings, engine=engine)
-    deaf.answers.listen = lambda: None  # never subscribes: every answer it is sent is lost
-    result = hold_of(deaf, [{"sku": SKU, "quantity": "4", "unit": "piece"}]).wait(timeout=15)
+    with StockClient(settings, engine=engine) as deaf:
+        deaf.answers.listen = lambda: None  # never subscribes: every answer it is sent is lost
+        result = hold_of(deaf, [{"sku": SKU, "quantity": "4", "unit": "piece"}]).wait(timeout=15)
     assert result.status == "reserved"
     assert result.lines[0].reserved_pieces == 4
     assert_consistent()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 import dramatiq
@@ -97,7 +96,19 @@ class CoalescingDoorbells:
         self._pending: set[int] = set()
         self._lock = threading.Lock()
         self._rung = threading.Event()
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def close(self) -> None:
+        """Send the doorbells still owed now, and stop the thread (a later ring starts it again)."""
+        with self._lock:
+            thread = self._thread
+        if thread is None:
+            return
+        self._closing.set()
+        self._rung.set()
+        thread.join(timeout=10)
+        self._closing.clear()
 
     def ring(self, shards: Iterable[int]) -> None:
         shards = sorted(set(shards))
@@ -118,10 +129,14 @@ class CoalescingDoorbells:
             self._rung.clear()
             with self._lock:
                 shards, self._pending = sorted(self._pending), set()
+                if self._closing.is_set():
+                    self._thread = None
             for shard in shards:
                 with contextlib.suppress(Exception):
                     self.doorbells.enqueue(shard)
-            time.sleep(self.interval)  # rings meanwhile wait for the next round
+            if self._thread is not threading.current_thread():
+                return
+            self._closing.wait(self.interval)  # rings meanwhile wait for the next round
 
 
 def _unbound_ring(shard: int) -> None:
