@@ -129,12 +129,13 @@ class CoalescingDoorbells:
             self._rung.clear()
             with self._lock:
                 shards, self._pending = sorted(self._pending), set()
-                if self._closing.is_set():
+                closing = self._closing.is_set()
+                if closing:  # a ring from now on starts another thread
                     self._thread = None
             for shard in shards:
                 with contextlib.suppress(Exception):
                     self.doorbells.enqueue(shard)
-            if self._thread is not threading.current_thread():
+            if closing:
                 return
             self._closing.wait(self.interval)  # rings meanwhile wait for the next round
 

@@ -303,6 +303,7 @@ class ShardWorker:
         for thread in self._threads:
             thread.join(timeout=5)
         self._nudged.shutdown(wait=True)
+        self.foreign_bells.close()  # the writer is done: send the doorbells it still owes other processes
         for lease in list(self.held.values()):
             self.leases.release(lease)
         self.held.clear()
