@@ -15,6 +15,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def libpq_url(engine: Engine) -> str:
+    """The engine's URL as libpq takes it, for a session of one's own outside the pool (LISTEN)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str, pool_size: int = 32, application_name: str = "tessera") -> Engine:
     """The process's engine for `url`.

@@ -27,6 +27,9 @@ from domain.lines import Movement
 from domain.quantities import Packaging
 
 Pg = PgConnection[Any]
+NUDGE_CHANNEL = "tessera_nudge"
+"""The channel a hold recording notifies, as it commits, with the shards it gave new line commands
+("3,5,7"); workers LISTEN on it (see `record_holds`)."""
 
 
 def psycopg_of(conn: Connection) -> Pg:
@@ -665,8 +668,12 @@ _RECORD_HOLDS = """
         SELECT key, kind, payload, digest, shard, 'recorded'
         FROM jsonb_to_recordset(%(commands)s::jsonb) AS c(key text, kind text, payload jsonb, digest text, shard int)
         WHERE (payload->>'hold_id')::uuid IN (SELECT id FROM new_holds)
+        RETURNING shard
+    ), nudge AS (
+        SELECT pg_notify(%(nudge_channel)s, string_agg(DISTINCT shard::text, ',')) FROM line_commands
+        HAVING count(*) > 0
     )
-    SELECT (SELECT current FROM refs), array(SELECT idempotency_key FROM placed)
+    SELECT (SELECT current FROM refs), array(SELECT idempotency_key FROM placed), (SELECT count(*) FROM nudge)
 """
 
 
@@ -678,6 +685,10 @@ def record_holds(
     warehouse_ids: Sequence[int],
 ) -> set[str] | None:
     """Record hold requests in one statement (see `_RECORD_HOLDS`); run it in autocommit.
+
+    The statement also notifies `NUDGE_CHANNEL` with the shards of the line commands it recorded:
+    PostgreSQL delivers it as the statement commits, so the writers start with no round trip of the
+    recorder's (a Redis publish after the commit cost it a sixth of its time).
 
     Returns the keys recorded now (the others were recorded before), or None when a product or
     warehouse changed since the references were read: then nothing was written.
@@ -718,10 +729,11 @@ def record_holds(
             ),
             "lines": _json([{"hold_id": h.id, **line} for h in holds for line in h.lines]),
             "commands": _command_rows(line_commands),
+            "nudge_channel": NUDGE_CHANNEL,
         },
     ).fetchone()
     assert row is not None
-    current, placed = row
+    current, placed, _ = row
     return set(placed) if current else None
 
 

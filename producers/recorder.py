@@ -55,7 +55,8 @@ class HoldRecorder:
     Parameters:
       engine: the Postgres engine.
       shards: the shard count (routing of line commands).
-      ring: called after each commit with the shards that got new line commands.
+      ring: called after each commit with the shards that got new line commands, and `nudge=False`:
+        the recording statement notified them itself.
       reply_to: the client id whose answer channel the holds' answers go to (see AnswerChannel).
     """
 
@@ -124,8 +125,8 @@ class HoldRecorder:
                     if not pending.future.done():
                         pending.future.set_exception(error)
                 continue
-            if shards:  # first: the writer can start while the callers wake up
-                self.ring(shards)
+            if shards:  # the statement notified the writers; the doorbells behind it make that certain
+                self.ring(shards, nudge=False)
             for pending in group:
                 if not pending.future.done():
                     pending.future.set_result(pending.hold_id)

@@ -110,12 +110,15 @@ class CoalescingDoorbells:
         thread.join(timeout=10)
         self._closing.clear()
 
-    def ring(self, shards: Iterable[int]) -> None:
+    def ring(self, shards: Iterable[int], *, nudge: bool = True) -> None:
+        """Nudge the shards now (unless the caller's transaction notified them itself: `nudge=False`)
+        and send their doorbells within `interval`."""
         shards = sorted(set(shards))
         if not shards:
             return
-        with contextlib.suppress(Exception):  # the commands are durable; the sweep rings for them
-            self.doorbells.nudge(shards)
+        if nudge:
+            with contextlib.suppress(Exception):  # the commands are durable; the sweep rings for them
+                self.doorbells.nudge(shards)
         with self._lock:
             self._pending.update(shards)
             if self._thread is None or not self._thread.is_alive():

@@ -3,7 +3,8 @@
 Threads of one worker process:
   - Dramatiq's consumer and worker threads deliver doorbells; a doorbell starts the writer;
   - the lease keeper renews held leases and takes free ones, starting the writer when it takes one;
-  - the nudge listener starts the writer the moment a producer publishes that a shard has work.
+  - the nudge listeners start the writer the moment a shard has work: PostgreSQL notifies the holds
+    recorded as their statement commits, and other producers publish a nudge on Redis.
 Doorbells lost with Redis are rung again by the scheduler's sweep.
 One writer at a time per process: a doorbell for any of its shards runs a batch over all the shards
 the process holds (one transaction, each shard's commands in its own order), so many quiet shards
@@ -25,11 +26,14 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import dramatiq
+import psycopg
 import structlog
+from psycopg import sql
 from redis import Redis
 from sqlalchemy import Engine, text
 
-from db.engine import get_engine
+from db import repository as repo
+from db.engine import get_engine, libpq_url
 from tessera.settings import Settings
 from workers.broker import CoalescingDoorbells, Doorbells, make_broker, queue_name
 from workers.lease import LeaseManager, ShardLease
@@ -258,6 +262,25 @@ class ShardWorker:
                 log.exception("nudges.error")
                 self._stop.wait(1.0)
 
+    def _listen_for_notifies(self) -> None:
+        """Drain a held shard as soon as a hold recording that gave it work commits: the recording
+        statement notifies `NUDGE_CHANNEL` itself (see `repository.record_holds`). A session of its
+        own, out of the pool; lost with PostgreSQL, it is opened again (the doorbells still flow)."""
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    libpq_url(self.engine),
+                    autocommit=True,
+                    application_name=f"tessera-nudges {self.name}"[:63],
+                ) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(repo.NUDGE_CHANNEL)))
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.25):
+                            self._nudge(int(shard) for shard in note.payload.split(","))
+            except psycopg.Error as error:
+                log.warning("notifies.error", error=str(error).splitlines()[0] if str(error) else repr(error))
+                self._stop.wait(1.0)
+
     def _keeper_loop(self) -> None:
         interval = self.settings.lease_ttl_seconds / 3
         while not self._stop.wait(interval):
@@ -283,6 +306,7 @@ class ShardWorker:
         self._threads = [
             threading.Thread(target=self._keeper_loop, name="lease-keeper", daemon=True),
             threading.Thread(target=self._listen_for_nudges, name="nudges", daemon=True),
+            threading.Thread(target=self._listen_for_notifies, name="recorded-holds", daemon=True),
         ]
         for thread in self._threads:
             thread.start()

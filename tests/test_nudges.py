@@ -1,0 +1,125 @@
+"""A hold recording nudges the writers itself: its statement notifies PostgreSQL's `tessera_nudge`
+channel, delivered as it commits; the worker listens, and listens again when its session is cut."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from redis import Redis
+from sqlalchemy import Engine, text
+
+from db.engine import libpq_url
+from db.repository import NUDGE_CHANNEL
+from domain.commands import shard_of
+from producers import StockClient
+from tessera.settings import Settings
+from tests.conftest import Processes
+from tests.test_holds import SKU, hold_of, receive
+from workers.broker import queue_name
+
+OTHER_SKU = "WALL-20x50-WHITE"
+
+
+@pytest.fixture
+def listener(engine: Engine) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(libpq_url(engine), autocommit=True) as conn:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NUDGE_CHANNEL)))
+        yield conn
+
+
+def _next_nudge(listener: psycopg.Connection) -> str:
+    notes = list(listener.notifies(timeout=10, stop_after=1))
+    assert notes, "no nudge within 10 s"
+    return notes[0].payload
+
+
+def _silent(client: StockClient, settings: Settings) -> StockClient:
+    """The client sends neither Dramatiq doorbells nor Redis nudges for the holds it records, once
+    every doorbell it sent before (the stock's receipt) is delivered and acknowledged."""
+    client.recorder.ring = lambda shards, nudge=True: None
+    redis = Redis.from_url(settings.redis_url)
+    messages = f"{settings.redis_namespace}:dramatiq:{queue_name(shard_of(SKU, settings.shards))}.msgs"
+    deadline = time.monotonic() + 15
+    while redis.hlen(messages) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not redis.hlen(messages), "a doorbell is still pending"
+    return client
+
+
+def test_a_recorded_hold_nudges_its_shard_and_a_resend_nudges_nothing(
+    catalog: StockClient, settings: Settings, listener: psycopg.Connection
+) -> None:
+    shards = settings.shards
+    assert shard_of(SKU, shards) != shard_of(OTHER_SKU, shards)  # the two nudges tell apart
+    line = [{"sku": SKU, "quantity": "1", "unit": "piece"}]
+    hold_of(catalog, line, key="nudge-1")
+    assert _next_nudge(listener) == str(shard_of(SKU, shards))
+    hold_of(catalog, line, key="nudge-1")  # a resend records nothing
+    hold_of(catalog, [{"sku": OTHER_SKU, "quantity": "1", "unit": "piece"}], key="nudge-2")
+    # Notifications arrive in commit order: had the resend nudged, its nudge would come first.
+    assert _next_nudge(listener) == str(shard_of(OTHER_SKU, shards))
+
+
+def test_a_cart_over_two_shards_nudges_both_in_one_notification(
+    catalog: StockClient, settings: Settings, listener: psycopg.Connection
+) -> None:
+    hold_of(
+        catalog,
+        [
+            {"sku": SKU, "quantity": "1", "unit": "piece"},
+            {"sku": OTHER_SKU, "quantity": "1", "unit": "piece"},
+        ],
+    )
+    expected = sorted({shard_of(SKU, settings.shards), shard_of(OTHER_SKU, settings.shards)})
+    assert _next_nudge(listener) == ",".join(map(str, expected))
+
+
+def test_a_worker_decides_holds_that_rang_no_doorbell(
+    catalog: StockClient, processes: Processes, settings: Settings, assert_consistent
+) -> None:
+    processes.worker()
+    receive(catalog, SKU, "10", lot="L1")
+    _silent(catalog, settings)
+    # No doorbell, no Redis nudge and no scheduler: only the recording's notification can start
+    # the writer.
+    result = hold_of(catalog, [{"sku": SKU, "quantity": "3", "unit": "piece"}]).wait(timeout=15)
+    assert result.status == "reserved"
+    assert_consistent()
+
+
+def _listening_backends(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'tessera-nudges %'")
+            ).scalars()
+        )
+
+
+def _wait_for_listener(engine: Engine, other_than: set[int]) -> int:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if found := set(_listening_backends(engine)) - other_than:
+            return found.pop()
+        time.sleep(0.05)
+    raise AssertionError("the worker did not listen within 15 s")
+
+
+def test_the_worker_listens_again_after_postgres_cuts_its_session(
+    catalog: StockClient, processes: Processes, settings: Settings, engine: Engine, assert_consistent
+) -> None:
+    processes.worker()
+    receive(catalog, SKU, "10", lot="L1")
+    first = _wait_for_listener(engine, set())
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar()
+    _wait_for_listener(engine, {first})
+    result = hold_of(_silent(catalog, settings), [{"sku": SKU, "quantity": "2", "unit": "piece"}]).wait(
+        timeout=15
+    )
+    assert result.status == "reserved"
+    assert_consistent()
