@@ -11,7 +11,6 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -23,6 +22,7 @@ from domain.commands import HoldCommand, line_command_key, payload_digest, shard
 from domain.errors import IdempotencyConflict, InvalidCommand, UnknownSku, UnknownWarehouse
 from domain.holds import LineAction
 from domain.quantities import parse_unit, to_pieces
+from workers.wakeups import Handoff
 
 MAX_GROUP = 256
 REFERENCE_ATTEMPTS = 3
@@ -43,7 +43,7 @@ class HoldRequest:
 @dataclass(slots=True)
 class _Pending:
     request: HoldRequest
-    future: Future[str] = field(default_factory=Future)
+    future: Handoff[str] = field(default_factory=Handoff)
     hold_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     lines: list[dict[str, Any]] = field(default_factory=list)
     fresh: bool = False

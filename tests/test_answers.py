@@ -6,13 +6,14 @@ import threading
 import time
 
 import fakeredis
+import pytest
 from sqlalchemy import Engine
 
 from producers import StockClient
 from tessera.settings import Settings
 from tests.conftest import Processes
 from tests.test_holds import SKU, hold_of, receive
-from workers.wakeups import AnswerChannel, Wakeups
+from workers.wakeups import AnswerChannel, Handoff, Wakeups
 
 
 def _channel() -> tuple[AnswerChannel, fakeredis.FakeRedis]:
@@ -60,3 +61,27 @@ def test_a_client_that_missed_its_answers_still_gets_them_from_postgres(
     assert result.status == "reserved"
     assert result.lines[0].reserved_pieces == 4
     assert_consistent()
+
+
+def test_a_handoff_wakes_every_waiter_once_set_and_is_set_once() -> None:
+    handoff: Handoff[str] = Handoff()
+    got: list[str] = []
+    waiters = [threading.Thread(target=lambda: got.append(handoff.result(timeout=10))) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    handoff.set_result("hold-a")
+    for waiter in waiters:
+        waiter.join(timeout=10)
+    assert got == ["hold-a"] * 3
+    assert handoff.result(timeout=0) == "hold-a"  # a late waiter passes at once
+    with pytest.raises(RuntimeError):
+        handoff.set_result("hold-b")
+
+
+def test_a_handoff_raises_the_error_set_and_times_out_when_nothing_is() -> None:
+    failed: Handoff[str] = Handoff()
+    failed.set_exception(ValueError("unknown SKU"))
+    with pytest.raises(ValueError, match="unknown SKU"):
+        failed.result(timeout=1)
+    with pytest.raises(TimeoutError):
+        Handoff().result(timeout=0.05)
