@@ -102,65 +102,62 @@ class HoldRecorder:
         thread.join(timeout=30)
 
     def _loop(self, given: queue.Queue[_Pending | None]) -> None:
+        """Record groups until stopped. A session is taken from the pool when a request comes and
+        kept while more keep coming, not taken and returned for each group (that was a sixth of
+        this thread's time in the flash sale)."""
         stopping = False
         while not stopping:
-            group: list[_Pending] = []
             first = given.get()
             if first is None:
                 return
-            group.append(first)
-            while len(group) < MAX_GROUP:
-                try:
-                    pending = given.get_nowait()
-                except queue.Empty:
-                    break
-                if pending is None:
-                    stopping = True
-                    break
-                group.append(pending)
+            group = [first]
+            stopping = _take_queued(given, group)
             try:
-                shards = self._record_group(group)
-            except Exception as error:
+                with self.engine.connect() as conn:
+                    pg = repo.psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
+                    while group:
+                        try:
+                            shards = self._record_group(pg, group)
+                        except Exception:
+                            conn.invalidate()  # it may be broken: the next group takes another session
+                            raise
+                        # The statement notified the writers; the doorbells behind it make that certain.
+                        if shards:
+                            self.ring(shards, nudge=False)
+                        for pending in group:
+                            if not pending.future.done():
+                                pending.future.set_result(pending.hold_id)
+                        group = []
+                        if not stopping:
+                            stopping = _take_queued(given, group)
+            except Exception as error:  # the group's callers get the error; the next group tries again
                 for pending in group:
                     if not pending.future.done():
                         pending.future.set_exception(error)
-                continue
-            if shards:  # the statement notified the writers; the doorbells behind it make that certain
-                self.ring(shards, nudge=False)
-            for pending in group:
-                if not pending.future.done():
-                    pending.future.set_result(pending.hold_id)
 
-    def _record_group(self, group: list[_Pending]) -> set[int]:
+    def _record_group(self, pg: repo.Pg, group: list[_Pending]) -> set[int]:
         """One statement in autocommit records the group; resends are looked up after it."""
-        with self.engine.connect() as conn:
-            pg = repo.psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
-            for attempt in range(REFERENCE_ATTEMPTS):
-                valid = self._resolve(pg, group, refresh=attempt > 0)
-                first: dict[str, _Pending] = {}
-                for pending in valid:  # a twin of a key in the group is a resend of the first one
-                    first.setdefault(pending.request.key, pending)
-                holds = [self._new_hold(p) for p in first.values()]
-                line_commands = [self._line_command(p, line) for p in first.values() for line in p.lines]
-                recorded = repo.record_holds(
-                    pg,
-                    holds,
-                    line_commands,
-                    [self._products[line["sku"]] for p in first.values() for line in p.lines],
-                    [
-                        line["warehouse_id"]
-                        for p in first.values()
-                        for line in p.lines
-                        if line["warehouse_id"]
-                    ],
-                )
-                if recorded is not None:
-                    break
-            else:
-                raise RuntimeError("products or warehouses kept changing while recording holds; try again")
-            for pending in first.values():
-                pending.fresh = pending.request.key in recorded
-            self._resolve_resends(pg, [p for p in valid if not p.fresh], first)
+        for attempt in range(REFERENCE_ATTEMPTS):
+            valid = self._resolve(pg, group, refresh=attempt > 0)
+            first: dict[str, _Pending] = {}
+            for pending in valid:  # a twin of a key in the group is a resend of the first one
+                first.setdefault(pending.request.key, pending)
+            holds = [self._new_hold(p) for p in first.values()]
+            line_commands = [self._line_command(p, line) for p in first.values() for line in p.lines]
+            recorded = repo.record_holds(
+                pg,
+                holds,
+                line_commands,
+                [self._products[line["sku"]] for p in first.values() for line in p.lines],
+                [line["warehouse_id"] for p in first.values() for line in p.lines if line["warehouse_id"]],
+            )
+            if recorded is not None:
+                break
+        else:
+            raise RuntimeError("products or warehouses kept changing while recording holds; try again")
+        for pending in first.values():
+            pending.fresh = pending.request.key in recorded
+        self._resolve_resends(pg, [p for p in valid if not p.fresh], first)
         fresh_holds = {p.hold_id for p in first.values() if p.fresh}
         return {c.shard for c in line_commands if c.payload["hold_id"] in fresh_holds}
 
@@ -234,6 +231,20 @@ class HoldRecorder:
             else:
                 twin = first[pending.request.key]
                 pending.hold_id = twin.hold_id if twin.fresh else payload["hold_id"]
+
+
+def _take_queued(given: queue.Queue[_Pending | None], group: list[_Pending]) -> bool:
+    """Add the requests waiting in the queue to the group (up to MAX_GROUP), without blocking;
+    True when the stop sign was among them."""
+    while len(group) < MAX_GROUP:
+        try:
+            pending = given.get_nowait()
+        except queue.Empty:
+            return False
+        if pending is None:
+            return True
+        group.append(pending)
+    return False
 
 
 def resolve_line(

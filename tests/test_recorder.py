@@ -7,12 +7,16 @@ again). No worker runs here: these are about what gets recorded.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
-from sqlalchemy import Engine, text
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from domain.errors import UnknownWarehouse
 from producers import StockClient
+from tessera.settings import Settings
 from tests.test_bad_input import assert_refused
 
 SKU = "GRS-60x60-GREY"  # 4 pieces a box in seed_catalog
@@ -49,3 +53,17 @@ def test_a_hold_in_a_warehouse_closed_since_the_last_one_is_refused_and_records_
         field="lines[0].warehouse",
         error=UnknownWarehouse,
     )
+
+
+def test_a_recorder_that_cannot_reach_postgres_refuses_each_request_at_once_and_keeps_serving(
+    settings: Settings,
+) -> None:
+    unreachable = settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/none"})
+    engine = create_engine(unreachable.database_url)
+    with StockClient(unreachable, engine=engine) as client:
+        for key in ("no-db-1", "no-db-2"):  # the second finds the recorder still serving
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                client.reserve(idempotency_key=key, lines=[{"sku": SKU, "quantity": "1", "unit": "piece"}])
+            assert time.monotonic() - started < 10  # the error itself, not the caller's 30 s timeout
+    engine.dispose()
