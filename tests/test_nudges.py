@@ -123,3 +123,20 @@ def test_the_worker_listens_again_after_postgres_cuts_its_session(
     )
     assert result.status == "reserved"
     assert_consistent()
+
+
+def test_a_notification_that_names_no_shard_is_passed_over(
+    catalog: StockClient, processes: Processes, settings: Settings, engine: Engine, assert_consistent
+) -> None:
+    processes.worker()
+    receive(catalog, SKU, "10", lot="L1")
+    listening = _wait_for_listener(engine, set())
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_notify(:c, 'not,a shard,')"), {"c": NUDGE_CHANNEL})
+        conn.commit()
+    result = hold_of(_silent(catalog, settings), [{"sku": SKU, "quantity": "1", "unit": "piece"}]).wait(
+        timeout=15
+    )
+    assert result.status == "reserved"
+    assert _listening_backends(engine) == [listening]  # the same session: it was never dropped
+    assert_consistent()

@@ -263,9 +263,10 @@ class ShardWorker:
                 self._stop.wait(1.0)
 
     def _listen_for_notifies(self) -> None:
-        """Drain a held shard as soon as a hold recording that gave it work commits: the recording
+        """Drain a held shard the moment a hold recording that gave it work commits: the recording
         statement notifies `NUDGE_CHANNEL` itself (see `repository.record_holds`). A session of its
-        own, out of the pool; lost with PostgreSQL, it is opened again (the doorbells still flow)."""
+        own, out of the pool, opened again when PostgreSQL cuts it (the doorbells still flow); a
+        payload that names no shard (anyone may NOTIFY the channel) is passed over."""
         while not self._stop.is_set():
             try:
                 with psycopg.connect(
@@ -276,8 +277,8 @@ class ShardWorker:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(repo.NUDGE_CHANNEL)))
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.25):
-                            self._nudge(int(shard) for shard in note.payload.split(","))
-            except psycopg.Error as error:
+                            self._nudge(int(s) for s in note.payload.split(",") if s.isdecimal())
+            except Exception as error:  # PostgreSQL restarting: listen again once it is back
                 log.warning("notifies.error", error=str(error).splitlines()[0] if str(error) else repr(error))
                 self._stop.wait(1.0)
 
