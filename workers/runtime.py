@@ -228,10 +228,12 @@ class ShardWorker:
                 log.info("lease.acquired", shard=shard, epoch=new.epoch, holder=self.name)
         return taken
 
-    def _nudge(self, shards: Iterable[int]) -> None:
-        """Queue one drain when a held shard is nudged; nudges while one is queued or running
-        coalesce, so the queue never holds more than one item however fast nudges come."""
-        if self.held.keys().isdisjoint(shards):
+    def _nudge(self, payload: str) -> None:
+        """Queue one drain when a nudge ("3,5,7", on Redis or PostgreSQL) names a held shard;
+        nudges while one is queued or running coalesce, so the queue never holds more than one item
+        however fast nudges come. A field that is not a shard number is passed over (anyone may
+        publish or NOTIFY on the channels)."""
+        if self.held.keys().isdisjoint(int(s) for s in payload.split(",") if s.isdecimal()):
             return
         with self._lock:
             if self._draining:
@@ -256,7 +258,7 @@ class ShardWorker:
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.25)
                     if message is not None:
-                        self._nudge(int(shard) for shard in message["data"].split(b","))
+                        self._nudge(message["data"].decode(errors="replace"))
                 pubsub.close()
             except Exception:  # Redis restarting: the Dramatiq doorbells still flow; resubscribe
                 log.exception("nudges.error")
@@ -265,8 +267,7 @@ class ShardWorker:
     def _listen_for_notifies(self) -> None:
         """Drain a held shard the moment a hold recording that gave it work commits: the recording
         statement notifies `NUDGE_CHANNEL` itself (see `repository.record_holds`). A session of its
-        own, out of the pool, opened again when PostgreSQL cuts it (the doorbells still flow); a
-        payload that names no shard (anyone may NOTIFY the channel) is passed over."""
+        own, out of the pool, opened again when PostgreSQL cuts it (the doorbells still flow)."""
         while not self._stop.is_set():
             try:
                 with psycopg.connect(
@@ -277,7 +278,7 @@ class ShardWorker:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(repo.NUDGE_CHANNEL)))
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.25):
-                            self._nudge(int(s) for s in note.payload.split(",") if s.isdecimal())
+                            self._nudge(note.payload)
             except Exception as error:  # PostgreSQL restarting: listen again once it is back
                 log.warning("notifies.error", error=str(error).splitlines()[0] if str(error) else repr(error))
                 self._stop.wait(1.0)
