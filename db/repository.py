@@ -673,6 +673,7 @@ _RECORD_HOLDS = """
         SELECT pg_notify(%(nudge_channel)s, string_agg(DISTINCT shard::text, ',')) FROM line_commands
         HAVING count(*) > 0
     )
+    -- nudge is selected from so that it runs (a SELECT in WITH runs only if read); its count is unused
     SELECT (SELECT current FROM refs), array(SELECT idempotency_key FROM placed), (SELECT count(*) FROM nudge)
 """
 

@@ -43,7 +43,7 @@ class HoldRequest:
 @dataclass(slots=True)
 class _Pending:
     request: HoldRequest
-    future: Handoff[str] = field(default_factory=Handoff)
+    recorded: Handoff[str] = field(default_factory=Handoff)
     hold_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     lines: list[dict[str, Any]] = field(default_factory=list)
     fresh: bool = False
@@ -88,7 +88,7 @@ class HoldRecorder:
                 )
                 self._thread.start()
             self._queue.put(pending)
-        return pending.future.result(timeout=timeout), pending.fresh
+        return pending.recorded.result(timeout=timeout), pending.fresh
 
     def close(self) -> None:
         """Stop the recording thread once what it was given is recorded; a later request starts
@@ -125,15 +125,15 @@ class HoldRecorder:
                         if shards:
                             self.ring(shards, nudge=False)
                         for pending in group:
-                            if not pending.future.done():
-                                pending.future.set_result(pending.hold_id)
+                            if not pending.recorded.done():
+                                pending.recorded.set_result(pending.hold_id)
                         group = []
                         if not stopping:
                             stopping = _take_queued(given, group)
             except Exception as error:  # the group's callers get the error; the next group tries again
                 for pending in group:
-                    if not pending.future.done():
-                        pending.future.set_exception(error)
+                    if not pending.recorded.done():
+                        pending.recorded.set_exception(error)
 
     def _record_group(self, pg: repo.Pg, group: list[_Pending]) -> set[int]:
         """One statement in autocommit records the group; resends are looked up after it."""
@@ -177,7 +177,7 @@ class HoldRecorder:
             self._warehouses.update(warehouses)
         valid = []
         for pending in group:
-            if pending.future.done():
+            if pending.recorded.done():
                 continue
             try:
                 pending.lines = [
@@ -186,7 +186,7 @@ class HoldRecorder:
                 ]
                 valid.append(pending)
             except InvalidCommand as error:
-                pending.future.set_exception(error)
+                pending.recorded.set_exception(error)
         return valid
 
     def _new_hold(self, pending: _Pending) -> repo.NewHold:
@@ -227,7 +227,7 @@ class HoldRecorder:
         for pending in resends:
             kind, digest, payload = earlier[pending.request.key]
             if kind != HoldCommand.PLACE.value or digest != pending.request.digest:
-                pending.future.set_exception(IdempotencyConflict(pending.request.key))
+                pending.recorded.set_exception(IdempotencyConflict(pending.request.key))
             else:
                 twin = first[pending.request.key]
                 pending.hold_id = twin.hold_id if twin.fresh else payload["hold_id"]

@@ -139,14 +139,14 @@ class AnswerChannel:
             early = self._early.pop(hold_id, None)
             if early is not None:
                 return early[0]
-            future = self._waiting.setdefault(hold_id, Handoff())
+            handoff = self._waiting.setdefault(hold_id, Handoff())
         try:
-            return future.result(timeout=max(timeout, 0.01))
+            return handoff.result(timeout=max(timeout, 0.01))
         except TimeoutError:
             return None
         finally:
             with self._lock:
-                if self._waiting.get(hold_id) is future:
+                if self._waiting.get(hold_id) is handoff:
                     del self._waiting[hold_id]
 
     def _run(self, pubsub: PubSub) -> None:
@@ -177,11 +177,11 @@ class AnswerChannel:
             hold_id, _, answer = line.partition(b"\t")
             key = hold_id.decode()
             with self._lock:
-                future = self._waiting.pop(key, None)
-                if future is None:
+                handoff = self._waiting.pop(key, None)
+                if handoff is None:
                     self._early[key] = (answer, now)
-            if future is not None and not future.done():
-                future.set_result(answer)
+            if handoff is not None and not handoff.done():
+                handoff.set_result(answer)
 
 
 def answer_channel(namespace: str, client_id: str) -> str:
