@@ -48,6 +48,16 @@ def flow(client: StockClient, count: int, *, at_half: Callable[[], None], thread
     return acked
 
 
+def within(seconds: float, condition: Callable[[], bool]) -> bool:
+    """Whether `condition()` holds within `seconds` (asked every 10 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def wait_all_applied(engine: Engine, timeout: float = 90.0) -> None:
     """Block until no command waits in the inbox (every recorded command has been applied)."""
     deadline = time.monotonic() + timeout

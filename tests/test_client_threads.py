@@ -4,14 +4,13 @@ leave nothing owed: a doorbell still waiting for its round is sent as the client
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 from redis import Redis
 from sqlalchemy import Engine
 
 from producers import StockClient
 from tessera.settings import Settings
+from tests.flow import within
 from workers.broker import CoalescingDoorbells, Doorbells, make_broker, queue_name
 
 SKU = "GRS-60x60-GREY"
@@ -19,15 +18,6 @@ SKU = "GRS-60x60-GREY"
 
 def _doorbells_queued(redis: Redis, settings: Settings, shard: int) -> int:
     return int(redis.llen(f"{settings.redis_namespace}:dramatiq:{queue_name(shard)}"))
-
-
-def _within(seconds: float, condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def _started_since(before: set[threading.Thread], *names: str) -> list[threading.Thread]:
@@ -39,7 +29,7 @@ def test_closing_sends_the_doorbell_a_ring_is_still_owed(settings: Settings) -> 
     bells = CoalescingDoorbells(Doorbells(make_broker(redis, settings.redis_namespace), settings.shards))
     before = set(threading.enumerate())
     bells.ring({1})  # the first doorbell goes at once
-    assert _within(5, lambda: _doorbells_queued(redis, settings, 1) == 1)
+    assert within(5, lambda: _doorbells_queued(redis, settings, 1) == 1)
     bells.ring({1})  # the second waits for the next round, a second later
     [thread] = _started_since(before, "doorbells")
     bells.close()

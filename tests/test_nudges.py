@@ -18,6 +18,7 @@ from domain.commands import shard_of
 from producers import StockClient
 from tessera.settings import Settings
 from tests.conftest import Processes
+from tests.flow import within
 from tests.test_holds import SKU, hold_of, receive
 from workers.broker import queue_name
 
@@ -43,11 +44,22 @@ def _silent(client: StockClient, settings: Settings) -> StockClient:
     client.recorder.ring = lambda shards, nudge=True: None
     redis = Redis.from_url(settings.redis_url)
     messages = f"{settings.redis_namespace}:dramatiq:{queue_name(shard_of(SKU, settings.shards))}.msgs"
-    deadline = time.monotonic() + 15
-    while redis.hlen(messages) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not redis.hlen(messages), "a doorbell is still pending"
+    assert within(15, lambda: not redis.hlen(messages)), "a doorbell is still pending"
     return client
+
+
+def _assert_a_silent_hold_is_reserved(catalog: StockClient, settings: Settings, pieces: str) -> None:
+    """No doorbell, no Redis nudge and no scheduler: only the recording's notification can start
+    the writer."""
+    line = [{"sku": SKU, "quantity": pieces, "unit": "piece"}]
+    assert hold_of(_silent(catalog, settings), line).wait(timeout=15).status == "reserved"
+
+
+@pytest.fixture
+def stocked_worker(catalog: StockClient, processes: Processes) -> None:
+    """A worker serving every shard, and 10 pieces of SKU in stock."""
+    processes.worker()
+    receive(catalog, SKU, "10", lot="L1")
 
 
 def test_a_recorded_hold_nudges_its_shard_and_a_resend_nudges_nothing(
@@ -79,15 +91,9 @@ def test_a_cart_over_two_shards_nudges_both_in_one_notification(
 
 
 def test_a_worker_decides_holds_that_rang_no_doorbell(
-    catalog: StockClient, processes: Processes, settings: Settings, assert_consistent
+    catalog: StockClient, stocked_worker: None, settings: Settings, assert_consistent
 ) -> None:
-    processes.worker()
-    receive(catalog, SKU, "10", lot="L1")
-    _silent(catalog, settings)
-    # No doorbell, no Redis nudge and no scheduler: only the recording's notification can start
-    # the writer.
-    result = hold_of(catalog, [{"sku": SKU, "quantity": "3", "unit": "piece"}]).wait(timeout=15)
-    assert result.status == "reserved"
+    _assert_a_silent_hold_is_reserved(catalog, settings, "3")
     assert_consistent()
 
 
@@ -101,6 +107,7 @@ def _listening_backends(engine: Engine) -> list[int]:
 
 
 def _wait_for_listener(engine: Engine, other_than: set[int]) -> int:
+    """The pid of a listening session of the worker's, other than those given (within 15 s)."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if found := set(_listening_backends(engine)) - other_than:
@@ -110,33 +117,23 @@ def _wait_for_listener(engine: Engine, other_than: set[int]) -> int:
 
 
 def test_the_worker_listens_again_after_postgres_cuts_its_session(
-    catalog: StockClient, processes: Processes, settings: Settings, engine: Engine, assert_consistent
+    catalog: StockClient, stocked_worker: None, settings: Settings, engine: Engine, assert_consistent
 ) -> None:
-    processes.worker()
-    receive(catalog, SKU, "10", lot="L1")
     first = _wait_for_listener(engine, set())
     with engine.connect() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar()
     _wait_for_listener(engine, {first})
-    result = hold_of(_silent(catalog, settings), [{"sku": SKU, "quantity": "2", "unit": "piece"}]).wait(
-        timeout=15
-    )
-    assert result.status == "reserved"
+    _assert_a_silent_hold_is_reserved(catalog, settings, "2")
     assert_consistent()
 
 
 def test_a_notification_that_names_no_shard_is_passed_over(
-    catalog: StockClient, processes: Processes, settings: Settings, engine: Engine, assert_consistent
+    catalog: StockClient, stocked_worker: None, settings: Settings, engine: Engine, assert_consistent
 ) -> None:
-    processes.worker()
-    receive(catalog, SKU, "10", lot="L1")
     listening = _wait_for_listener(engine, set())
     with engine.connect() as conn:
         conn.execute(text("SELECT pg_notify(:c, 'not,a shard,')"), {"c": NUDGE_CHANNEL})
         conn.commit()
-    result = hold_of(_silent(catalog, settings), [{"sku": SKU, "quantity": "1", "unit": "piece"}]).wait(
-        timeout=15
-    )
-    assert result.status == "reserved"
+    _assert_a_silent_hold_is_reserved(catalog, settings, "1")
     assert _listening_backends(engine) == [listening]  # the same session: it was never dropped
     assert_consistent()

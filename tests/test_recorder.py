@@ -58,7 +58,9 @@ def test_a_hold_in_a_warehouse_closed_since_the_last_one_is_refused_and_records_
 def test_a_recorder_that_cannot_reach_postgres_refuses_each_request_at_once_and_keeps_serving(
     settings: Settings,
 ) -> None:
-    unreachable = settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/none"})
+    unreachable = settings.model_copy(
+        update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/none"}
+    )
     engine = create_engine(unreachable.database_url)
     with StockClient(unreachable, engine=engine) as client:
         for key in ("no-db-1", "no-db-2"):  # the second finds the recorder still serving
