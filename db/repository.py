@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from psycopg import Connection as PgConnection
 from psycopg import Cursor
 from sqlalchemy import Connection
@@ -513,8 +514,10 @@ _SAVE_BATCH = f"""
 def _json(value: Any) -> str:
     """JSON for PostgreSQL; Decimal, UUID and datetime as their text, which jsonb_to_recordset
     turns back into numeric, uuid and timestamptz. Set-based statements take their rows as one
-    JSON document: psycopg would quote a jsonb[] array element by element, in Python."""
-    return json.dumps(value, default=str, separators=(",", ":"))
+    JSON document: psycopg would quote a jsonb[] array element by element, in Python. orjson
+    writes them in a fraction of the standard library's time (a batch's parameters and a recorded
+    group's are the writer's and the recorder's largest Python cost)."""
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _array(values: Iterable[object]) -> str:
