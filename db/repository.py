@@ -638,7 +638,7 @@ _RECORD_HOLDS = """
     WITH refs AS (
         SELECT (SELECT count(*) FROM jsonb_to_recordset(%(products)s::jsonb)
                     AS r(id int, pieces_per_box int, sqm_per_box numeric, allow_partial_boxes bool)
-                JOIN products p ON p.id = r.id AND p.active
+                JOIN products p ON p.id = r.id AND p.id = ANY(%(product_ids)s::int[]) AND p.active
                  AND p.pieces_per_box IS NOT DISTINCT FROM r.pieces_per_box
                  AND p.sqm_per_box IS NOT DISTINCT FROM r.sqm_per_box
                  AND p.allow_partial_boxes = r.allow_partial_boxes) = %(product_count)s
@@ -712,6 +712,7 @@ def record_holds(
                     for p in products
                 ]
             ),
+            "product_ids": sorted(p.id for p in products),
             "product_count": len(products),
             "warehouse_ids": sorted(set(warehouse_ids)),
             "warehouse_count": len(set(warehouse_ids)),
