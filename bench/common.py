@@ -31,6 +31,7 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import Engine, create_engine, text
 
+from db.engine import make_engine
 from db.migrate import upgrade
 from producers import StockClient
 from tessera.settings import Settings
@@ -379,7 +380,7 @@ class BenchEnv:
         self._created = True
         try:
             upgrade(self.database_url)
-            self.engine = create_engine(
+            self.engine = make_engine(
                 self.database_url,
                 pool_size=self.pool_size,
                 max_overflow=8,

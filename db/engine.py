@@ -34,12 +34,15 @@ def get_engine(url: str, pool_size: int = 32, application_name: str = "tessera")
     # No pre-ping: it costs a round trip per checkout on the hot path; a connection lost with a
     # PostgreSQL restart fails its statement, and the writer retries the batch in place.
     # application_name shows in pg_stat_activity which part of Tessera holds each session.
-    engine = create_engine(
-        normalize_url(url),
-        pool_size=pool_size,
-        max_overflow=16,
-        connect_args={"application_name": application_name[:63]},
+    return make_engine(
+        url, pool_size=pool_size, max_overflow=16, connect_args={"application_name": application_name[:63]}
     )
+
+
+def make_engine(url: str, **options: Any) -> Engine:
+    """A new engine for `url` as Tessera sets one up (psycopg 3, JSON results read by orjson);
+    `options` go to SQLAlchemy's create_engine. Most callers want `get_engine`'s shared one."""
+    engine = create_engine(normalize_url(url), **options)
     event.listen(engine, "connect", _read_json_with_orjson)
     return engine
 

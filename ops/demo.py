@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from redis import Redis
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
-from db.engine import normalize_url
+from db.engine import make_engine, normalize_url
 from db.migrate import upgrade
 from db.reconcile import reconcile
 from domain.errors import TesseraError
@@ -126,7 +126,7 @@ def run_demo(
             )
             upgrade(url)
             say("  schema    migrated to head")
-            engine = create_engine(url, pool_size=4, max_overflow=16)
+            engine = make_engine(url, pool_size=4, max_overflow=16)
             stack.callback(engine.dispose)
             _require_empty(engine)
             _start_system(stack, settings, redis, engine, say)
