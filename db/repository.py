@@ -8,7 +8,6 @@ commands and their state in one pipeline; every write and the commit in the othe
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -430,7 +429,7 @@ def raise_alert(
             "severity": severity,
             "product_id": product_id,
             "warehouse_id": warehouse_id,
-            "detail": json.dumps(detail, default=str),
+            "detail": _json(detail),
         },
     )
 

@@ -54,7 +54,11 @@ def shard_of(key: str, shards: int) -> int:
 
 
 def payload_digest(kind: str, payload: dict[str, Any]) -> str:
-    """Fingerprint of a command, to tell a resend (same digest) from a reused key (another one)."""
+    """Fingerprint of a command, to tell a resend (same digest) from a reused key (another one).
+
+    The standard library's json on purpose, not orjson like the statements' documents: digests
+    recorded by earlier releases must match a resend's, and the two write some values differently
+    (non-ASCII text, datetimes)."""
     canonical = json.dumps(
         {"kind": kind, "payload": payload}, sort_keys=True, separators=(",", ":"), default=str
     )
