@@ -632,7 +632,9 @@ class NewHold:
 # One statement, so one transaction in autocommit and one round trip, records a whole group of hold
 # requests: placements, holds, lines and line commands. Only placements whose key is new get a hold
 # (a resent key keeps its first hold). Nothing is written unless every product and warehouse the
-# requests were converted with is still active and unchanged (the caller's references may be cached).
+# requests were converted with is still active and unchanged (the caller's references may be cached);
+# those products are also named in "= ANY(array)", so they are read by key, not hashed whole (as in
+# _SAVE_BATCH).
 _RECORD_HOLDS = """
     WITH refs AS (
         SELECT (SELECT count(*) FROM jsonb_to_recordset(%(products)s::jsonb)
