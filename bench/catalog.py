@@ -11,18 +11,26 @@ Figures per run, from the inbox (commands applied during the run, by the DB cloc
 applied commands/s (every command a writer applied, follow-ups included) and enqueue → applied
 latency (``applied_at - recorded_at``) p50/p95/p99.
 
+A closed loop measures the whole system on this machine: the producers, their recording and the
+writers share its cores. The writers' capacity alone is measured after each run (``--backlog``):
+that many commands of the same mix are recorded while no worker runs, then the workers start and
+drain them; backlog commands drained per second by the DB clock (first to last applied).
+
     python -m bench.catalog                                   # a few minutes
     python -m bench.catalog --shard-counts 2 --worker-counts 1 --distributions zipf --seconds 3 \
-        --products 50                                         # smoke
+        --products 50 --backlog 500                           # smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import threading
 import time
 from typing import Any
+
+from sqlalchemy import text
 
 from bench.common import (
     BenchEnv,
@@ -114,6 +122,50 @@ def run_phase(
     }
 
 
+# The backlog's commands (recorded before the drain began) and all the writers applied meanwhile.
+_DRAINED = """
+    SELECT count(*) FILTER (WHERE recorded_at < :since), count(*), min(applied_at), max(applied_at)
+    FROM commands WHERE applied_at >= :since
+"""
+
+
+def drain_phase(
+    env: BenchEnv, mix: Mix, *, workers: int, backlog: int, producers: int, timeout: float, seed: int
+) -> dict[str, Any]:
+    """Stop the workers, record `backlog` commands of the mix, start `workers` processes and time
+    their drain: from the first command applied to the last, by the DB clock (the processes'
+    start-up is not counted). Leaves `workers` processes running."""
+    env.stop_processes()
+    count = itertools.count()
+
+    def producer(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        while next(count) < backlog:
+            mix.send(env, rng, time.monotonic(), on_sent=lambda _: None)
+
+    threads = [threading.Thread(target=producer, args=(i,), daemon=True) for i in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pending = env.pending_count()
+    since, before = env.db_now(), env.last_batch_id()
+    env.start_workers(workers)
+    drained = env.wait_drained(timeout)
+    with env.engine.connect() as conn:
+        from_backlog, applied, first, last = conn.execute(text(_DRAINED), {"since": since}).one()
+    seconds = (last - first).total_seconds() if first is not None and last is not None else 0.0
+    return {
+        "backlog": pending,
+        "drained": drained,
+        "seconds": round(seconds, 3),
+        "drained_per_s": round(from_backlog / seconds, 1) if seconds > 0 else None,
+        "applied": applied,
+        "applied_per_s": round(applied / seconds, 1) if seconds > 0 else None,
+        "writer_batches": env.batch_stats(before),
+    }
+
+
 def parse_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -143,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--release-share", type=float, default=0.15, help="share that release an earlier hold"
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=12000,
+        help="after each run, commands recorded with no worker running and then drained (0: skip)",
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed")
     args = parser.parse_args(argv)
@@ -211,6 +269,21 @@ def main(argv: list[str] | None = None) -> int:
                         f"applied {run['applied_per_s']:,}/s  p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms",
                         flush=True,
                     )
+                    if args.backlog:
+                        run["drain"] = drain_phase(
+                            env,
+                            Mix(popularity, pay_share=args.pay_share, release_share=args.release_share),
+                            workers=workers,
+                            backlog=args.backlog,
+                            producers=args.producers,
+                            timeout=args.wait_timeout * 4,
+                            seed=args.seed + 100 + len(runs),
+                        )
+                        print(
+                            f"  shards={shards} workers={workers} {distribution:7s} "
+                            f"backlog of {run['drain']['backlog']:,} drained at {run['drain']['drained_per_s']:,}/s",
+                            flush=True,
+                        )
             env.wait_drained(120)
             reconcile[shards] = env.reconcile()
 
@@ -251,6 +324,24 @@ def main(argv: list[str] | None = None) -> int:
         ],
         rows,
     )
+    if args.backlog:
+        print_table(
+            f"Capacity: {args.backlog:,} commands of the mix recorded with no worker running, then drained",
+            ["shards", "workers", "popularity", "backlog", "drained/s", "applied/s", "cmds/batch"],
+            [
+                [
+                    run["shards"],
+                    run["workers"],
+                    run["distribution"],
+                    run["drain"]["backlog"],
+                    run["drain"]["drained_per_s"],
+                    run["drain"]["applied_per_s"],
+                    run["drain"]["writer_batches"]["commands_per_batch_avg"],
+                ]
+                for run in runs
+                if "drain" in run
+            ],
+        )
     write_results(
         NAME,
         args.results_dir,
@@ -271,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                 "release_share": args.release_share,
                 "hold_lines": "1-3 distinct products, 1-4 pieces each",
                 "seed": args.seed,
+                "backlog": args.backlog,
                 "log_level": args.log_level,
             },
             "runs": runs,

@@ -567,17 +567,23 @@ class BenchEnv:
             return int(conn.execute(text("SELECT coalesce(max(id), 0) FROM apply_batches")).scalar_one())
 
     def batch_stats(self, after_id: int) -> dict[str, Any]:
-        """Writer transactions since batch `after_id`: how many, commands per batch, duration."""
+        """Writer transactions since batch `after_id`: how many, commands per batch, duration.
+
+        `apply_batches` logs a row per shard of a transaction; the rows of one transaction share
+        their writer and their start (the claim's clock), and are counted as one batch here."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 text(
                     """
+                    WITH batch AS (
+                        SELECT sum(commands) AS commands,
+                               extract(epoch FROM max(finished_at) - started_at) * 1000 AS ms
+                        FROM apply_batches WHERE id > :after GROUP BY holder, started_at
+                    )
                     SELECT count(*), coalesce(sum(commands), 0), avg(commands),
-                           percentile_cont(0.5) WITHIN GROUP (ORDER BY commands), max(commands),
-                           avg(extract(epoch FROM finished_at - started_at)) * 1000,
-                           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))
-                               * 1000
-                    FROM apply_batches WHERE id > :after
+                           percentile_cont(0.5) WITHIN GROUP (ORDER BY commands), max(commands), avg(ms),
+                           percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+                    FROM batch
                     """
                 ),
                 {"after": after_id},

@@ -88,6 +88,7 @@ def test_catalog_smoke(tmp_path: Path) -> None:
         tmp_path,
         *("--shard-counts", "2", "--worker-counts", "1,2", "--distributions", "zipf"),
         *("--products", "30", "--producers", "8", "--seconds", "2", "--warmup-seconds", "0.5"),
+        *("--backlog", "200"),
     )
     runs = data["runs"]
     assert [(r["shards"], r["workers"]) for r in runs] == [(2, 1), (2, 2)]
@@ -96,6 +97,11 @@ def test_catalog_smoke(tmp_path: Path) -> None:
         assert run["applied"] > 0 and run["applied_per_s"] > 0
         assert set(run["latency_producer_sent"]) >= LATENCY_FIELDS
         assert run["drained_after"] is True
+        drain = run["drain"]
+        # 200 sends: holds of 1-3 lines (a command per line), payments and releases
+        assert drain["drained"] is True and drain["backlog"] >= 200
+        assert drain["drained_per_s"] > 0 and drain["applied"] >= drain["backlog"]
+        assert drain["writer_batches"]["commands"] == drain["applied"]
     assert data["reconcile_clean"] is True
 
 
