@@ -33,26 +33,34 @@ def _caption(data: dict[str, Any]) -> str:
 
 
 def catalog_throughput(data: dict[str, Any], out: Path) -> None:
-    """Applied commands/s and p99 latency against shard count, a line per (distribution, workers)."""
-    fig, (rate, p99) = plt.subplots(1, 2, figsize=(10, 4))
+    """Closed loop: applied commands/s and p99 latency against shard count; capacity: a recorded
+    backlog drained per second (when the run measured it). A line per (distribution, workers)."""
     series: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run in data["runs"]:
         if "skipped" in run:  # e.g. fewer shards than worker processes
             continue
         series.setdefault((run["distribution"], run["workers"]), []).append(run)
+    drains = any("drain" in run for runs in series.values() for run in runs)
+    fig, axes = plt.subplots(1, 3 if drains else 2, figsize=(15 if drains else 10, 4))
+    rate, p99 = axes[0], axes[1]
+    titles = [(rate, "closed loop: applied commands/s"), (p99, "closed loop: enqueue → applied p99 (ms)")]
     for (distribution, workers), runs in sorted(series.items()):
         runs.sort(key=lambda r: r["shards"])
         label = f"{distribution}, {workers} worker{'s' if workers > 1 else ''}"
         shards = [r["shards"] for r in runs]
         rate.plot(shards, [r["applied_per_s"] for r in runs], marker="o", label=label)
         p99.plot(shards, [r["latency_producer_sent"]["p99_ms"] for r in runs], marker="o", label=label)
-    for axis, title in ((rate, "applied commands/s"), (p99, "enqueue → applied p99 (ms)")):
+        if drains:
+            axes[2].plot(shards, [r["drain"]["drained_per_s"] for r in runs], marker="o", label=label)
+    if drains:
+        titles.append((axes[2], "capacity: backlog commands drained/s"))
+    for axis, title in titles:
         axis.set_xscale("log", base=2)
         axis.set_xlabel("shards")
-        axis.set_title(title)
+        axis.set_title(title, fontsize=10)
         axis.grid(True, alpha=0.3)
     rate.legend(fontsize=8)
-    fig.suptitle(f"catalog: 1,000 products, closed loop ({_caption(data)})", fontsize=9)
+    fig.suptitle(f"catalog: 1,000 products ({_caption(data)})", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
