@@ -1,0 +1,92 @@
+"""The writer's claim reads the pending commands it takes, not the inbox's history.
+
+After a backlog builds up (an outage, a burst), ANALYZE (autovacuum, after 2 % of change: migration
+0003) sees a large share of the inbox 'recorded'. A pending lookup ordered by seq could then be
+planned along the primary key with a filter: every claim walks the applied history from its start
+(measured: claims of 20-100 ms, a drain 2-5 times slower), exactly when the writer has to catch up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from db.repository import _PROVE_LEASES, _STATE, _array, psycopg_of
+
+SHARDS = 4
+LIMIT = 256
+
+
+@pytest.fixture
+def history_and_backlog(engine: Engine) -> None:
+    """20,000 applied commands, then a backlog of 8,000 recorded ones and 2,000 expiries not due
+    yet, over 4 shards; analyzed, as autovacuum would."""
+    with engine.begin() as conn:
+        for status, count, due in (
+            ("applied", 20_000, None),
+            ("recorded", 8_000, None),
+            ("scheduled", 2_000, "1 hour"),
+        ):
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status, not_before)
+                    SELECT :status || '-' || i, 'line.reserve', '{}', 'x', i % :shards, :status,
+                           now() + CAST(:due AS interval)
+                    FROM generate_series(1, :count) AS i
+                    """
+                ),
+                {"status": status, "count": count, "shards": SHARDS, "due": due},
+            )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE commands"))
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _commands_rows_read(plan: dict[str, Any]) -> int:
+    """Rows the plan's scans of `commands` read: returned plus those their filters removed."""
+    return sum(
+        (
+            node["Actual Rows"]
+            + node.get("Rows Removed by Filter", 0)
+            + node.get("Rows Removed by Index Recheck", 0)
+        )
+        * node["Actual Loops"]
+        for node in _nodes(plan)
+        if node.get("Relation Name") == "commands"
+    )
+
+
+@pytest.mark.usefixtures("history_and_backlog")
+def test_a_claim_reads_pending_commands_only_after_a_backlog_is_analyzed(engine: Engine) -> None:
+    params = {
+        "shards": _array(range(SHARDS)),
+        "epochs": _array([1] * SHARDS),
+        "holder": "w-test",
+        "limit": LIMIT,
+    }
+    with engine.begin() as conn:  # the claim's two statements, in one transaction, as the writer runs them
+        pg = psycopg_of(conn)
+        explained = []
+        for statement in (_PROVE_LEASES, _STATE):
+            (row,) = pg.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params).fetchall()
+            document = row[0] if isinstance(row[0], list) else json.loads(row[0])
+            explained.append(document[0]["Plan"])
+        taken = pg.execute(_STATE, params).fetchone()
+    assert taken is not None and len(taken[0]) == LIMIT  # the first 256 of the backlog, in order
+    assert [command[0] for command in taken[0]] == sorted(command[0] for command in taken[0])
+
+    prove, state = (_commands_rows_read(plan) for plan in explained)
+    # Proving: each shard's first pending command. Taking: each shard's first 256, of which the batch
+    # keeps the first 256 by seq. None of the 20,000 applied ones (the trap read 80,000 in each).
+    assert prove <= 2 * SHARDS, f"proving the leases read {prove} inbox rows"
+    assert state <= SHARDS * LIMIT, f"taking the batch read {state} inbox rows"
