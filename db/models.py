@@ -173,7 +173,6 @@ class Command(Base):
         Index("ix_commands_pending", "shard", "seq", postgresql_where=text("status = 'recorded'")),
         # Delayed commands (hold expiry) wait as 'scheduled' until due, out of the pending index.
         Index("ix_commands_scheduled", "shard", "not_before", postgresql_where=text("status = 'scheduled'")),
-        Index("ix_commands_due", "not_before", postgresql_where=text("status = 'scheduled'")),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -94,7 +94,8 @@ _PROVED = """
 # no other index gives. Written `shard = s.shard ... ORDER BY seq`, the planner may read along the
 # primary key (in seq order too) and filter: once statistics see a large backlog it expects to find
 # pending rows at once, and every claim walks the applied history from its start instead (claims of
-# 20-100 ms, a drain 2-5 times slower: tests/test_claim_plans.py).
+# 20-100 ms, a drain 2-5 times slower: tests/test_claim_plans.py). Due expiries need no such care:
+# only their index on (shard, not_before) gives their order.
 _PENDING = f"""
     SELECT seq, idempotency_key, kind, payload, recorded_at, shard FROM (
         SELECT c.* FROM ({_PROVED}) AS s, LATERAL (
@@ -102,8 +103,8 @@ _PENDING = f"""
               WHERE shard = ANY(ARRAY[s.shard]) AND status = 'recorded' ORDER BY shard, seq LIMIT %(limit)s)
             UNION ALL
             (SELECT seq, idempotency_key, kind, payload, recorded_at, shard FROM commands
-              WHERE shard = ANY(ARRAY[s.shard]) AND status = 'scheduled' AND not_before <= now()
-              ORDER BY shard, not_before LIMIT %(limit)s)
+              WHERE shard = s.shard AND status = 'scheduled' AND not_before <= now()
+              ORDER BY not_before LIMIT %(limit)s)
         ) AS c
     ) due ORDER BY seq LIMIT %(limit)s
 """
@@ -112,16 +113,15 @@ _PENDING = f"""
 # fence rows in opposite orders): a doorbell for work already done (most of them, since doorbells
 # are coalesced and duplicated) then writes nothing and flushes no WAL. A fence row holding a newer
 # epoch is left alone: that shard is fenced out. Returns the due shards, the proved ones, the clock.
-# Each shard's first due command is looked up in its index's order, for the reason given above
+# Each shard's first due command is looked up in an index's order, for the reasons given above
 # _PENDING; not with EXISTS, which drops an ORDER BY (it was planned as a filtered scan of the inbox).
 _PROVE_LEASES = """
     WITH due AS (
         SELECT l.shard, l.epoch FROM unnest(%(shards)s::int[], %(epochs)s::bigint[]) AS l(shard, epoch)
         WHERE (SELECT seq FROM commands WHERE shard = ANY(ARRAY[l.shard]) AND status = 'recorded'
                ORDER BY shard, seq LIMIT 1) IS NOT NULL
-           OR (SELECT seq FROM commands WHERE shard = ANY(ARRAY[l.shard]) AND status = 'scheduled'
-                                            AND not_before <= now()
-               ORDER BY shard, not_before LIMIT 1) IS NOT NULL
+           OR (SELECT seq FROM commands WHERE shard = l.shard AND status = 'scheduled' AND not_before <= now()
+               ORDER BY not_before LIMIT 1) IS NOT NULL
     ), fence AS (
         INSERT INTO shard_fences AS f (shard, epoch, holder)
         SELECT shard, epoch, %(holder)s FROM due ORDER BY shard

@@ -16,31 +16,36 @@ import pytest
 from sqlalchemy import Engine, text
 
 from db.repository import _PROVE_LEASES, _STATE, _array, psycopg_of
+from workers.scheduler import stale_shards
 
-SHARDS = 4
+SHARDS = 5
 LIMIT = 256
+DUE_EXPIRIES = 1_000
 
 
 @pytest.fixture
 def history_and_backlog(engine: Engine) -> None:
-    """20,000 applied commands, then a backlog of 8,000 recorded ones and 2,000 expiries not due
-    yet, over 4 shards; analyzed, as autovacuum would."""
+    """20,000 applied commands, then a backlog: 8,000 recorded ones on shards 0-2, 1,000 expiries
+    due on shard 3 and 2,000 due in an hour on shards 0-3; shard 4 has nothing due. Analyzed, as
+    autovacuum would."""
     with engine.begin() as conn:
-        for status, count, due in (
-            ("applied", 20_000, None),
-            ("recorded", 8_000, None),
-            ("scheduled", 2_000, "1 hour"),
+        for name, status, count, shards, due_in in (
+            ("applied", "applied", 20_000, [0, 1, 2, 3], None),
+            ("recorded", "recorded", 8_000, [0, 1, 2], None),
+            ("due", "scheduled", DUE_EXPIRIES, [3], "-1 minute"),
+            ("later", "scheduled", 2_000, [0, 1, 2, 3], "1 hour"),
         ):
             conn.execute(
                 text(
                     """
                     INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status, not_before)
-                    SELECT :status || '-' || i, 'line.reserve', '{}', 'x', i % :shards, :status,
-                           now() + CAST(:due AS interval)
+                    SELECT :name || '-' || i, 'line.reserve', '{}', 'x',
+                           (CAST(:shards AS int[]))[1 + i % cardinality(CAST(:shards AS int[]))], :status,
+                           now() + CAST(:due_in AS interval)
                     FROM generate_series(1, :count) AS i
                     """
                 ),
-                {"status": status, "count": count, "shards": SHARDS, "due": due},
+                {"name": name, "status": status, "count": count, "shards": shards, "due_in": due_in},
             )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE commands"))
@@ -86,7 +91,16 @@ def test_a_claim_reads_pending_commands_only_after_a_backlog_is_analyzed(engine:
     assert [command[0] for command in taken[0]] == sorted(command[0] for command in taken[0])
 
     prove, state = (_commands_rows_read(plan) for plan in explained)
-    # Proving: each shard's first pending command. Taking: each shard's first 256, of which the batch
-    # keeps the first 256 by seq. None of the 20,000 applied ones (the trap read 80,000 in each).
-    assert prove <= 2 * SHARDS, f"proving the leases read {prove} inbox rows"
-    assert state <= SHARDS * LIMIT, f"taking the batch read {state} inbox rows"
+    # Proving: each shard's first due command (an expiry's look-up may pass over the due ones of
+    # other shards). Taking: each shard's first 256, of which the batch keeps the first 256 by seq.
+    # Never the 20,000 applied ones (the plans this guards against read 80,000 in each statement).
+    assert prove <= 2 * SHARDS + DUE_EXPIRIES, f"proving the leases read {prove} inbox rows"
+    assert state <= SHARDS * LIMIT + DUE_EXPIRIES, f"taking the batch read {state} inbox rows"
+
+
+@pytest.mark.usefixtures("history_and_backlog")
+def test_the_sweep_counts_each_shards_waiting_commands(engine: Engine) -> None:
+    # Recorded in an earlier transaction than the sweep's: older than a grace period of 0 s. The
+    # 8,000 went round shards 0-2 by i % 3 for i = 1..8,000; shard 4 has nothing waiting.
+    assert stale_shards(engine, 0.0, SHARDS) == {0: 2_666, 1: 2_667, 2: 2_667, 3: DUE_EXPIRIES}
+    assert stale_shards(engine, 3600.0, SHARDS) == {3: DUE_EXPIRIES}  # the backlog is younger than an hour

@@ -19,35 +19,35 @@ from workers.broker import Doorbells
 log = structlog.get_logger("tessera.scheduler")
 
 
-def stale_shards(engine: Engine, grace_seconds: float) -> dict[int, int]:
+def stale_shards(engine: Engine, grace_seconds: float, shards: int) -> dict[int, int]:
     """Shards with work to ring → how many commands wait there.
 
     Recorded commands count once they are older than the grace period (their doorbell is probably
     lost); scheduled ones (hold expiry) as soon as they are due, since lateness is what users see.
+    Each shard is counted along its own range of the pending and scheduled indexes: a query over
+    all shards at once may be planned as a scan of the whole inbox, every sweep.
     """
     with engine.connect() as conn:
         rows = conn.execute(
             text(
                 """
-                SELECT shard, count(*) FROM commands
-                WHERE status = 'recorded' AND recorded_at < now() - make_interval(secs => :grace)
-                GROUP BY shard
-                UNION ALL
-                SELECT shard, count(*) FROM commands
-                WHERE status = 'scheduled' AND not_before <= now()
-                GROUP BY shard
+                SELECT s.shard, w.waiting FROM generate_series(0, :shards - 1) AS s(shard), LATERAL (
+                    SELECT (SELECT count(*) FROM commands
+                            WHERE shard = s.shard AND status = 'recorded'
+                              AND recorded_at < now() - make_interval(secs => :grace))
+                         + (SELECT count(*) FROM commands
+                            WHERE shard = s.shard AND status = 'scheduled' AND not_before <= now()) AS waiting
+                ) AS w
+                WHERE w.waiting > 0
                 """
             ),
-            {"grace": grace_seconds},
+            {"grace": grace_seconds, "shards": shards},
         )
-        stale: dict[int, int] = {}
-        for shard, count in rows:
-            stale[int(shard)] = stale.get(int(shard), 0) + int(count)
-        return stale
+        return {int(shard): int(waiting) for shard, waiting in rows}
 
 
 def sweep(engine: Engine, doorbells: Doorbells, grace_seconds: float) -> dict[int, int]:
-    stale = stale_shards(engine, grace_seconds)
+    stale = stale_shards(engine, grace_seconds, doorbells.shards)
     for shard, waiting in stale.items():
         doorbells.ring(shard)
         log.info("sweep.rang", shard=shard, waiting=waiting)
