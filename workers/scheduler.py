@@ -24,8 +24,9 @@ def stale_shards(engine: Engine, grace_seconds: float, shards: int) -> dict[int,
 
     Recorded commands count once they are older than the grace period (their doorbell is probably
     lost); scheduled ones (hold expiry) as soon as they are due, since lateness is what users see.
-    Each shard is counted along its own range of the pending and scheduled indexes: a query over
-    all shards at once may be planned as a scan of the whole inbox, every sweep.
+    Each shard is counted along its own ranges of the pending and scheduled indexes: counted over
+    all shards at once, the due ones would be read among every scheduled command (the index by due
+    time alone is gone: migration 0005), or the planner could scan the whole inbox, every sweep.
     """
     with engine.connect() as conn:
         rows = conn.execute(
