@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 
+from db.engine import make_engine
 from db.models import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
 assert url, "db.migrate sets sqlalchemy.url"
-engine = create_engine(url)
+engine = make_engine(url)
 with engine.connect() as connection:
     context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)
     with context.begin_transaction():
