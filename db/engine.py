@@ -24,19 +24,23 @@ def libpq_url(engine: Engine) -> str:
 
 
 @lru_cache(maxsize=8)
-def get_engine(url: str, pool_size: int = 32, application_name: str = "tessera") -> Engine:
+def get_engine(
+    url: str, pool_size: int = 32, application_name: str = "tessera", options: str | None = None
+) -> Engine:
     """The process's engine for `url`.
 
     The pool keeps as many connections as the process's threads use at once: a connection opened
     past the pool size is closed when returned, and opening one costs PostgreSQL a backend fork,
-    which under a flash sale costs more CPU than the statements themselves.
+    which under a flash sale costs more CPU than the statements themselves. `options` are the
+    sessions' settings (libpq's ``options``, e.g. ``-c lock_timeout=5000``).
     """
     # No pre-ping: it costs a round trip per checkout on the hot path; a connection lost with a
     # PostgreSQL restart fails its statement, and the writer retries the batch in place.
     # application_name shows in pg_stat_activity which part of Tessera holds each session.
-    return make_engine(
-        url, pool_size=pool_size, max_overflow=16, connect_args={"application_name": application_name[:63]}
-    )
+    connect_args = {"application_name": application_name[:63]}
+    if options:
+        connect_args["options"] = options
+    return make_engine(url, pool_size=pool_size, max_overflow=16, connect_args=connect_args)
 
 
 def make_engine(url: str, **options: Any) -> Engine:

@@ -169,10 +169,18 @@ class Command(Base):
 
     __tablename__ = "commands"
     __table_args__ = (
-        CheckConstraint("status IN ('recorded', 'scheduled', 'applied')", name="command_status"),
+        CheckConstraint("status IN ('recorded', 'scheduled', 'applied', 'dead')", name="command_status"),
         Index("ix_commands_pending", "shard", "seq", postgresql_where=text("status = 'recorded'")),
         # Delayed commands (hold expiry) wait as 'scheduled' until due, out of the pending index.
         Index("ix_commands_scheduled", "shard", "not_before", postgresql_where=text("status = 'scheduled'")),
+        # Payments and releases still to apply: a hold's expiry waits for one recorded before it.
+        Index(
+            "ix_commands_pending_hold_commands",
+            "shard",
+            postgresql_where=text("status = 'recorded' AND kind IN ('hold.pay', 'hold.release')"),
+        ),
+        # Commands parked after failing TESSERA_MAX_ATTEMPTS times.
+        Index("ix_commands_dead", "seq", postgresql_where=text("status = 'dead'")),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -183,10 +191,19 @@ class Command(Base):
     shard: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    recorded_at: Mapped[dt.datetime] = _now()
+    # PostgreSQL's clock when the row was written, not its transaction's start: the recorded time
+    # decides a payment or release against the hold's expires_at.
+    recorded_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp(), nullable=False
+    )
     not_before: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     applied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    """How many times applying it failed (not counting transient errors, which are retried in place)."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    first_failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Movement(Base):
@@ -231,7 +248,9 @@ class OutboxEvent(Base):
 
 
 class Alert(Base):
-    """One open alert per (kind, product, warehouse), raised by the writer that changes the stock."""
+    """One open alert per (kind, product, warehouse, hold), raised by the writer that decides it.
+
+    Stock alerts are about a product (and warehouse); `paid_without_stock` is about a hold."""
 
     __tablename__ = "alerts"
     __table_args__ = (
@@ -241,9 +260,11 @@ class Alert(Base):
             "kind",
             text("coalesce(product_id, 0)"),
             text("coalesce(warehouse_id, 0)"),
+            text("coalesce(hold_id, '00000000-0000-0000-0000-000000000000'::uuid)"),
             unique=True,
             postgresql_where=text("status <> 'resolved'"),
         ),
+        Index("ix_alerts_hold", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -252,10 +273,12 @@ class Alert(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="open")
     product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"))
     warehouse_id: Mapped[int | None] = mapped_column(ForeignKey("warehouses.id"))
+    hold_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("holds.id"))
     details: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     occurrences: Mapped[int] = mapped_column(Integer, server_default="1")
     raised_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ShardFence(Base):

@@ -1,4 +1,5 @@
-"""Ledger = balances, and reserved = Σ active hold lines, per (product, warehouse, lot)."""
+"""Ledger = balances, and reserved = Σ active hold lines, per (product, warehouse, lot); and no
+stock held for a hold that has ended with nothing on its way to give it back."""
 
 from __future__ import annotations
 
@@ -47,6 +48,23 @@ _HOLDS = """
 """
 
 
+# A line still reserved while its hold has ended is given back by a line command on its way; one
+# with none pending (lost, or parked as a dead letter) holds stock that nobody will free.
+_ENDED = """
+    SELECT p.sku, w.code AS warehouse, lot.lot_code AS lot, 'held_by_ended_hold' AS bucket,
+           l.allocated AS balance, 0 AS ledger, h.id::text || ' (' || h.status || ')' AS hold
+    FROM hold_lines l JOIN holds h ON h.id = l.hold_id JOIN products p ON p.id = l.product_id
+    JOIN warehouses w ON w.id = l.warehouse_id JOIN lots lot ON lot.id = l.lot_id
+    WHERE l.status = 'reserved' AND h.status NOT IN ('pending', 'reserved', 'reallocating')
+      AND NOT EXISTS (
+          SELECT 1 FROM commands c
+          WHERE c.status = 'recorded' AND c.payload->>'hold_id' = l.hold_id::text
+            AND (c.payload->>'line_no') = l.line_no::text AND c.kind LIKE 'line.%'
+      )
+    ORDER BY 1, 2, 3
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Difference:
     sku: str
@@ -55,16 +73,18 @@ class Difference:
     bucket: str
     balance: Decimal
     expected: Decimal
+    hold: str | None = None
 
     def __str__(self) -> str:
+        where = f"{self.sku} @ {self.warehouse} lot {self.lot}"
+        if self.bucket == "held_by_ended_hold":
+            return f"{where}: {self.balance} pieces reserved for hold {self.hold}, with nothing pending to free them"
         source = "active hold lines" if self.bucket == "reserved_vs_holds" else "ledger"
-        return (
-            f"{self.sku} @ {self.warehouse} lot {self.lot}: {self.bucket} balance {self.balance} "
-            f"≠ {source} {self.expected}"
-        )
+        return f"{where}: {self.bucket} balance {self.balance} ≠ {source} {self.expected}"
 
 
 def reconcile(conn: Connection) -> list[Difference]:
-    """Every disagreement between balances and the ledger or the active holds (empty = clean)."""
-    rows = list(conn.execute(text(_LEDGER))) + list(conn.execute(text(_HOLDS)))
+    """Every disagreement between balances and the ledger or the active holds, and every line
+    holding stock for an ended hold with nothing pending to free it (empty = clean)."""
+    rows = [*conn.execute(text(_LEDGER)), *conn.execute(text(_HOLDS)), *conn.execute(text(_ENDED))]
     return [Difference(*row) for row in rows]

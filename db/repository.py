@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from psycopg import Connection as PgConnection
-from psycopg import Cursor
+from psycopg import Cursor, Pipeline
 from sqlalchemy import Connection
 
 from domain.allocation import LotStock, WarehouseRoute
@@ -25,6 +25,7 @@ from domain.commands import payload_digest
 from domain.holds import Hold, HoldLine, HoldMode, HoldStatus, LineStatus, Payment
 from domain.lines import Movement
 from domain.quantities import Packaging
+from domain.receipts import LotFacts
 
 Pg = PgConnection[Any]
 NUDGE_CHANNEL = "tessera_nudge"
@@ -45,6 +46,9 @@ class InboxCommand:
     payload: dict[str, Any]
     recorded_at: dt.datetime
     shard: int
+    attempts: int = 0
+    """Failed tries so far (a poison command is parked after TESSERA_MAX_ATTEMPTS)."""
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +100,44 @@ _PROVED = """
 # pending rows at once, and every claim walks the applied history from its start instead (claims of
 # 20-100 ms, a drain 2-5 times slower: tests/test_claim_plans.py). Due expiries need no such care:
 # only their index on (shard, not_before) gives their order.
+_COMMAND_COLUMNS = "seq, idempotency_key, kind, payload, recorded_at, shard, attempts, last_error"
+# A due expiry `e` is not taken while a payment or release of its hold, recorded before its due time
+# (the hold's expires_at), waits in the same (home) shard's inbox: that command wins, and is
+# applied first. Left out of the claim, the expiry takes no place in a batch it could not use.
+_WAITED_FOR = """
+    SELECT 1 FROM commands AS w
+    WHERE w.shard = e.shard AND w.status = 'recorded' AND w.kind IN ('hold.pay', 'hold.release')
+      AND w.payload->>'hold_id' = e.payload->>'hold_id' AND w.recorded_at < e.not_before
+"""
 _PENDING = f"""
-    SELECT seq, idempotency_key, kind, payload, recorded_at, shard FROM (
+    SELECT {_COMMAND_COLUMNS} FROM (
         SELECT c.* FROM ({_PROVED}) AS s, LATERAL (
-            (SELECT seq, idempotency_key, kind, payload, recorded_at, shard FROM commands
+            (SELECT {_COMMAND_COLUMNS} FROM commands
               WHERE shard = ANY(ARRAY[s.shard]) AND status = 'recorded' ORDER BY shard, seq LIMIT %(limit)s)
             UNION ALL
-            (SELECT seq, idempotency_key, kind, payload, recorded_at, shard FROM commands
+            (SELECT {_COMMAND_COLUMNS} FROM commands AS e
               WHERE shard = s.shard AND status = 'scheduled' AND not_before <= now()
+                AND NOT EXISTS ({_WAITED_FOR})
               ORDER BY not_before LIMIT %(limit)s)
         ) AS c
     ) due ORDER BY seq LIMIT %(limit)s
+"""
+
+# The holds with a payment or release still to apply that was recorded before the hold's
+# expires_at: their expiry waits for it (it wins, however late it is applied). _PENDING leaves such
+# expiries out already; this catches the payment that committed while the claim waited for its
+# hold's lock. A statement of its own, run after _STATE has locked the batch's holds: a payment is
+# recorded under a lock on its hold row (see _RECORD_HOLD_COMMAND), so one recorded while this batch
+# waited for that lock is seen here, and one recorded after this batch took it is recorded after the
+# batch's clock.
+_DEFERRING = """
+    SELECT array(
+        SELECT DISTINCT h.id FROM commands c JOIN holds h ON h.id = CASE
+            WHEN c.payload->>'hold_id' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+            THEN (c.payload->>'hold_id')::uuid END
+        WHERE c.shard = ANY(%(shards)s::int[]) AND c.status = 'recorded'
+          AND c.kind IN ('hold.pay', 'hold.release') AND c.recorded_at < h.expires_at
+    )
 """
 
 # Prove the leases of the shards that have anything due, in shard order (two writers never lock
@@ -171,17 +202,21 @@ def claim_batch(
         "holder": holder,
         "limit": limit,
     }
-    with pg.pipeline():
+    with pg.pipeline() as pipeline:
         if pg.autocommit:  # the writer's session: it opens its transactions itself, inside its pipelines
             pg.execute("BEGIN")
         fence = pg.execute(_PROVE_LEASES, params)
         # A statement of its own, after the fence rows are locked: its snapshot sees every command
         # that an earlier holder of the lease applied.
         loaded = pg.execute(_STATE, params)
+        deferring = pg.execute(_DEFERRING, params)
         meanwhile()  # the statements are on their way: work done here overlaps PostgreSQL's
+        _sync(pipeline)
     row = fence.fetchone()
     assert row is not None
     commands, state = _state(loaded)
+    deferred = deferring.fetchone()
+    state.deferring = {str(hold_id) for hold_id in deferred[0]} if deferred else set()
     return Claim(due=set(row[0]), proved=set(row[1]), now=row[2], commands=commands, state=state)
 
 
@@ -209,6 +244,8 @@ class BatchState:
     shown: dict[tuple[str, int], LineShown] = field(default_factory=dict)
     lot_names: dict[int, tuple[str, str | None, str | None]] = field(default_factory=dict)
     """lot id → (code, shade, caliber), for the lots the batch's lines and products hold."""
+    deferring: set[str] = field(default_factory=set)
+    """Holds with a payment or release recorded before their expires_at still to apply."""
 
 
 # The due commands and their state in one statement: the due commands are found once (they name
@@ -223,8 +260,15 @@ class BatchState:
 _HOLD_COLUMNS = "id, status, mode, expires_at, payment, lines_pending, created_at, home_shard"
 _STATE = f"""
     WITH due AS MATERIALIZED ({_PENDING}),
-    asked_holds AS (SELECT DISTINCT (payload->>'hold_id')::uuid AS id FROM due WHERE payload ? 'hold_id'),
-    asked_products AS (SELECT DISTINCT (payload->>'product_id')::int AS id FROM due WHERE payload ? 'product_id'),
+    -- A payload that names no valid hold or product loads nothing for it, rather than failing the
+    -- claim: its command fails alone, in the writer, and is parked (a poison cannot stop a shard).
+    asked_holds AS (
+        SELECT DISTINCT (payload->>'hold_id')::uuid AS id FROM due
+        WHERE payload->>'hold_id' ~* '^[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$'
+    ),
+    asked_products AS (
+        SELECT DISTINCT (payload->>'product_id')::int AS id FROM due WHERE payload->>'product_id' ~ '^[0-9]{{1,9}}$'
+    ),
     locked AS (
         SELECT h.* FROM (SELECT id FROM asked_holds ORDER BY id) AS k CROSS JOIN LATERAL (
             SELECT {_HOLD_COLUMNS} FROM holds
@@ -238,8 +282,7 @@ _STATE = f"""
         ) AS h
     )
     SELECT
-        (SELECT json_agg(json_build_array(seq, idempotency_key, kind, payload, recorded_at, shard) ORDER BY seq)
-         FROM due),
+        (SELECT json_agg(json_build_array({_COMMAND_COLUMNS}) ORDER BY seq) FROM due),
         (SELECT json_agg(json_build_array(id, status, mode, expires_at, payment, lines_pending, created_at,
                                           home_shard, locked))
          FROM hold_rows),
@@ -267,8 +310,8 @@ def _state(loaded: Cursor[Any]) -> tuple[list[InboxCommand], BatchState]:
     assert row is not None
     commands_json, holds, lines, stocks, routes = (part or [] for part in row)
     commands = [
-        InboxCommand(seq, key, kind, payload, _time(at), shard)
-        for seq, key, kind, payload, at, shard in commands_json
+        InboxCommand(seq, key, kind, payload, _time(at), shard, attempts, error)
+        for seq, key, kind, payload, at, shard, attempts, error in commands_json
     ]
     state = BatchState(holds={}, lines={}, stocks={}, routes=[])
     for hid, status, mode, expires_at, payment, pending, created_at, home, locked in holds:
@@ -415,32 +458,13 @@ def ensure_lot_stock(
     return LotStock(*row)
 
 
-def raise_alert(
-    pg: Pg,
-    *,
-    kind: str,
-    severity: str,
-    product_id: int | None,
-    warehouse_id: int | None,
-    detail: dict[str, Any],
-) -> None:
-    """Open the alert, or add this occurrence to the one already open for (kind, product, warehouse)."""
-    pg.execute(
-        """
-        INSERT INTO alerts (kind, severity, product_id, warehouse_id, details)
-        VALUES (%(kind)s, %(severity)s, %(product_id)s, %(warehouse_id)s, jsonb_build_array(%(detail)s::jsonb))
-        ON CONFLICT (kind, coalesce(product_id, 0), coalesce(warehouse_id, 0)) WHERE status <> 'resolved'
-        DO UPDATE SET details = alerts.details || EXCLUDED.details, occurrences = alerts.occurrences + 1,
-                      updated_at = now()
-        """,
-        {
-            "kind": kind,
-            "severity": severity,
-            "product_id": product_id,
-            "warehouse_id": warehouse_id,
-            "detail": _json(detail),
-        },
-    )
+@dataclass(frozen=True, slots=True)
+class HoldAlert:
+    """A hold's `paid_without_stock` alert, raised (or, refunded in the same batch, resolved at once)."""
+
+    hold_id: str
+    detail: dict[str, Any]
+    resolved: bool = False
 
 
 @dataclass(slots=True)
@@ -452,7 +476,12 @@ class BatchWrites:
     commands: Sequence[NewCommand]
     events: Sequence[tuple[str, dict[str, Any]]]
     results: Sequence[tuple[InboxCommand, dict[str, Any]]]
-    """Each applied command with its result, in the order applied."""
+    """Each applied (or parked) command with its result, in the order applied."""
+    parked: set[int] = field(default_factory=set)
+    """The seqs of the results that are dead letters, not applied."""
+    alerts: Sequence[HoldAlert] = ()
+    resolved_alerts: Sequence[str] = ()
+    """Holds whose open `paid_without_stock` alert a refund resolves."""
 
 
 # A batch's writes are one statement, each table a data-modifying part of it (a part with no rows
@@ -470,19 +499,22 @@ _INSERT_COMMANDS = """
     RETURNING idempotency_key
 """
 
+# Every row the batch writes carries one time, taken as the batch is written: when its commands were
+# applied (never before a command was recorded, as the transaction's start can be).
 _SAVE_BATCH = f"""
-    WITH stocks AS (
-        UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = now()
+    WITH clock AS (SELECT clock_timestamp() AS at), stocks AS (
+        UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = (SELECT at FROM clock)
         FROM unnest(%(stock_ids)s::bigint[], %(stock_on_hand)s::numeric[], %(stock_reserved)s::numeric[])
              AS v(id, on_hand, reserved)
         WHERE b.id = v.id AND b.id = ANY(%(stock_ids)s::bigint[])
         RETURNING 1
     ), ledger AS (
         INSERT INTO movements (product_id, warehouse_id, lot_id, kind, d_on_hand, d_reserved, command_seq, hold_id,
-                               line_no)
-        SELECT * FROM unnest(%(move_product_ids)s::int[], %(move_warehouse_ids)s::int[], %(move_lot_ids)s::int[],
-                             %(move_kinds)s::text[], %(move_on_hand)s::numeric[], %(move_reserved)s::numeric[],
-                             %(move_seqs)s::bigint[], %(move_hold_ids)s::uuid[], %(move_line_nos)s::int[])
+                               line_no, created_at)
+        SELECT m.*, (SELECT at FROM clock)
+        FROM unnest(%(move_product_ids)s::int[], %(move_warehouse_ids)s::int[], %(move_lot_ids)s::int[],
+                    %(move_kinds)s::text[], %(move_on_hand)s::numeric[], %(move_reserved)s::numeric[],
+                    %(move_seqs)s::bigint[], %(move_hold_ids)s::uuid[], %(move_line_nos)s::int[]) AS m
         RETURNING 1
     ), lines AS (
         UPDATE hold_lines h SET status = v.status, warehouse_id = v.warehouse_id, lot_id = v.lot_id,
@@ -494,12 +526,27 @@ _SAVE_BATCH = f"""
         RETURNING 1
     ), holds AS (
         UPDATE holds h SET status = v.status, payment = v.payment, lines_pending = v.lines_pending,
-               updated_at = now(),
+               updated_at = (SELECT at FROM clock),
                settled_at = CASE WHEN v.status IN ('pending', 'reallocating') THEN h.settled_at
-                                 ELSE coalesce(h.settled_at, now()) END
+                                 ELSE coalesce(h.settled_at, (SELECT at FROM clock)) END
         FROM unnest(%(hold_ids)s::uuid[], %(hold_statuses)s::text[], %(hold_payments)s::text[],
                     %(hold_pending)s::int[]) AS v(id, status, payment, lines_pending)
         WHERE h.id = v.id AND h.id = ANY(%(hold_ids)s::uuid[])
+        RETURNING 1
+    ), alerts_raised AS (
+        INSERT INTO alerts (kind, severity, hold_id, details, status, raised_at, updated_at, resolved_at)
+        SELECT 'paid_without_stock', 'critical', v.hold_id, jsonb_build_array(v.detail), v.status,
+               (SELECT at FROM clock), (SELECT at FROM clock),
+               CASE WHEN v.status = 'resolved' THEN (SELECT at FROM clock) END
+        FROM jsonb_to_recordset(%(alerts)s::jsonb) AS v(hold_id uuid, detail jsonb, status text)
+        ON CONFLICT (kind, coalesce(product_id, 0), coalesce(warehouse_id, 0),
+                     coalesce(hold_id, '00000000-0000-0000-0000-000000000000'::uuid)) WHERE status <> 'resolved'
+        DO UPDATE SET details = alerts.details || EXCLUDED.details, occurrences = alerts.occurrences + 1,
+                      updated_at = EXCLUDED.updated_at
+        RETURNING 1
+    ), alerts_resolved AS (
+        UPDATE alerts a SET status = 'resolved', resolved_at = (SELECT at FROM clock), updated_at = (SELECT at FROM clock)
+        WHERE a.hold_id = ANY(%(resolved_alerts)s::uuid[]) AND a.kind = 'paid_without_stock' AND a.status <> 'resolved'
         RETURNING 1
     ), follow_ups AS ({_INSERT_COMMANDS}), events AS (
         INSERT INTO outbox (topic, payload)
@@ -512,8 +559,8 @@ _SAVE_BATCH = f"""
         FROM jsonb_to_recordset(%(shards)s::jsonb) AS s(shard int, epoch bigint, commands int)
         RETURNING id, shard
     )
-    UPDATE commands c SET status = 'applied', result = v.result, applied_at = clock_timestamp(), batch_id = b.id
-    FROM jsonb_to_recordset(%(results)s::jsonb) AS v(seq bigint, shard int, result jsonb)
+    UPDATE commands c SET status = v.status, result = v.result, applied_at = (SELECT at FROM clock), batch_id = b.id
+    FROM jsonb_to_recordset(%(results)s::jsonb) AS v(seq bigint, shard int, status text, result jsonb)
     JOIN batch b ON b.shard = v.shard
     WHERE c.seq = v.seq AND c.seq = ANY(%(seqs)s::bigint[])
 """
@@ -568,9 +615,13 @@ def _command_rows(commands: Sequence[NewCommand]) -> str:
 
 
 # The command goes to the hold's home shard, read from the hold row: a payment relay knows only
-# the hold id.
+# the hold id. The hold row is locked (FOR KEY SHARE, which only a writer's FOR UPDATE waits for)
+# before the command's row, and so its recorded time, is made: a writer deciding the hold's expiry
+# either waits for this recording to commit, and then sees it, or holds the lock first, and then
+# this command is recorded after that writer's clock. Whether a payment came before expires_at is
+# decided by one clock, with no window between its recorded time and its commit.
 _RECORD_HOLD_COMMAND = """
-    WITH hold AS (SELECT id, home_shard FROM holds WHERE id = %(hold_id)s), recorded AS (
+    WITH hold AS (SELECT id, home_shard FROM holds WHERE id = %(hold_id)s FOR KEY SHARE), recorded AS (
         INSERT INTO commands (idempotency_key, kind, payload, payload_hash, shard, status)
         SELECT %(key)s, %(kind)s, %(payload)s::jsonb, %(digest)s, home_shard, 'recorded' FROM hold
         ON CONFLICT (idempotency_key) DO NOTHING
@@ -608,6 +659,15 @@ class ProductRef:
     id: int
     sku: str
     packaging: Packaging
+
+
+def lot_facts(pg: Pg, product_id: int, lot_code: str) -> LotFacts | None:
+    """The shade, caliber and expiry of a product's lot, if the product has that lot."""
+    row = pg.execute(
+        "SELECT shade, caliber, expiry FROM lots WHERE product_id = %(p)s AND lot_code = %(lot)s",
+        {"p": product_id, "lot": lot_code},
+    ).fetchone()
+    return LotFacts(*row) if row else None
 
 
 def load_references(
@@ -664,8 +724,10 @@ _RECORD_HOLDS = """
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING idempotency_key
     ), new_holds AS (
-        INSERT INTO holds (id, idempotency_key, status, mode, home_shard, ttl_seconds, expires_at, lines_pending)
-        SELECT id, key, 'pending', mode, shard, ttl, now() + make_interval(secs => ttl), n FROM placements
+        INSERT INTO holds (id, idempotency_key, status, mode, home_shard, ttl_seconds, created_at, expires_at,
+                           lines_pending)
+        SELECT id, key, 'pending', mode, shard, ttl, c.at, c.at + make_interval(secs => ttl), n
+        FROM placements, (SELECT clock_timestamp() AS at) AS c
         WHERE key IN (SELECT idempotency_key FROM placed)
         RETURNING id
     ), new_lines AS (
@@ -752,6 +814,20 @@ def record_holds(
     return set(placed) if current else None
 
 
+def record_failure(pg: Pg, seq: int, error: str) -> int:
+    """Count a failed try of a command (run outside the failed transaction); returns its tries so far."""
+    row = pg.execute(
+        """
+        UPDATE commands SET attempts = attempts + 1, last_error = %(error)s,
+               first_failed_at = coalesce(first_failed_at, clock_timestamp()), last_failed_at = clock_timestamp()
+        WHERE seq = %(seq)s AND status IN ('recorded', 'scheduled')
+        RETURNING attempts
+        """,
+        {"seq": seq, "error": error[:2000]},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def save_batch(
     pg: Pg,
     writes: BatchWrites,
@@ -763,7 +839,7 @@ def save_batch(
 ) -> None:
     """Every write of the batch (one statement) and the commit: one round trip."""
     moves = [e.movement for e in writes.ledger]
-    with pg.pipeline():
+    with pg.pipeline() as pipeline:
         pg.execute(
             _SAVE_BATCH,
             {
@@ -810,9 +886,42 @@ def save_batch(
                         for shard, count in Counter(c.shard for c, _ in writes.results).items()
                     ]
                 ),
-                "results": _json([{"seq": c.seq, "shard": c.shard, "result": r} for c, r in writes.results]),
+                "alerts": _json(
+                    [
+                        {
+                            "hold_id": a.hold_id,
+                            "detail": a.detail,
+                            "status": "resolved" if a.resolved else "open",
+                        }
+                        for a in writes.alerts
+                    ]
+                ),
+                "resolved_alerts": _array(writes.resolved_alerts),
+                "results": _json(
+                    [
+                        {
+                            "seq": c.seq,
+                            "shard": c.shard,
+                            "status": "dead" if c.seq in writes.parked else "applied",
+                            "result": r,
+                        }
+                        for c, r in writes.results
+                    ]
+                ),
                 "seqs": _array(c.seq for c, _ in writes.results),
             },
         )
         pg.execute("COMMIT")  # a statement in the pipeline, not commit(): no round trip of its own
         meanwhile()  # the statements are on their way: work done here overlaps PostgreSQL's
+        _sync(pipeline)
+
+
+def _sync(pipeline: Pipeline) -> None:
+    """End the pipeline with its Sync now, then read its results.
+
+    psycopg sends a pipeline's Sync only after it has read the results, and PostgreSQL arms
+    `idle_in_transaction_session_timeout` only when a Sync has come: a writer stopped (SIGSTOP, a
+    VM pause) while waiting for its claim's results would keep its transaction, and its shards'
+    fence rows, for as long as it stayed stopped. With the Sync sent first, the session is ended
+    after the timeout (see `workers.runtime.writer_session_options`)."""
+    pipeline.sync()

@@ -65,8 +65,14 @@ def payload_digest(kind: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def line_command_key(hold_id: str, line_no: int, action: LineAction) -> str:
-    return f"{action.value}:{hold_id}:{line_no}"
+AGAIN = ":again"
+"""The suffix of a line command's key when it is the second of its action to that line."""
+
+
+def line_command_key(hold_id: str, line_no: int, action: LineAction, *, again: bool = False) -> str:
+    """The key of a command a hold sends its line: the same command decided again (a redelivery)
+    gets the same key and is recorded once."""
+    return f"{action.value}:{hold_id}:{line_no}" + (AGAIN if again else "")
 
 
 def line_answered_key(hold_id: str, line_no: int, action: LineAction) -> str:

@@ -53,3 +53,25 @@ class IdempotencyConflict(TesseraError):
 
 class ResultTimeout(TesseraError):
     """A ticket's result did not arrive in time; the command stays recorded and will apply."""
+
+
+class LotMismatch(InvalidCommand):
+    """A receipt names a lot the product already has, with another shade, caliber or expiry."""
+
+    def __init__(self, message: str, *, lot: str) -> None:
+        super().__init__(message, field="lot")
+        self.lot = lot
+
+
+class CommandDead(TesseraError):
+    """The command could not be applied and was parked as a dead letter (see `tessera dead-letters`).
+
+    Parameters:
+      key: its idempotency key.
+      error: the last error it failed with.
+      attempts: how many times applying it failed.
+    """
+
+    def __init__(self, key: str, error: str | None, attempts: int) -> None:
+        super().__init__(f"command {key!r} could not be applied after {attempts} tries: {error}")
+        self.key, self.error, self.attempts = key, error, attempts

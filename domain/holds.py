@@ -2,19 +2,26 @@
 
 A hold fans out one line command per line, each applied by the writer of that product's shard.
 Hold-level commands (release, payment, expiry) are applied by the hold's *home* shard writer, and
-the hold row decides: the first command to move it out of ``reserved`` wins, and every later one
-becomes an explicit no-op, or — for a payment after expiry — a re-reservation attempt that ends
-``confirmed`` or ``paid_without_stock``. Line answers are counted on the hold row
-(``lines_pending``); the writer that brings the count to zero calls :func:`settle`.
+the hold row decides. Each command is judged **as of the time it was recorded** (PostgreSQL's clock
+when its inbox row was written), not when a writer got to it: a reserved hold whose ``expires_at``
+had passed when a command was recorded is expired first, and the command then meets the expired
+hold; a command recorded before ``expires_at`` meets the hold as it was, and the expiry waits for it
+(``expire(..., recorded_before_pending=True)`` defers). So the outcome is the same in whatever order
+a stalled or busy writer applies them. Line answers are counted on the hold row (``lines_pending``);
+the writer that brings the count to zero calls :func:`settle`.
 
 Transitions (hold):
-  pending → reserved | rejected | confirmed (paid while pending) | paid_without_stock
+  pending → reserved | rejected | confirmed (paid while pending) | paid_without_stock | refunded
   pending → released (release / failed payment while lines are still answering; settle releases)
-  released → confirmed | paid_without_stock (paid while the lines of a hold released as pending were
-    still answering: settle decides as for a hold paid while pending; or paid with no line to sell)
-  reserved → confirmed | released | expired | reallocating (paid at or after expires_at)
-  expired | released → reallocating (paid later) → confirmed | paid_without_stock
-  confirmed → refunded
+  released → confirmed | paid_without_stock | refunded (paid while the lines of a hold released as
+    pending were still answering: settle decides as for a hold paid while pending)
+  reserved → confirmed | released (paid, released, payment failed: recorded before expires_at)
+  reserved → expired (by the clock: its expiry, or any command recorded at or after expires_at)
+  expired | released → reallocating (paid later: every line once reserved is re-reserved)
+  released → paid_without_stock (paid, with no line ever reserved)
+  reallocating → confirmed | paid_without_stock (by the hold's mode) | refunded (refunded meanwhile)
+  rejected → paid_without_stock (paid anyway)
+  confirmed | paid_without_stock → refunded
 Anything else is a recorded no-op.
 """
 
@@ -36,6 +43,11 @@ class HoldStatus(enum.StrEnum):
     REFUNDED = "refunded"
     REALLOCATING = "reallocating"
     PAID_WITHOUT_STOCK = "paid_without_stock"
+
+    @property
+    def settled(self) -> bool:
+        """Whether the hold has an answer: not waiting for its lines."""
+        return self not in (HoldStatus.PENDING, HoldStatus.REALLOCATING)
 
 
 class LineStatus(enum.StrEnum):
@@ -65,16 +77,39 @@ class LineAction(enum.StrEnum):
     """A line command, applied by the product's shard writer."""
 
     RESERVE = "line.reserve"
+    REALLOCATE = "line.reallocate"
     RELEASE = "line.release"
     EXPIRE = "line.expire"
     CONFIRM = "line.confirm"
-    SELL = "line.sell"
     RETURN = "line.return"
 
     @property
     def answers(self) -> bool:
         """Whether the hold waits for this command's answer (it decrements ``lines_pending``)."""
-        return self in (LineAction.RESERVE, LineAction.SELL)
+        return self in (LineAction.RESERVE, LineAction.REALLOCATE)
+
+
+MOVES: dict[LineAction, tuple[LineStatus, LineStatus]] = {
+    LineAction.RELEASE: (LineStatus.RESERVED, LineStatus.RELEASED),
+    LineAction.EXPIRE: (LineStatus.RESERVED, LineStatus.EXPIRED),
+    LineAction.CONFIRM: (LineStatus.RESERVED, LineStatus.CONFIRMED),
+    LineAction.RETURN: (LineStatus.CONFIRMED, LineStatus.RETURNED),
+}
+"""The line commands whose outcome is known when they are sent: the status each acts on → leaves."""
+
+
+def line_after(status: LineStatus, pending: list[LineAction]) -> LineStatus:
+    """A line's final status once the commands still on their way to it apply, in order.
+
+    An answer shows every line's final state: a rejected cart's compensated line is ``released``,
+    even while its release command waits on its shard. Allocations (reserve, reallocate) are not
+    known in advance; the hold does not answer while one is on its way.
+    """
+    for action in pending:
+        acts_on, leaves = MOVES.get(action, (None, None))
+        if status is acts_on and leaves is not None:
+            status = leaves
+    return status
 
 
 @dataclass(slots=True)
@@ -109,6 +144,17 @@ class Hold:
 class FanOut:
     action: LineAction
     line_no: int
+    again: bool = False
+    """The second command of this action to this line: a line released, re-reserved when its hold
+    was paid after it ended, and given back again (it needs an idempotency key of its own)."""
+
+
+class Alert(enum.StrEnum):
+    """What a decision does to the hold's ``paid_without_stock`` alert."""
+
+    NONE = "none"
+    RAISE = "raise"
+    RESOLVE = "resolve"
 
 
 @dataclass(slots=True)
@@ -119,11 +165,16 @@ class HoldDecision:
     note: str = ""
     fan_out: list[FanOut] = field(default_factory=list)
     schedule_expiry: bool = False
-    raise_paid_without_stock: bool = False
+    alert: Alert = Alert.NONE
 
     @property
     def changed(self) -> bool:
-        return self.outcome != "noop"
+        return self.outcome not in ("noop", "deferred")
+
+    @property
+    def deferred(self) -> bool:
+        """An expiry that waits: a command recorded before ``expires_at`` is still to be applied."""
+        return self.outcome == "deferred"
 
 
 def _noop(hold: Hold, why: str) -> HoldDecision:
@@ -131,128 +182,174 @@ def _noop(hold: Hold, why: str) -> HoldDecision:
 
 
 def _fan_out(
-    hold: Hold, action: LineAction, lines: list[HoldLine], statuses: set[LineStatus]
+    hold: Hold, action: LineAction, lines: list[HoldLine], statuses: set[LineStatus], *, again: bool = False
 ) -> list[FanOut]:
-    targets = [FanOut(action, line.line_no) for line in lines if line.status in statuses]
+    targets = [FanOut(action, line.line_no, again) for line in lines if line.status in statuses]
     if action.answers:
         hold.lines_pending = len(targets)
     return targets
 
 
-def is_expired(hold: Hold, now: dt.datetime) -> bool:
+def _give_back(hold: Hold, lines: list[HoldLine], *, again: bool = False) -> list[FanOut]:
+    return _fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED}, again=again)
+
+
+def is_expired(hold: Hold, at: dt.datetime) -> bool:
     """Expiry is decided by the clock: a hold never expires before ``expires_at``."""
-    return now >= hold.expires_at
+    return at >= hold.expires_at
 
 
-def release(hold: Hold, lines: list[HoldLine], now: dt.datetime) -> HoldDecision:
+def _expire_by_clock(hold: Hold, lines: list[HoldLine], recorded_at: dt.datetime) -> HoldDecision | None:
+    """A reserved hold whose time had run out when a command was recorded is expired first."""
+    if hold.status is not HoldStatus.RESERVED or not is_expired(hold, recorded_at):
+        return None
+    hold.status = HoldStatus.EXPIRED
+    return HoldDecision(
+        "expired",
+        note="the hold had expired when this command was recorded",
+        fan_out=_fan_out(hold, LineAction.EXPIRE, lines, {LineStatus.RESERVED}),
+    )
+
+
+def _after_clock(expired: HoldDecision | None, decision: HoldDecision) -> HoldDecision:
+    if expired is None:
+        return decision
+    if not decision.changed:
+        return expired
+    decision.fan_out = expired.fan_out + decision.fan_out
+    return decision
+
+
+def release(hold: Hold, lines: list[HoldLine], recorded_at: dt.datetime) -> HoldDecision:
     """The checkout gives the hold back (cart abandoned)."""
+    expired = _expire_by_clock(hold, lines, recorded_at)
+    return _after_clock(expired, _release(hold, lines))
+
+
+def _release(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
     if hold.status is HoldStatus.PENDING:
-        if hold.payment is Payment.PAID:  # paid first: the payment wins, as it does on a reserved hold
+        if hold.payment in (Payment.PAID, Payment.REFUNDED):  # paid first: the payment wins
             return _noop(hold, "already paid")
         hold.status = HoldStatus.RELEASED  # the lines still answering are released when they settle
         return HoldDecision(outcome="released", note="released while lines were still answering")
     if hold.status is HoldStatus.RESERVED:
-        if is_expired(hold, now):
-            return expire(hold, lines, now)
         hold.status = HoldStatus.RELEASED
-        return HoldDecision(
-            "released", fan_out=_fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED})
-        )
+        return HoldDecision("released", fan_out=_give_back(hold, lines))
     return _noop(hold, "nothing to release")
 
 
-def expire(hold: Hold, lines: list[HoldLine], now: dt.datetime) -> HoldDecision:
-    """The hold's TTL has run out (fired by its delayed message or by the sweep)."""
+def expire(
+    hold: Hold, lines: list[HoldLine], now: dt.datetime, *, recorded_before_pending: bool = False
+) -> HoldDecision:
+    """The hold's TTL has run out (fired by its delayed message or by the sweep).
+
+    `recorded_before_pending`: a release or payment recorded before ``expires_at`` waits in the
+    inbox. It wins over the expiry however late it is applied, so the expiry waits for it.
+    """
     if hold.status is not HoldStatus.RESERVED:
         return _noop(hold, "only a reserved hold expires")
     if not is_expired(hold, now):
         return HoldDecision(outcome="noop", note=f"not due before {hold.expires_at.isoformat()}")
+    if recorded_before_pending:
+        return HoldDecision("deferred", note="a command recorded before expires_at is applied first")
     hold.status = HoldStatus.EXPIRED
     return HoldDecision("expired", fan_out=_fan_out(hold, LineAction.EXPIRE, lines, {LineStatus.RESERVED}))
 
 
-def pay(hold: Hold, lines: list[HoldLine], payment: Payment, now: dt.datetime) -> HoldDecision:
+def pay(hold: Hold, lines: list[HoldLine], payment: Payment, recorded_at: dt.datetime) -> HoldDecision:
     """A payment event from the provider: paid, failed or refunded."""
+    expired = _expire_by_clock(hold, lines, recorded_at)
     if payment is Payment.PAID:
-        return _paid(hold, lines, now)
-    if payment is Payment.FAILED:
-        if hold.payment is Payment.PAID:
-            return _noop(hold, "already paid: a late failed attempt changes nothing")
-        if hold.status in (HoldStatus.PENDING, HoldStatus.RESERVED):
-            hold.payment = Payment.FAILED
-            return release(hold, lines, now)
-        return _noop(hold, "a failed payment changes nothing")
-    if hold.status is HoldStatus.CONFIRMED:
-        hold.status, hold.payment = HoldStatus.REFUNDED, Payment.REFUNDED
-        # A line still reserved has its CONFIRM in flight, ahead of the RETURN on the same shard.
-        sold = {LineStatus.CONFIRMED, LineStatus.RESERVED}
-        return HoldDecision("refunded", fan_out=_fan_out(hold, LineAction.RETURN, lines, sold))
-    return _noop(hold, "only a confirmed hold is refunded")
+        decision = _paid(hold, lines)
+    elif payment is Payment.FAILED:
+        decision = _failed(hold, lines)
+    else:
+        decision = _refunded(hold, lines)
+    return _after_clock(expired, decision)
 
 
-def _paid(hold: Hold, lines: list[HoldLine], now: dt.datetime) -> HoldDecision:
+def _failed(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
+    if hold.payment in (Payment.PAID, Payment.REFUNDED):
+        return _noop(hold, "already paid: a late failed attempt changes nothing")
+    if hold.status in (HoldStatus.PENDING, HoldStatus.RESERVED):
+        hold.payment = Payment.FAILED
+        return _release(hold, lines)
+    return _noop(hold, "a failed payment changes nothing")
+
+
+def _paid(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
     if hold.payment is Payment.PAID:
         return _noop(hold, "already paid")
+    if hold.payment is Payment.REFUNDED:
+        return _noop(hold, "already refunded")
     answering = hold.status is HoldStatus.RELEASED and hold.lines_pending > 0  # released while pending
     if hold.status is HoldStatus.PENDING or answering:
         hold.payment = Payment.PAID
-        return HoldDecision(outcome="payment_recorded", note="confirmed when the lines have answered")
-    if hold.status is HoldStatus.RESERVED and not is_expired(hold, now):
+        return HoldDecision(outcome="payment_recorded", note="decided when the lines have answered")
+    if hold.status is HoldStatus.RESERVED:
         hold.status, hold.payment = HoldStatus.CONFIRMED, Payment.PAID
         return HoldDecision(
             "confirmed", fan_out=_fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED})
         )
-    if hold.status in (HoldStatus.RESERVED, HoldStatus.EXPIRED, HoldStatus.RELEASED):
-        # Paid after the stock went back: expire what is still held, then try to sell it again.
-        fan_out: list[FanOut] = []
-        was_reserved = {LineStatus.RESERVED}
-        if hold.status is HoldStatus.RESERVED:
-            fan_out = _fan_out(hold, LineAction.EXPIRE, lines, was_reserved)
-        sold_from = {LineStatus.RESERVED, LineStatus.EXPIRED, LineStatus.RELEASED}
-        sell = _fan_out(hold, LineAction.SELL, lines, sold_from)
+    if hold.status in (HoldStatus.EXPIRED, HoldStatus.RELEASED):
+        # Paid after the stock went back: re-reserve every line that was held once (its expiry or
+        # release, if still on its way, is applied before on the same shard), then decide by mode.
         hold.payment = Payment.PAID
-        if not sell:  # no line was ever reserved, so none will answer: decide now, not never
+        once_held = {LineStatus.RESERVED, LineStatus.EXPIRED, LineStatus.RELEASED}
+        reallocate = _fan_out(hold, LineAction.REALLOCATE, lines, once_held)
+        if not reallocate:  # no line was ever reserved, so none will answer: decide now, not never
             hold.status = HoldStatus.PAID_WITHOUT_STOCK
             return HoldDecision(
-                "paid_without_stock",
-                note="paid for a hold with nothing to sell",
-                raise_paid_without_stock=True,
+                "paid_without_stock", note="paid for a hold with nothing to sell", alert=Alert.RAISE
             )
-        fan_out += sell
         hold.status = HoldStatus.REALLOCATING
-        return HoldDecision("reallocating", note="paid after the hold ended: re-reserving", fan_out=fan_out)
+        return HoldDecision(
+            "reallocating", note="paid after the hold ended: re-reserving", fan_out=reallocate
+        )
     if hold.status is HoldStatus.REJECTED:
         hold.status, hold.payment = HoldStatus.PAID_WITHOUT_STOCK, Payment.PAID
-        return HoldDecision(
-            "paid_without_stock", note="paid for a rejected hold", raise_paid_without_stock=True
-        )
+        return HoldDecision("paid_without_stock", note="paid for a rejected hold", alert=Alert.RAISE)
     return _noop(hold, "payment already settled")
+
+
+def _refunded(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
+    if hold.payment is Payment.REFUNDED:
+        return _noop(hold, "already refunded")
+    if hold.payment is not Payment.PAID:
+        return _noop(hold, "nothing was paid")
+    if hold.status in (HoldStatus.CONFIRMED, HoldStatus.PAID_WITHOUT_STOCK):
+        alert = Alert.RESOLVE if hold.status is HoldStatus.PAID_WITHOUT_STOCK else Alert.NONE
+        hold.status, hold.payment = HoldStatus.REFUNDED, Payment.REFUNDED
+        # A reserved line may have its confirmation on its way, ahead of the return on its shard
+        # (or its release, for an all-or-nothing hold paid without stock: the return is then a no-op).
+        sold = {LineStatus.CONFIRMED, LineStatus.RESERVED}
+        return HoldDecision("refunded", fan_out=_fan_out(hold, LineAction.RETURN, lines, sold), alert=alert)
+    # Paid while its lines are still answering: what they reserve is given back when they have.
+    hold.payment = Payment.REFUNDED
+    return HoldDecision("refund_recorded", note="decided when the lines have answered")
 
 
 def settle(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
     """Every line has answered: decide the hold. Called once, by the writer that saw the last answer."""
     if hold.status is HoldStatus.REALLOCATING:
-        if all(
-            line.status is LineStatus.CONFIRMED for line in lines if line.status is not LineStatus.REJECTED
-        ):
-            hold.status = HoldStatus.CONFIRMED
-            return HoldDecision("confirmed", note="re-reserved after expiry")
-        hold.status = HoldStatus.PAID_WITHOUT_STOCK
-        return HoldDecision("paid_without_stock", note="paid, but stock was gone after expiry")
-    if hold.status is HoldStatus.RELEASED and hold.payment is not Payment.PAID:
-        return HoldDecision(
-            "released", fan_out=_fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED})
-        )
-    if hold.status not in (HoldStatus.PENDING, HoldStatus.RELEASED):  # released + paid: decide as pending
+        return _settle_reallocation(hold, lines)
+    if hold.status is HoldStatus.RELEASED and hold.payment not in (Payment.PAID, Payment.REFUNDED):
+        return HoldDecision("released", fan_out=_give_back(hold, lines))
+    if hold.status not in (HoldStatus.PENDING, HoldStatus.RELEASED):  # released + paid: as pending
         return _noop(hold, "already settled")
+    if hold.payment is Payment.REFUNDED:
+        hold.status = HoldStatus.REFUNDED
+        return HoldDecision(
+            "refunded", note="refunded before the lines answered", fan_out=_give_back(hold, lines)
+        )
     reserved = [line for line in lines if line.status is LineStatus.RESERVED]
     rejected = [line for line in lines if line.status is LineStatus.REJECTED]
     accepted = not rejected if hold.mode is HoldMode.ALL_OR_NOTHING else bool(reserved)
     if not accepted:
-        compensation = _fan_out(hold, LineAction.RELEASE, lines, {LineStatus.RESERVED})
+        compensation = _give_back(hold, lines)
         if hold.payment is Payment.PAID:
             hold.status = HoldStatus.PAID_WITHOUT_STOCK
-            return HoldDecision("paid_without_stock", fan_out=compensation, raise_paid_without_stock=True)
+            return HoldDecision("paid_without_stock", fan_out=compensation, alert=Alert.RAISE)
         hold.status = HoldStatus.REJECTED
         return HoldDecision("rejected", fan_out=compensation)
     if hold.payment is Payment.PAID:
@@ -262,3 +359,37 @@ def settle(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
         )
     hold.status = HoldStatus.RESERVED
     return HoldDecision("reserved", schedule_expiry=True)
+
+
+def _settle_reallocation(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
+    """The lines of a hold paid after it ended have answered their re-reservation.
+
+    All or nothing: every line re-reserved → all sold; else none is sold (the re-reserved ones are
+    given back) and the hold is paid without stock. Partial: what could be re-reserved is sold, and
+    the hold is paid without stock if any line could not be.
+    """
+    missing = [line for line in lines if line.status is LineStatus.UNFULFILLED]
+    if hold.payment is Payment.REFUNDED:
+        hold.status = HoldStatus.REFUNDED
+        return HoldDecision(
+            "refunded", note="refunded while re-reserving", fan_out=_give_back(hold, lines, again=True)
+        )
+    if missing and hold.mode is HoldMode.ALL_OR_NOTHING:
+        hold.status = HoldStatus.PAID_WITHOUT_STOCK
+        return HoldDecision(
+            "paid_without_stock",
+            note="paid after the hold ended, and not every line could be re-reserved: none is sold",
+            fan_out=_give_back(hold, lines, again=True),
+            alert=Alert.RAISE,
+        )
+    sell = _fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED})
+    if missing:
+        hold.status = HoldStatus.PAID_WITHOUT_STOCK
+        return HoldDecision(
+            "paid_without_stock",
+            note="paid after the hold ended: the lines that could be re-reserved are sold",
+            fan_out=sell,
+            alert=Alert.RAISE,
+        )
+    hold.status = HoldStatus.CONFIRMED
+    return HoldDecision("confirmed", note="re-reserved after the hold ended", fan_out=sell)

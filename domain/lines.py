@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from domain.allocation import LotStock, Pick, WarehouseRoute, allocate_line
 from domain.errors import TesseraError
-from domain.holds import HoldLine, LineAction, LineStatus
+from domain.holds import MOVES, HoldLine, LineAction, LineStatus
 
 
 class MovementKind(enum.StrEnum):
@@ -40,7 +40,6 @@ class LineOutcome:
     outcome: str
     note: str = ""
     movements: list[Movement] = field(default_factory=list)
-    paid_without_stock: bool = False
 
 
 class InvariantBroken(TesseraError):
@@ -94,43 +93,53 @@ def apply_line(
     if action is LineAction.RESERVE:
         if line.status is not LineStatus.PENDING:
             return LineOutcome("noop", f"line already {line.status.value}")
-        pick = _allocate(line, stocks, routes)
-        if pick is None:
-            line.status = LineStatus.REJECTED
-            return LineOutcome("rejected", line.reason or "")
-        line.status, line.allocated = LineStatus.RESERVED, pick.quantity
-        return LineOutcome(
-            "reserved", movements=[move(MovementKind.RESERVATION, pick.stock, reserved=pick.quantity)]
-        )
-
-    if action in (LineAction.RELEASE, LineAction.EXPIRE, LineAction.CONFIRM):
-        if line.status is not LineStatus.RESERVED:
-            return LineOutcome("noop", f"line is {line.status.value}")
-        stock, qty = _held_stock(line, stocks), line.allocated
-        if action is LineAction.CONFIRM:
-            line.status = LineStatus.CONFIRMED
-            return LineOutcome(
-                "confirmed", movements=[move(MovementKind.SALE, stock, on_hand=-qty, reserved=-qty)]
-            )
-        kind = MovementKind.EXPIRY if action is LineAction.EXPIRE else MovementKind.RELEASE
-        line.status = LineStatus.EXPIRED if action is LineAction.EXPIRE else LineStatus.RELEASED
-        return LineOutcome(line.status.value, movements=[move(kind, stock, reserved=-qty)])
-
-    if action is LineAction.SELL:
+        return _reserve(line, stocks, routes, refused=LineStatus.REJECTED)
+    if action is LineAction.REALLOCATE:
+        if line.status is LineStatus.RESERVED:  # its release or expiry never applied: still held
+            return LineOutcome("reserved", "still held")
         if line.status not in (LineStatus.EXPIRED, LineStatus.RELEASED):
             return LineOutcome("noop", f"line is {line.status.value}")
-        pick = _allocate(line, stocks, routes)
-        if pick is None:
-            line.status = LineStatus.UNFULFILLED
-            return LineOutcome("unfulfilled", line.reason or "", paid_without_stock=True)
-        line.status, line.allocated = LineStatus.CONFIRMED, pick.quantity
-        return LineOutcome(
-            "confirmed", movements=[move(MovementKind.SALE, pick.stock, on_hand=-pick.quantity)]
-        )
-
-    # RETURN: a refunded sale comes back to the lot it left.
-    if line.status is not LineStatus.CONFIRMED:
+        return _reserve(line, stocks, routes, refused=LineStatus.UNFULFILLED)
+    acts_on, leaves = MOVES[action]
+    if line.status is not acts_on:
         return LineOutcome("noop", f"line is {line.status.value}")
-    line.status = LineStatus.RETURNED
-    stock = _held_stock(line, stocks)
-    return LineOutcome("returned", movements=[move(MovementKind.RETURN, stock, on_hand=line.allocated)])
+    stock, qty = _held_stock(line, stocks), line.allocated
+    line.status = leaves
+    if action is LineAction.CONFIRM:
+        movement = move(MovementKind.SALE, stock, on_hand=-qty, reserved=-qty)
+    elif action is LineAction.RETURN:  # a refunded sale comes back to the lot it left
+        movement = move(MovementKind.RETURN, stock, on_hand=qty)
+    else:
+        kind = MovementKind.EXPIRY if action is LineAction.EXPIRE else MovementKind.RELEASE
+        movement = move(kind, stock, reserved=-qty)
+    return LineOutcome(leaves.value, movements=[movement])
+
+
+def _reserve(
+    line: HoldLine, stocks: list[LotStock], routes: list[WarehouseRoute], *, refused: LineStatus
+) -> LineOutcome:
+    pick = _allocate(line, stocks, routes)
+    if pick is None:
+        line.status = refused
+        return LineOutcome(refused.value, line.reason or "")
+    line.status, line.allocated = LineStatus.RESERVED, pick.quantity
+    return LineOutcome(
+        "reserved", movements=[move(MovementKind.RESERVATION, pick.stock, reserved=pick.quantity)]
+    )
+
+
+def fail_line(action: LineAction, line: HoldLine, error: str) -> LineOutcome:
+    """A line command that could not be applied at all (parked as a dead letter).
+
+    An allocation the hold waits for still answers, as a refusal that says why, so that the saga
+    settles (an all-or-nothing cart is rejected and its other lines given back) and no checkout is
+    left waiting. Any other line command changes nothing: the line keeps what it holds.
+    """
+    why = f"could not be applied: {error}"
+    if action is LineAction.RESERVE and line.status is LineStatus.PENDING:
+        line.status, line.reason = LineStatus.REJECTED, why
+    elif action is LineAction.REALLOCATE and line.status in (LineStatus.EXPIRED, LineStatus.RELEASED):
+        line.status, line.reason = LineStatus.UNFULFILLED, why
+    elif not (action is LineAction.REALLOCATE and line.status is LineStatus.RESERVED):  # that one: still held
+        return LineOutcome("noop", why)
+    return LineOutcome(line.status.value, why)

@@ -96,6 +96,64 @@ def reconcile() -> None:
     typer.echo("reconcile: clean (ledger = balances, reserved = active hold lines)")
 
 
+dead_letters = typer.Typer(
+    help="Commands parked after failing TESSERA_MAX_ATTEMPTS times: list them, requeue them.",
+    no_args_is_help=True,
+)
+app.add_typer(dead_letters, name="dead-letters")
+
+
+@dead_letters.command("list")
+def dead_letters_list(
+    as_json: bool = typer.Option(False, "--json", help="One JSON array, for machines."),
+) -> None:
+    """The parked commands, oldest first: key, kind, shard, product, error, tries, first and last failure."""
+    from db.dead_letters import list_dead
+
+    with get_engine(get_settings().database_url).connect() as conn:
+        dead = list_dead(conn)
+    if as_json:
+        typer.echo(json.dumps([d.as_json() for d in dead]))
+        return
+    if not dead:
+        typer.echo("no dead letters")
+        return
+    for d in dead:
+        typer.echo(
+            f"{d.key}  {d.kind}  shard {d.shard}  {d.sku or '-'}  tries {d.attempts}  "
+            f"first {d.first_failed_at:%Y-%m-%d %H:%M:%S}  last {d.last_failed_at:%Y-%m-%d %H:%M:%S}\n"
+            f"    {d.error}"
+        )
+
+
+@dead_letters.command("requeue")
+def dead_letters_requeue(
+    key: str = typer.Argument(None, help="The idempotency key of the command to requeue."),
+    everything: bool = typer.Option(False, "--all", help="Requeue every parked command."),
+) -> None:
+    """Make parked commands pending again: each is applied once, before what its shard has pending then."""
+    from db.dead_letters import requeue
+    from workers.broker import Doorbells, make_broker
+
+    if bool(key) == everything:
+        raise typer.BadParameter("give one KEY or --all")
+    settings = get_settings()
+    with get_engine(settings.database_url).begin() as conn:
+        requeued = requeue(conn, None if everything else [key])
+    if key and not requeued:
+        typer.echo(f"no dead letter with key {key!r}", err=True)
+        sys.exit(1)
+    doorbells = Doorbells(
+        make_broker(Redis.from_url(settings.redis_url), settings.redis_namespace), settings.shards
+    )
+    try:
+        for shard in sorted(set(requeued.values())):
+            doorbells.ring(shard)
+    except Exception:  # Redis away: the sweep rings them within its interval
+        typer.echo("could not ring the shards now; the scheduler's sweep will", err=True)
+    typer.echo(f"requeued {len(requeued)} command(s)")
+
+
 @app.command()
 def demo(
     database_url: str = typer.Option(

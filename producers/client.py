@@ -23,8 +23,10 @@ from db import repository as repo
 from db.engine import get_engine
 from domain.commands import HoldCommand, StockCommand, payload_digest, shard_of
 from domain.errors import (
+    CommandDead,
     IdempotencyConflict,
     InvalidCommand,
+    LotMismatch,
     ResultTimeout,
     UnknownHold,
     UnknownSku,
@@ -32,8 +34,17 @@ from domain.errors import (
 )
 from domain.holds import HoldMode, HoldStatus, Payment
 from domain.quantities import decimal_str, parse_quantity, parse_unit, to_pieces
+from domain.receipts import LotFacts, lot_conflict
 from producers.recorder import HoldRecorder, HoldRequest
-from producers.views import HoldResult, StockView, parse_hold_id, read_hold, read_stock
+from producers.views import (
+    HoldResult,
+    MovementView,
+    StockView,
+    parse_hold_id,
+    read_hold,
+    read_movements,
+    read_stock,
+)
 from tessera.settings import Settings, get_settings
 from workers.broker import CoalescingDoorbells, Doorbells, make_broker
 from workers.wakeups import AnswerChannel, Wakeups
@@ -85,10 +96,14 @@ class CommandTicket:
         return f"CommandTicket({self.key!r})"
 
     def result(self) -> dict[str, Any] | None:
+        """The command's result once applied (None before); raises CommandDead if it was parked."""
         with self.client.reader.connect() as conn:
             row = conn.execute(
-                text("SELECT status, result FROM commands WHERE idempotency_key = :k"), {"k": self.key}
+                text("SELECT status, result, last_error, attempts FROM commands WHERE idempotency_key = :k"),
+                {"k": self.key},
             ).one()
+        if row.status == "dead":
+            raise CommandDead(self.key, row.last_error, row.attempts)
         return row.result if row.status == "applied" else None
 
     def wait(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -280,13 +295,21 @@ class StockClient:
                 raise UnknownWarehouse(warehouse, field="warehouse")
             product, warehouse_id = products[sku], warehouses[warehouse]
             conversion = to_pieces(qty, unit_, product.packaging)
+            facts = LotFacts(
+                check_text(shade, "shade", max_len=32, required=False),
+                check_text(caliber, "caliber", max_len=32, required=False),
+                expiry_date,
+            )
+            known = repo.lot_facts(repo.psycopg_of(conn), product.id, lot_code or "")
+            if known is not None and (why := lot_conflict(lot_code or "", known, facts)):
+                raise LotMismatch(why, lot=lot_code or "")
             payload = {
                 "product_id": product.id,
                 "sku": sku,
                 "warehouse_id": warehouse_id,
                 "lot": lot_code,
-                "shade": check_text(shade, "shade", max_len=32, required=False),
-                "caliber": check_text(caliber, "caliber", max_len=32, required=False),
+                "shade": facts.shade,
+                "caliber": facts.caliber,
                 "expiry": expiry_date.isoformat() if expiry_date else None,
                 "quantity": decimal_str(qty),
                 "unit": unit_.value,
@@ -367,6 +390,13 @@ class StockClient:
     def stock(self, sku: str) -> StockView:
         with self.reader.connect() as conn:
             return read_stock(conn, sku)
+
+    def movements(self, sku: str, *, limit: int = 100, before_id: int | None = None) -> list[MovementView]:
+        """The product's ledger, newest first, each row with the command that explains it."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidCommand("must be a whole number from 1 to 1000", field="limit")
+        with self.reader.connect() as conn:
+            return read_movements(conn, sku, limit=limit, before_id=before_id)
 
     # -- plumbing --------------------------------------------------------------------------------
 

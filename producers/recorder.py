@@ -162,23 +162,45 @@ class HoldRecorder:
         return {c.shard for c in line_commands if c.payload["hold_id"] in fresh_holds}
 
     def _resolve(self, pg: repo.Pg, group: list[_Pending], *, refresh: bool) -> list[_Pending]:
-        """Convert each request's lines with the (cached) references; a bad line fails its request."""
-        skus = {line["sku"] for p in group for line in p.request.body["lines"]}
-        codes = {line["warehouse"] for p in group for line in p.request.body["lines"] if line["warehouse"]}
-        missing_skus = skus if refresh else skus - self._products.keys()
-        missing_codes = codes if refresh else codes - self._warehouses.keys()
-        if missing_skus or missing_codes:
-            products, warehouses = repo.load_references(pg, sorted(missing_skus), sorted(missing_codes))
-            for sku in missing_skus:
-                self._products.pop(sku, None)
-            for code in missing_codes:
-                self._warehouses.pop(code, None)
-            self._products.update(products)
-            self._warehouses.update(warehouses)
-        valid = []
-        for pending in group:
-            if pending.recorded.done():
-                continue
+        """Convert each request's lines with the (cached) references; a bad line fails its request.
+
+        A refusal is final only once it was made with references just read: with cached ones, a
+        product may have changed since (boxes now sold by the piece, a partial box allowed), so the
+        refused requests' references are read again and they are converted once more. The
+        recording statement checks the accepted ones are still current."""
+        pendings = [p for p in group if not p.recorded.done()]
+        skus, codes = _references(pendings)
+        self._load(
+            pg,
+            skus if refresh else skus - self._products.keys(),
+            codes if refresh else codes - self._warehouses.keys(),
+        )
+        valid, refused = self._convert(pendings)
+        if refused and not refresh:
+            self._load(pg, *_references([p for p, _ in refused]))
+            again, refused = self._convert([p for p, _ in refused])
+            valid += again
+        for pending, error in refused:
+            pending.recorded.set_exception(error)
+        return valid
+
+    def _load(self, pg: repo.Pg, skus: set[str], codes: set[str]) -> None:
+        """Read these products and warehouses again (those no longer active are forgotten)."""
+        if not skus and not codes:
+            return
+        products, warehouses = repo.load_references(pg, sorted(skus), sorted(codes))
+        for sku in skus:
+            self._products.pop(sku, None)
+        for code in codes:
+            self._warehouses.pop(code, None)
+        self._products.update(products)
+        self._warehouses.update(warehouses)
+
+    def _convert(
+        self, pendings: list[_Pending]
+    ) -> tuple[list[_Pending], list[tuple[_Pending, InvalidCommand]]]:
+        valid, refused = [], []
+        for pending in pendings:
             try:
                 pending.lines = [
                     resolve_line(line, i, self._products, self._warehouses)
@@ -186,8 +208,8 @@ class HoldRecorder:
                 ]
                 valid.append(pending)
             except InvalidCommand as error:
-                pending.recorded.set_exception(error)
-        return valid
+                refused.append((pending, error))
+        return valid, refused
 
     def _new_hold(self, pending: _Pending) -> repo.NewHold:
         # The home shard is the first line's product's: a one-line hold lives wholly on one shard,
@@ -231,6 +253,12 @@ class HoldRecorder:
             else:
                 twin = first[pending.request.key]
                 pending.hold_id = twin.hold_id if twin.fresh else payload["hold_id"]
+
+
+def _references(pendings: list[_Pending]) -> tuple[set[str], set[str]]:
+    """The SKUs and warehouse codes the requests' lines name."""
+    lines = [line for p in pendings for line in p.request.body["lines"]]
+    return {line["sku"] for line in lines}, {line["warehouse"] for line in lines if line["warehouse"]}
 
 
 def _take_queued(given: queue.Queue[_Pending | None], group: list[_Pending]) -> bool:

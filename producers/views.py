@@ -9,7 +9,9 @@ from decimal import Decimal
 from pydantic import BaseModel
 from sqlalchemy import Connection, text
 
+from domain.commands import AGAIN
 from domain.errors import UnknownHold, UnknownSku
+from domain.holds import MOVES, LineAction, LineStatus, line_after
 from domain.quantities import Packaging
 from domain.results import HoldResult, LineFacts, line_result
 
@@ -48,7 +50,9 @@ def parse_hold_id(hold_id: object) -> uuid.UUID:
 
 
 def read_hold(conn: Connection, hold_id: str) -> HoldResult:
-    """The hold and its lines, in one query."""
+    """The hold and its lines, in one query, each line in its final state: a line command still on
+    its way to it (a rejected cart's compensating release, a confirmation) is looked up by its key
+    and shown done, as the writer's answer shows it."""
     hid = parse_hold_id(hold_id)
     rows = conn.execute(
         text(
@@ -56,13 +60,19 @@ def read_hold(conn: Connection, hold_id: str) -> HoldResult:
             SELECT h.id, h.status AS hold_status, h.mode, h.payment, h.expires_at, h.created_at,
                    l.line_no, p.sku, l.requested_quantity, l.requested_unit, l.pieces, l.rounding, l.status,
                    l.allocated, p.pieces_per_box, p.sqm_per_box, p.allow_partial_boxes, w.code AS warehouse,
-                   lot.lot_code, lot.shade, lot.caliber, l.reason, l.available, l.largest_lot
+                   lot.lot_code, lot.shade, lot.caliber, l.reason, l.available, l.largest_lot, c.pending
             FROM holds h JOIN hold_lines l ON l.hold_id = h.id JOIN products p ON p.id = l.product_id
             LEFT JOIN warehouses w ON w.id = l.warehouse_id LEFT JOIN lots lot ON lot.id = l.lot_id
+            LEFT JOIN LATERAL (
+                SELECT array_agg(kind ORDER BY seq) AS pending FROM commands
+                WHERE status = 'recorded' AND idempotency_key = ANY(
+                    SELECT action || ':' || h.id || ':' || l.line_no || again
+                    FROM unnest(CAST(:actions AS text[])) AS action, unnest(ARRAY['', CAST(:again AS text)]) AS again)
+            ) AS c ON true
             WHERE h.id = :id ORDER BY l.line_no
             """
         ),
-        {"id": hid},
+        {"id": hid, "actions": [action.value for action in MOVES], "again": AGAIN},
     ).all()
     if not rows:
         raise UnknownHold(str(hold_id))
@@ -75,7 +85,7 @@ def read_hold(conn: Connection, hold_id: str) -> HoldResult:
                 unit=r.requested_unit,
                 pieces=r.pieces,
                 rounding=r.rounding,
-                status=r.status,
+                status=line_after(LineStatus(r.status), [LineAction(k) for k in r.pending or []]).value,
                 allocated=r.allocated,
                 packaging=Packaging(r.pieces_per_box, r.sqm_per_box, r.allow_partial_boxes),
                 warehouse=r.warehouse,
@@ -130,3 +140,46 @@ def read_stock(conn: Connection, sku: str) -> StockView:
         available=sum((lot.available for lot in lots), Decimal(0)),
         lots=lots,
     )
+
+
+class MovementView(BaseModel):
+    """One ledger row, with the command that explains it: an audit reads back from any number to
+    the request that made it, when that request was recorded and when it was applied."""
+
+    id: int
+    at: dt.datetime
+    """When its command was applied (the batch's clock as it wrote it: never before `recorded_at`)."""
+    kind: str
+    warehouse: str
+    lot: str
+    on_hand: Decimal
+    reserved: Decimal
+    hold_id: str | None
+    line_no: int | None
+    command_key: str
+    command_kind: str
+    recorded_at: dt.datetime
+    applied_at: dt.datetime | None
+
+
+def read_movements(
+    conn: Connection, sku: str, *, limit: int = 100, before_id: int | None = None
+) -> list[MovementView]:
+    """A product's ledger, newest first, `limit` rows at most, older than `before_id` if given."""
+    product = conn.execute(text("SELECT id FROM products WHERE sku = :sku"), {"sku": sku}).scalar()
+    if product is None:
+        raise UnknownSku(sku)
+    rows = conn.execute(
+        text(
+            """
+            SELECT m.id, m.created_at, m.kind, w.code, l.lot_code, m.d_on_hand, m.d_reserved, m.hold_id::text,
+                   m.line_no, c.idempotency_key, c.kind, c.recorded_at, c.applied_at
+            FROM movements m JOIN commands c ON c.seq = m.command_seq
+            JOIN warehouses w ON w.id = m.warehouse_id JOIN lots l ON l.id = m.lot_id
+            WHERE m.product_id = :p AND (CAST(:before AS bigint) IS NULL OR m.id < :before)
+            ORDER BY m.id DESC LIMIT :limit
+            """
+        ),
+        {"p": product, "before": before_id, "limit": limit},
+    )
+    return [MovementView(**dict(zip(MovementView.model_fields, row, strict=True))) for row in rows]

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
       lease_ttl_seconds: ``TESSERA_LEASE_TTL_SECONDS``, how long a shard lease lives unrenewed.
       sweep_interval_seconds / sweep_grace_seconds: the recovery sweep's period, and how long a
         recorded command may wait before the sweep rings its shard again.
+      max_attempts: ``TESSERA_MAX_ATTEMPTS``, how many times applying a command may fail (errors
+        other than transient ones) before it is parked as a dead letter.
     """
 
     model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
@@ -37,6 +39,7 @@ class Settings(BaseSettings):
     sweep_grace_seconds: float = Field(default=3.0, ge=0, le=3600)
     worker_threads: int = Field(default=4, ge=1, le=64)
     queue_prefetch: int = Field(default=200, ge=1, le=10_000)
+    max_attempts: int = Field(default=5, ge=1, le=100)
     log_level: str = "INFO"
 
 

@@ -130,9 +130,11 @@ class Processes:
         self.settings = settings
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._logs: dict[int, Path] = {}
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{args[0]}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        path = self.log_dir / f"{args[0]}-{len(self.procs)}.log"
+        log = open(path, "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "ops.cli", *args],
             env={**settings_env(self.settings), **(env or {})},
@@ -141,7 +143,12 @@ class Processes:
             cwd=ROOT,
         )
         self.procs.append(proc)
+        self._logs[proc.pid] = path
         return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> Path:
+        """The file the process writes its output (structlog JSON lines) to."""
+        return self._logs[proc.pid]
 
     def worker(
         self, shards: str | None = None, name: str | None = None, **env: str
@@ -170,6 +177,11 @@ class Processes:
                 return
             time.sleep(0.05)
         raise AssertionError(f"no worker took leases on shards {wanted} within {timeout}s")
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+        """Stop one process the way an operator does (SIGTERM), and wait for it to exit."""
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=timeout)
 
     def stop_all(self) -> None:
         for proc in self.procs:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from domain.allocation import LotStock, WarehouseRoute
 from domain.holds import (
+    Alert,
     FanOut,
     Hold,
     HoldDecision,
@@ -23,11 +24,12 @@ from domain.holds import (
     Payment,
     expire,
     is_expired,
+    line_after,
     pay,
     release,
     settle,
 )
-from domain.lines import InvariantBroken, MovementKind, apply_line, move
+from domain.lines import InvariantBroken, MovementKind, apply_line, fail_line, move
 
 S, L = HoldStatus, LineStatus
 A = LineAction
@@ -52,6 +54,10 @@ ALLOWED = {
     (S.CONFIRMED, S.REFUNDED),
     (S.RELEASED, S.CONFIRMED),  # released while pending, then paid before the lines answered
     (S.RELEASED, S.PAID_WITHOUT_STOCK),  # … and one was rejected, or no line was ever reserved
+    (S.PENDING, S.REFUNDED),  # paid and refunded while the lines answered
+    (S.RELEASED, S.REFUNDED),
+    (S.REALLOCATING, S.REFUNDED),  # refunded while re-reserving
+    (S.PAID_WITHOUT_STOCK, S.REFUNDED),
     # Not in the docstring's list but implied by it: a rejected hold that is paid anyway.
     (S.REJECTED, S.PAID_WITHOUT_STOCK),
 }
@@ -98,7 +104,7 @@ def test_all_or_nothing_with_one_line_rejected_is_rejected_and_gives_back_the_re
     assert (decision.outcome, hold.status) == ("rejected", S.REJECTED)
     assert fan_out(decision) == [(A.RELEASE, 1), (A.RELEASE, 3)]
     assert not decision.schedule_expiry
-    assert not decision.raise_paid_without_stock
+    assert decision.alert is Alert.NONE
 
 
 def test_partial_mode_keeps_the_reserved_lines_when_others_are_rejected() -> None:
@@ -140,7 +146,7 @@ def test_a_payment_while_the_lines_answer_then_a_rejection_is_paid_without_stock
 
     assert (decision.outcome, hold.status) == ("paid_without_stock", S.PAID_WITHOUT_STOCK)
     assert fan_out(decision) == [(A.RELEASE, 1)]
-    assert decision.raise_paid_without_stock
+    assert decision.alert is Alert.RAISE
 
 
 def test_a_release_while_the_lines_answer_releases_what_they_reserved_once_they_have() -> None:
@@ -285,13 +291,13 @@ def test_expiry_is_decided_by_the_clock_alone(now: dt.datetime) -> None:
 
 
 @pytest.mark.parametrize("now", [EXPIRES_AT, AFTER], ids=["exactly-at-expires_at", "after"])
-def test_a_payment_at_or_after_expiry_expires_the_lines_then_sells_them_again(now: dt.datetime) -> None:
+def test_a_payment_at_or_after_expiry_expires_the_lines_then_re_reserves_them(now: dt.datetime) -> None:
     hold, lines = a_hold(S.RESERVED, L.RESERVED, L.RESERVED)
 
     decision = pay(hold, lines, Payment.PAID, now)
 
     assert (decision.outcome, hold.status, hold.payment) == ("reallocating", S.REALLOCATING, Payment.PAID)
-    assert fan_out(decision) == [(A.EXPIRE, 1), (A.EXPIRE, 2), (A.SELL, 1), (A.SELL, 2)]
+    assert fan_out(decision) == [(A.EXPIRE, 1), (A.EXPIRE, 2), (A.REALLOCATE, 1), (A.REALLOCATE, 2)]
     assert hold.lines_pending == 2
 
 
@@ -301,7 +307,7 @@ def test_a_payment_at_or_after_expiry_expires_the_lines_then_sells_them_again(no
 @pytest.mark.parametrize(
     ("status", "line_status"), [(S.EXPIRED, L.EXPIRED), (S.RELEASED, L.RELEASED)], ids=["expired", "released"]
 )
-def test_a_payment_after_the_hold_ended_tries_to_sell_its_lines_again(
+def test_a_payment_after_the_hold_ended_re_reserves_its_lines(
     status: HoldStatus, line_status: LineStatus
 ) -> None:
     hold, lines = a_hold(status, line_status, line_status)
@@ -309,16 +315,16 @@ def test_a_payment_after_the_hold_ended_tries_to_sell_its_lines_again(
     decision = pay(hold, lines, Payment.PAID, AFTER)
 
     assert (decision.outcome, hold.status) == ("reallocating", S.REALLOCATING)
-    assert fan_out(decision) == [(A.SELL, 1), (A.SELL, 2)]
+    assert fan_out(decision) == [(A.REALLOCATE, 1), (A.REALLOCATE, 2)]
     assert hold.lines_pending == 2
 
 
-def test_a_payment_right_after_expiry_also_sells_lines_whose_expiry_is_still_in_flight() -> None:
+def test_a_payment_right_after_expiry_also_re_reserves_lines_whose_expiry_is_still_in_flight() -> None:
     hold, lines = a_hold(S.EXPIRED, L.RESERVED, L.EXPIRED)  # line 1's EXPIRE has not applied yet
 
     decision = pay(hold, lines, Payment.PAID, AFTER)
 
-    assert fan_out(decision) == [(A.SELL, 1), (A.SELL, 2)]
+    assert fan_out(decision) == [(A.REALLOCATE, 1), (A.REALLOCATE, 2)]
 
 
 def test_a_payment_after_expiry_of_a_partial_hold_does_not_try_its_rejected_lines() -> None:
@@ -326,7 +332,7 @@ def test_a_payment_after_expiry_of_a_partial_hold_does_not_try_its_rejected_line
 
     decision = pay(hold, lines, Payment.PAID, AFTER)
 
-    assert fan_out(decision) == [(A.SELL, 1)]
+    assert fan_out(decision) == [(A.REALLOCATE, 1)]
     assert hold.lines_pending == 1
 
 
@@ -352,32 +358,81 @@ def test_a_payment_for_a_hold_with_nothing_to_sell_is_paid_without_stock_at_once
         S.PAID_WITHOUT_STOCK,
         Payment.PAID,
     )
-    assert decision.raise_paid_without_stock
+    assert decision.alert is Alert.RAISE
     assert decision.fan_out == []
 
 
-def test_reallocation_that_sold_every_line_confirms_the_hold() -> None:
-    hold, lines = a_hold(S.REALLOCATING, L.CONFIRMED, L.CONFIRMED, payment=Payment.PAID)
+@pytest.mark.parametrize("mode", HoldMode)
+def test_a_re_reservation_that_got_every_line_sells_them_all_and_confirms_the_hold(mode: HoldMode) -> None:
+    hold, lines = a_hold(S.REALLOCATING, L.RESERVED, L.RESERVED, mode=mode, payment=Payment.PAID)
 
     decision = settle(hold, lines)
 
     assert (decision.outcome, hold.status) == ("confirmed", S.CONFIRMED)
-    assert decision.fan_out == []
+    assert fan_out(decision) == [(A.CONFIRM, 1), (A.CONFIRM, 2)]
+    assert decision.alert is Alert.NONE
 
 
-def test_reallocation_ignores_lines_that_were_rejected_from_the_start() -> None:
-    hold, lines = a_hold(S.REALLOCATING, L.CONFIRMED, L.REJECTED, mode=HoldMode.PARTIAL, payment=Payment.PAID)
+def test_a_re_reservation_ignores_lines_that_were_rejected_from_the_start() -> None:
+    hold, lines = a_hold(S.REALLOCATING, L.RESERVED, L.REJECTED, mode=HoldMode.PARTIAL, payment=Payment.PAID)
 
-    assert settle(hold, lines).outcome == "confirmed"
+    decision = settle(hold, lines)
+
+    assert (decision.outcome, fan_out(decision)) == ("confirmed", [(A.CONFIRM, 1)])
 
 
-def test_reallocation_that_could_not_sell_a_line_is_paid_without_stock() -> None:
-    hold, lines = a_hold(S.REALLOCATING, L.CONFIRMED, L.UNFULFILLED, payment=Payment.PAID)
+def test_an_all_or_nothing_cart_paid_after_it_ended_is_sold_whole_or_not_at_all() -> None:
+    """A 2, B 2 reserved, released; B sold to another checkout; the payment arrives: nothing is sold."""
+    hold, lines = a_hold(S.REALLOCATING, L.RESERVED, L.UNFULFILLED, payment=Payment.PAID)
 
     decision = settle(hold, lines)
 
     assert (decision.outcome, hold.status) == ("paid_without_stock", S.PAID_WITHOUT_STOCK)
-    assert decision.fan_out == []
+    assert fan_out(decision) == [(A.RELEASE, 1)]  # line A's re-reservation is given back, not sold
+    assert decision.alert is Alert.RAISE
+
+
+def test_a_partial_cart_paid_after_it_ended_sells_what_it_can_and_flags_the_rest() -> None:
+    hold, lines = a_hold(
+        S.REALLOCATING, L.RESERVED, L.UNFULFILLED, mode=HoldMode.PARTIAL, payment=Payment.PAID
+    )
+
+    decision = settle(hold, lines)
+
+    assert (decision.outcome, hold.status) == ("paid_without_stock", S.PAID_WITHOUT_STOCK)
+    assert fan_out(decision) == [(A.CONFIRM, 1)]
+    assert decision.alert is Alert.RAISE
+
+
+def test_a_refund_while_re_reserving_gives_back_what_was_re_reserved() -> None:
+    hold, lines = a_hold(S.REALLOCATING, L.PENDING, L.PENDING, payment=Payment.PAID, lines_pending=2)
+
+    recorded = pay(hold, lines, Payment.REFUNDED, AFTER)
+    assert (recorded.outcome, hold.status, hold.payment) == (
+        "refund_recorded",
+        S.REALLOCATING,
+        Payment.REFUNDED,
+    )
+    lines[0].status, lines[1].status = L.RESERVED, L.UNFULFILLED
+    decision = settle(hold, lines)
+
+    assert (decision.outcome, hold.status) == ("refunded", S.REFUNDED)
+    assert fan_out(decision) == [(A.RELEASE, 1)]
+    assert decision.alert is Alert.NONE
+
+
+def test_a_refund_while_the_lines_answer_is_recorded_and_gives_their_stock_back_when_they_have() -> None:
+    hold, lines = a_hold(S.PENDING, L.PENDING, L.PENDING, lines_pending=2)
+    pay(hold, lines, Payment.PAID, BEFORE)
+
+    recorded = pay(hold, lines, Payment.REFUNDED, BEFORE)
+    assert (recorded.outcome, hold.payment) == ("refund_recorded", Payment.REFUNDED)
+    assert pay(hold, lines, Payment.PAID, BEFORE).outcome == "noop"  # a late 'paid' does not undo it
+    lines[0].status, lines[1].status = L.RESERVED, L.RESERVED
+    decision = settle(hold, lines)
+
+    assert (decision.outcome, hold.status) == ("refunded", S.REFUNDED)
+    assert fan_out(decision) == [(A.RELEASE, 1), (A.RELEASE, 2)]
 
 
 # -- confirmed and refunds -----------------------------------------------------------------------
@@ -390,6 +445,18 @@ def test_a_refund_returns_every_sold_line_to_stock() -> None:
 
     assert (decision.outcome, hold.status, hold.payment) == ("refunded", S.REFUNDED, Payment.REFUNDED)
     assert fan_out(decision) == [(A.RETURN, 1), (A.RETURN, 2)]
+
+
+@pytest.mark.parametrize("mode", HoldMode)
+def test_a_refund_of_a_hold_paid_without_stock_is_never_dropped(mode: HoldMode) -> None:
+    """It ends refunded, returns what was sold of it, and resolves its alert."""
+    hold, lines = a_hold(S.PAID_WITHOUT_STOCK, L.CONFIRMED, L.UNFULFILLED, mode=mode, payment=Payment.PAID)
+
+    decision = pay(hold, lines, Payment.REFUNDED, AFTER)
+
+    assert (decision.outcome, hold.status, hold.payment) == ("refunded", S.REFUNDED, Payment.REFUNDED)
+    assert fan_out(decision) == [(A.RETURN, 1)]
+    assert decision.alert is Alert.RESOLVE
 
 
 def test_a_refund_right_after_confirmation_also_returns_lines_whose_sale_is_still_in_flight() -> None:
@@ -458,13 +525,13 @@ def test_a_command_that_cannot_apply_is_a_noop_that_changes_nothing(
     assert decision.outcome == "noop"
     assert not decision.changed
     assert decision.fan_out == []
-    assert not decision.schedule_expiry and not decision.raise_paid_without_stock
+    assert not decision.schedule_expiry and decision.alert is Alert.NONE
     assert (hold.status, hold.payment, hold.lines_pending, [line.status for line in lines]) == before
     assert decision.note
 
 
-def test_only_reserve_and_sell_are_answered_by_the_lines() -> None:
-    assert {action for action in LineAction if action.answers} == {A.RESERVE, A.SELL}
+def test_only_allocations_are_answered_by_the_lines() -> None:
+    assert {action for action in LineAction if action.answers} == {A.RESERVE, A.REALLOCATE}
 
 
 # -- what each line command does to the stock ---------------------------------------------------
@@ -536,23 +603,35 @@ def test_a_reserved_line_is_sold_released_or_expired_from_the_lot_it_holds(
 
 
 @pytest.mark.parametrize("status", [L.EXPIRED, L.RELEASED])
-def test_a_line_paid_after_it_went_back_is_sold_again_from_any_lot_that_covers_it(status: LineStatus) -> None:
+def test_a_line_paid_after_it_went_back_is_reserved_again_from_any_lot_that_covers_it(
+    status: LineStatus,
+) -> None:
     stocks, line = [a_lot(3, lot_id=1), a_lot(50, lot_id=2)], a_line(status, lot_id=1)
 
-    outcome = apply_line(A.SELL, line, stocks, [BUC])
+    outcome = apply_line(A.REALLOCATE, line, stocks, [BUC])
 
-    assert (outcome.outcome, line.status, line.lot_id) == ("confirmed", L.CONFIRMED, 2)
-    assert (stocks[1].on_hand, stocks[1].reserved) == (42, 0)
-    assert not outcome.paid_without_stock
+    assert (outcome.outcome, line.status, line.lot_id) == ("reserved", L.RESERVED, 2)
+    assert (stocks[1].on_hand, stocks[1].reserved) == (50, 8)
+    assert [m.kind for m in outcome.movements] == [MovementKind.RESERVATION]
 
 
 def test_a_line_paid_after_its_stock_was_sold_to_someone_else_is_unfulfilled() -> None:
     stock, line = a_lot(10, 10), a_line(L.EXPIRED, lot_id=1)
 
-    outcome = apply_line(A.SELL, line, [stock], [BUC])
+    outcome = apply_line(A.REALLOCATE, line, [stock], [BUC])
 
     assert (outcome.outcome, line.status, outcome.movements) == ("unfulfilled", L.UNFULFILLED, [])
-    assert outcome.paid_without_stock
+    assert line.reason
+
+
+def test_a_line_still_held_when_its_re_reservation_comes_answers_that_it_is_reserved() -> None:
+    """Its release or expiry was parked as a dead letter: it still holds its pieces."""
+    stock, line = a_lot(10, 8), a_line(L.RESERVED, lot_id=1)
+
+    outcome = apply_line(A.REALLOCATE, line, [stock], [BUC])
+
+    assert (outcome.outcome, line.status, outcome.movements) == ("reserved", L.RESERVED, [])
+    assert (stock.on_hand, stock.reserved) == (10, 8)
 
 
 def test_a_returned_line_puts_its_pieces_back_into_the_lot_they_left() -> None:
@@ -571,7 +650,7 @@ LINE_NOOPS = [
         (A.CONFIRM, {L.RESERVED}),
         (A.RELEASE, {L.RESERVED}),
         (A.EXPIRE, {L.RESERVED}),
-        (A.SELL, {L.EXPIRED, L.RELEASED}),
+        (A.REALLOCATE, {L.EXPIRED, L.RELEASED, L.RESERVED}),
         (A.RETURN, {L.CONFIRMED}),
     ]
     for status in LineStatus
@@ -606,6 +685,144 @@ def test_a_movement_that_would_break_a_balance_is_a_bug_not_a_result(on_hand: in
     assert (stock.on_hand, stock.reserved) == (8, 8)
 
 
+# -- time is decided by when a command was recorded ---------------------------------------------
+
+AT = EXPIRES_AT
+JUST_BEFORE = EXPIRES_AT - dt.timedelta(microseconds=1)
+RECORDED = {"before": JUST_BEFORE, "at": AT, "after": AFTER}
+RULES = {
+    # (command, recorded) → (hold status, payment, line commands sent in all)
+    ("paid", "before"): (S.CONFIRMED, Payment.PAID, [(A.CONFIRM, 1), (A.CONFIRM, 2)]),
+    ("release", "before"): (S.RELEASED, Payment.NONE, [(A.RELEASE, 1), (A.RELEASE, 2)]),
+    ("failed", "before"): (S.RELEASED, Payment.FAILED, [(A.RELEASE, 1), (A.RELEASE, 2)]),
+    ("paid", "at"): (
+        S.REALLOCATING,
+        Payment.PAID,
+        [(A.EXPIRE, 1), (A.EXPIRE, 2), (A.REALLOCATE, 1), (A.REALLOCATE, 2)],
+    ),
+    ("release", "at"): (S.EXPIRED, Payment.NONE, [(A.EXPIRE, 1), (A.EXPIRE, 2)]),
+    ("failed", "at"): (S.EXPIRED, Payment.NONE, [(A.EXPIRE, 1), (A.EXPIRE, 2)]),
+}
+for _command in ("paid", "release", "failed"):
+    RULES[(_command, "after")] = RULES[(_command, "at")]
+
+
+def _hold_command(hold: Hold, lines: list[HoldLine], command: str, recorded_at: dt.datetime) -> HoldDecision:
+    if command == "release":
+        return release(hold, lines, recorded_at)
+    return pay(hold, lines, Payment(command), recorded_at)
+
+
+@pytest.mark.parametrize("order", ["applied-before-the-expiry", "applied-after-the-expiry"])
+@pytest.mark.parametrize("recorded", ["before", "at", "after"])
+@pytest.mark.parametrize("command", ["paid", "release", "failed"])
+def test_a_command_is_judged_by_when_it_was_recorded_whatever_the_order_it_is_applied_in(
+    command: str, recorded: str, order: str
+) -> None:
+    """A payment, release or failed payment recorded before expires_at wins over the expiry; one
+    recorded at or after it meets an expired hold. The writer applies the expiry command (due at
+    expires_at, applied later) before or after the command, knowing whether a command recorded
+    before expires_at still waits in the inbox: the outcome is the same either way."""
+    hold, lines = a_hold(S.RESERVED, L.RESERVED, L.RESERVED)
+    recorded_at = RECORDED[recorded]
+    decisions = []
+    if order == "applied-before-the-expiry":
+        decisions.append(_hold_command(hold, lines, command, recorded_at))
+        decisions.append(expire(hold, lines, AFTER))
+    else:
+        waits = recorded_at < EXPIRES_AT
+        first = expire(hold, lines, AFTER, recorded_before_pending=waits)
+        assert first.deferred == waits
+        decisions.append(first)
+        decisions.append(_hold_command(hold, lines, command, recorded_at))
+        if first.deferred:  # the expiry comes round again in a later batch
+            decisions.append(expire(hold, lines, AFTER))
+
+    status, payment, sent = RULES[(command, recorded)]
+    assert (hold.status, hold.payment) == (status, payment)
+    assert [f for d in decisions for f in fan_out(d)] == sent
+
+
+def test_an_expiry_never_waits_for_a_command_recorded_after_expires_at() -> None:
+    hold, lines = a_hold(S.RESERVED, L.RESERVED)
+
+    decision = expire(hold, lines, AFTER, recorded_before_pending=False)
+
+    assert (decision.outcome, hold.status) == ("expired", S.EXPIRED)
+
+
+def test_a_deferred_expiry_changes_nothing() -> None:
+    hold, lines = a_hold(S.RESERVED, L.RESERVED)
+
+    decision = expire(hold, lines, AFTER, recorded_before_pending=True)
+
+    assert (decision.deferred, decision.changed, decision.fan_out, hold.status) == (
+        True,
+        False,
+        [],
+        S.RESERVED,
+    )
+
+
+# -- what an answer shows: every line's final state ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "pending", "final"),
+    [
+        (L.RESERVED, [A.RELEASE], L.RELEASED),  # a rejected cart's compensated line
+        (L.RESERVED, [A.EXPIRE], L.EXPIRED),
+        (L.RESERVED, [A.CONFIRM], L.CONFIRMED),
+        (L.RESERVED, [A.CONFIRM, A.RETURN], L.RETURNED),  # refunded right after it was paid
+        (L.RESERVED, [A.RELEASE, A.RETURN], L.RELEASED),  # the return finds nothing sold
+        (L.CONFIRMED, [A.RETURN], L.RETURNED),
+        (L.RESERVED, [], L.RESERVED),
+        (L.EXPIRED, [A.REALLOCATE], L.EXPIRED),  # an allocation's outcome is not known in advance
+        (L.REJECTED, [A.RELEASE], L.REJECTED),
+    ],
+)
+def test_a_line_is_shown_as_the_commands_on_their_way_to_it_will_leave_it(
+    status: LineStatus, pending: list[LineAction], final: LineStatus
+) -> None:
+    assert line_after(status, pending) is final
+
+
+def test_the_answer_to_a_rejected_cart_shows_its_compensated_line_released() -> None:
+    hold, lines = a_hold(S.PENDING, L.RESERVED, L.REJECTED)
+
+    decision = settle(hold, lines)
+
+    pending = {f.line_no: [f.action] for f in decision.fan_out}
+    shown = [line_after(line.status, pending.get(line.line_no, [])) for line in lines]
+    assert (hold.status, shown) == (S.REJECTED, [L.RELEASED, L.REJECTED])
+
+
+# -- a line command that could not be applied (a dead letter) ------------------------------------
+
+
+def test_a_dead_reservation_answers_as_a_refusal_that_names_the_error() -> None:
+    line = a_line(L.PENDING)
+
+    outcome = fail_line(A.RESERVE, line, "KeyError: 'lot'")
+
+    assert (outcome.outcome, line.status) == ("rejected", L.REJECTED)
+    assert line.reason == "could not be applied: KeyError: 'lot'"
+
+
+@pytest.mark.parametrize(("status", "answer"), [(L.EXPIRED, "unfulfilled"), (L.RESERVED, "reserved")])
+def test_a_dead_re_reservation_still_answers(status: LineStatus, answer: str) -> None:
+    line = a_line(status, lot_id=1)
+
+    assert fail_line(A.REALLOCATE, line, "boom").outcome == answer
+
+
+@pytest.mark.parametrize("action", [A.RELEASE, A.EXPIRE, A.CONFIRM, A.RETURN])
+def test_any_other_dead_line_command_changes_nothing(action: LineAction) -> None:
+    line = a_line(L.RESERVED, lot_id=1)
+
+    assert (fail_line(action, line, "boom").outcome, line.status) == ("noop", L.RESERVED)
+
+
 # -- the saga end to end, in any order the shards may interleave -----------------------------------
 
 
@@ -622,15 +839,23 @@ class Saga:
         self.received = sum(lots)
         self.queue: deque[FanOut] = deque(FanOut(A.RESERVE, line.line_no) for line in self.lines)
         self.now = BEFORE
-        self.sent: set[tuple[LineAction, int]] = set()
+        self.sent: set[tuple[LineAction, int, bool]] = set()
+        self.taken = Decimal(0)  # by other checkouts
 
     def decided(self, before: HoldStatus, decision: HoldDecision) -> None:
         assert (before, self.hold.status) in ALLOWED or before is self.hold.status, (before, self.hold.status)
         for f in decision.fan_out:
-            # Each fan-out has one idempotency key per (action, line): sending one twice would be dropped.
-            assert (f.action, f.line_no) not in self.sent, f
-            self.sent.add((f.action, f.line_no))
+            # Each fan-out has its own idempotency key (action, line, again): one sent twice would be dropped.
+            assert (f.action, f.line_no, f.again) not in self.sent, f
+            self.sent.add((f.action, f.line_no, f.again))
             self.queue.append(f)
+
+    def other_checkout(self) -> None:
+        """Another checkout takes up to 10 available pieces of each lot (as lines of its own would)."""
+        for stock in self.stocks:
+            taken = min(stock.available, Decimal(10))
+            move(MovementKind.RESERVATION, stock, reserved=taken)
+            self.taken += taken
 
     def next_line_command(self) -> None:
         command = self.queue.popleft()
@@ -653,10 +878,12 @@ class Saga:
         self.decided(before, decision)
 
 
-EVENTS = st.sampled_from(["line", "line", "line", "release", "expire", "paid", "failed", "refunded", "clock"])
+EVENTS = st.sampled_from(
+    ["line", "line", "line", "release", "expire", "paid", "failed", "refunded", "clock", "other-checkout"]
+)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(
     mode=st.sampled_from(HoldMode),
     line_pieces=st.lists(st.integers(1, 30), min_size=1, max_size=3),
@@ -674,6 +901,8 @@ def test_in_any_interleaving_the_hold_only_moves_as_documented_and_ends_settled_
                 saga.next_line_command()
         elif event == "clock":
             saga.now = AFTER
+        elif event == "other-checkout":
+            saga.other_checkout()
         else:
             saga.hold_command(event)
     while saga.queue:
@@ -684,7 +913,7 @@ def test_in_any_interleaving_the_hold_only_moves_as_documented_and_ends_settled_
     assert hold.lines_pending == 0
     held = sum(line.allocated for line in lines if line.status is L.RESERVED)
     sold = sum(line.allocated for line in lines if line.status is L.CONFIRMED)
-    assert sum(s.reserved for s in saga.stocks) == held
+    assert sum(s.reserved for s in saga.stocks) == held + saga.taken
     assert sum(s.on_hand for s in saga.stocks) == saga.received - sold
     if hold.status is not S.RESERVED:
         assert held == 0, "a hold that is over still holds stock"
@@ -692,3 +921,5 @@ def test_in_any_interleaving_the_hold_only_moves_as_documented_and_ends_settled_
         assert all(line.status in (L.CONFIRMED, L.REJECTED) for line in lines)
     if hold.payment is Payment.PAID and hold.status is not S.CONFIRMED:
         assert hold.status is S.PAID_WITHOUT_STOCK, "paid, but neither sold nor flagged"
+    if hold.status is S.REFUNDED or (hold.status is S.PAID_WITHOUT_STOCK and mode is HoldMode.ALL_OR_NOTHING):
+        assert sold == 0, "an all-or-nothing cart partly sold, or a refunded one still sold"

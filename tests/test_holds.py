@@ -10,7 +10,7 @@ from redis import Redis
 from sqlalchemy import Engine, text
 
 from domain.commands import shard_of
-from producers import StockClient
+from producers import HoldResult, StockClient
 from tests.conftest import Processes
 from tests.flow import wait_all_applied
 from workers.broker import queue_name
@@ -168,7 +168,7 @@ def test_a_2_second_hold_expires_through_its_delayed_message(
     hold = hold_of(catalog, [{"sku": SKU, "quantity": "4", "unit": "piece"}], ttl=2).wait(timeout=15)
     assert hold.status == "reserved"
 
-    expired = catalog.wait_for(hold.hold_id, lambda: _settled(catalog, hold.hold_id, "expired"), timeout=15)
+    expired = catalog.wait_for(hold.hold_id, lambda: settled(catalog, hold.hold_id, "expired"), timeout=15)
     assert expired.status == "expired"
     assert expired.lines[0].status in ("reserved", "expired")
     _wait_line(catalog, f"line.expire:{hold.hold_id}:1")
@@ -185,7 +185,8 @@ def test_a_2_second_hold_expires_through_its_delayed_message(
     assert_consistent()
 
 
-def _settled(client: StockClient, hold_id: str, status: str):
+def settled(client: StockClient, hold_id: str, status: str) -> HoldResult | None:
+    """The hold, once it has `status` (None before): for `client.wait_for`."""
     hold = client.hold(hold_id)
     return hold if hold.status == status else None
 
@@ -214,7 +215,7 @@ def test_with_its_delayed_message_deleted_the_sweep_expires_the_hold(
 
     processes.worker(name="second")
     processes.start("scheduler")
-    expired = catalog.wait_for(hold.hold_id, lambda: _settled(catalog, hold.hold_id, "expired"), timeout=20)
+    expired = catalog.wait_for(hold.hold_id, lambda: settled(catalog, hold.hold_id, "expired"), timeout=20)
     assert expired.status == "expired"
     _wait_line(catalog, f"line.expire:{hold.hold_id}:1")
     assert catalog.stock(SKU).reserved == 0
@@ -248,12 +249,13 @@ def test_payment_just_after_expiry_re_reserves_and_sells(
     processes.worker()
     receive(catalog, SKU, "10", lot="L1")
     hold = hold_of(catalog, [{"sku": SKU, "quantity": "4", "unit": "piece"}], ttl=1).wait(timeout=15)
-    catalog.wait_for(hold.hold_id, lambda: _settled(catalog, hold.hold_id, "expired"), timeout=15)
+    catalog.wait_for(hold.hold_id, lambda: settled(catalog, hold.hold_id, "expired"), timeout=15)
     catalog.confirm_payment(event_id=f"evt-{uuid.uuid4().hex}", hold_id=hold.hold_id, status="paid").wait(
         timeout=15
     )
-    done = catalog.wait_for(hold.hold_id, lambda: _settled(catalog, hold.hold_id, "confirmed"), timeout=15)
+    done = catalog.wait_for(hold.hold_id, lambda: settled(catalog, hold.hold_id, "confirmed"), timeout=15)
     assert done.lines[0].status == "confirmed"
+    _wait_line(catalog, f"line.confirm:{hold.hold_id}:1")  # re-reserved, then sold
     stock = catalog.stock(SKU)
     assert (stock.on_hand, stock.reserved) == (6, 0)
     assert_consistent()
@@ -265,7 +267,7 @@ def test_payment_after_expiry_with_the_stock_gone_raises_paid_without_stock(
     processes.worker()
     receive(catalog, SKU, "4", lot="L1")
     hold = hold_of(catalog, [{"sku": SKU, "quantity": "4", "unit": "piece"}], ttl=1).wait(timeout=15)
-    catalog.wait_for(hold.hold_id, lambda: _settled(catalog, hold.hold_id, "expired"), timeout=15)
+    catalog.wait_for(hold.hold_id, lambda: settled(catalog, hold.hold_id, "expired"), timeout=15)
     _wait_line(catalog, f"line.expire:{hold.hold_id}:1")
     other = hold_of(catalog, [{"sku": SKU, "quantity": "4", "unit": "piece"}]).wait(timeout=15)
     assert other.status == "reserved"
@@ -274,7 +276,7 @@ def test_payment_after_expiry_with_the_stock_gone_raises_paid_without_stock(
         timeout=15
     )
     done = catalog.wait_for(
-        hold.hold_id, lambda: _settled(catalog, hold.hold_id, "paid_without_stock"), timeout=15
+        hold.hold_id, lambda: settled(catalog, hold.hold_id, "paid_without_stock"), timeout=15
     )
     assert done.lines[0].status == "unfulfilled"
     with engine.connect() as conn:

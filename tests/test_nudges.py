@@ -101,7 +101,10 @@ def _listening_backends(engine: Engine) -> list[int]:
     with engine.connect() as conn:
         return list(
             conn.execute(
-                text("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'tessera-nudges %'")
+                text(
+                    "SELECT pid FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'tessera-nudges %' AND datname = current_database()"
+                )
             ).scalars()
         )
 

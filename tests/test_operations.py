@@ -67,3 +67,26 @@ def test_reconcile_is_clean_then_reports_a_balance_that_disagrees_with_its_ledge
     assert broken.returncode == 1
     assert "GRS-60x60-GREY @ BUC1 lot L1: on_hand balance 37" in broken.stdout
     assert "ledger 40" in broken.stdout
+
+
+def test_reconcile_reports_stock_still_held_by_a_hold_that_ended_with_nothing_on_its_way_to_free_it(
+    catalog: StockClient, processes: Processes, engine: Engine, settings: Settings
+) -> None:
+    processes.worker()
+    catalog.receive(
+        idempotency_key="rcv-1", warehouse="BUC1", sku="GRS-60x60-GREY", quantity="10", lot="L1"
+    ).wait(timeout=15)
+    hold = catalog.reserve(
+        idempotency_key="cart-1", lines=[{"sku": "GRS-60x60-GREY", "quantity": "4", "unit": "piece"}]
+    ).wait(timeout=15)
+    assert _reconcile(settings).returncode == 0
+
+    with engine.begin() as conn:  # the hold ended, and the release of its line was lost
+        conn.execute(text("UPDATE holds SET status = 'released' WHERE id = :h"), {"h": hold.hold_id})
+    broken = _reconcile(settings)
+
+    assert broken.returncode == 1
+    assert (
+        f"GRS-60x60-GREY @ BUC1 lot L1: 4.000 pieces reserved for hold {hold.hold_id} (released)"
+        in broken.stdout
+    )

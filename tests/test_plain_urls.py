@@ -53,3 +53,5 @@ def test_migrate_and_reconcile_take_a_plain_postgresql_url(empty_database: str, 
     reconciled = tessera("reconcile")
     assert reconciled.returncode == 0, reconciled.stderr
     assert "clean" in reconciled.stdout
+    listed = tessera("dead-letters", "list", "--json")
+    assert (listed.returncode, listed.stdout.strip()) == (0, "[]")

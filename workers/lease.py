@@ -95,5 +95,9 @@ class LeaseManager:
         self._release(keys=self._keys(lease.shard)[:1], args=[lease.token])
 
     def holder_of(self, shard: int) -> str | None:
-        value = self.redis.get(self._keys(shard)[0])
-        return value.decode() if isinstance(value, bytes) else value
+        return self.holders([shard])[0]
+
+    def holders(self, shards: list[int]) -> list[str | None]:
+        """Who holds each shard's lease (None: nobody), in one round trip."""
+        values = self.redis.mget([self._keys(shard)[0] for shard in shards])
+        return [value.decode() if isinstance(value, bytes) else value for value in values]

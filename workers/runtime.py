@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +43,20 @@ from workers.writer import BatchReport, ShardWriter
 
 log = structlog.get_logger("tessera.worker")
 REDIS_TIMEOUT_SECONDS = 5.0
+
+
+def writer_session_options(lease_ttl_seconds: float) -> str:
+    """Bounds on how long a writer's session can hold its shards' rows, from the lease TTL.
+
+    A worker stopped inside its batch transaction (SIGSTOP, a VM pause) keeps its fence rows and
+    holds locked; the worker that takes its leases over would wait on them. PostgreSQL ends a
+    transaction idle for half the TTL (before the lease can pass on: the stalled worker renewed it
+    at most a third of the TTL before it stopped), so the new holder applies within the TTL and a
+    batch, and the stalled one, when it wakes, finds its session gone and its epoch fenced. A claim
+    waits at most as long for a lock, then retries (with its leases read again).
+    """
+    half_ttl_ms = max(int(lease_ttl_seconds * 500), 100)
+    return f"-c idle_in_transaction_session_timeout={half_ttl_ms} -c lock_timeout={half_ttl_ms}"
 
 
 def parse_shards(spec: str | None, total: int) -> list[int]:
@@ -84,7 +99,9 @@ class ShardWorker:
         # while (the sweep rings again, and tickets re-read PostgreSQL).
         self.redis = redis_client or Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT_SECONDS)
         self.engine = engine or get_engine(
-            settings.database_url, application_name=f"tessera-worker {self.name}"
+            settings.database_url,
+            application_name=f"tessera-worker {self.name}",
+            options=writer_session_options(settings.lease_ttl_seconds),
         )
         self.broker = make_broker(self.redis, settings.redis_namespace)
         self.doorbells = Doorbells(self.broker, settings.shards)
@@ -102,6 +119,7 @@ class ShardWorker:
             batch_max=settings.batch_max,
             holder=self.name,
             announce=self._announce,
+            max_attempts=settings.max_attempts,
         )
         self.held: dict[int, ShardLease] = {}
         self._draining = False
@@ -221,12 +239,29 @@ class ShardWorker:
             if lease is not None:
                 log.warning("lease.lost", shard=shard, epoch=lease.epoch)
                 self._drop(shard)
-            new = self.leases.acquire(shard, self._epoch_floor(shard))
-            if new is not None:
-                self.held[shard] = new
+            if self._take(shard):
                 taken.append(shard)
-                log.info("lease.acquired", shard=shard, epoch=new.epoch, holder=self.name)
         return taken
+
+    def take_free_leases(self) -> list[int]:
+        """Take the leases of served shards that nobody holds (one look at Redis for all of them)."""
+        unheld = [shard for shard in self.shards if shard not in self.held]
+        if not unheld:
+            return []
+        holders = self.leases.holders(unheld)
+        return [
+            shard
+            for shard, holder in zip(unheld, holders, strict=True)
+            if holder is None and self._take(shard)
+        ]
+
+    def _take(self, shard: int) -> bool:
+        new = self.leases.acquire(shard, self._epoch_floor(shard))
+        if new is None:
+            return False
+        self.held[shard] = new
+        log.info("lease.acquired", shard=shard, epoch=new.epoch, holder=self.name)
+        return True
 
     def _nudge(self, payload: str) -> None:
         """Queue one drain when a nudge ("3,5,7", on Redis or PostgreSQL) names a held shard;
@@ -284,13 +319,23 @@ class ShardWorker:
                 self._stop.wait(1.0)
 
     def _keeper_loop(self) -> None:
-        interval = self.settings.lease_ttl_seconds / 3
-        while not self._stop.wait(interval):
+        """Renew the leases every third of the TTL; in between, look for free ones often, so that a
+        standby takes over a dead worker's shards as soon as their leases expire (with looks only
+        every third of the TTL, a takeover took up to 1.33 TTL, and the expiries due meanwhile waited)."""
+        renew_every = self.settings.lease_ttl_seconds / 3
+        look_every = min(renew_every, max(self.settings.lease_ttl_seconds / 20, 0.05))
+        renew_at = time.monotonic() + renew_every
+        while not self._stop.wait(look_every):
             try:
-                if self.keep_leases():
+                if time.monotonic() >= renew_at:
+                    renew_at = time.monotonic() + renew_every
+                    taken = self.keep_leases()
+                else:
+                    taken = self.take_free_leases()
+                if taken:
                     self.drain()
-            except Exception:
-                log.exception("keeper.error")
+            except Exception as error:  # Redis or PostgreSQL restarting: the next round tries again
+                log.warning("keeper.error", error=str(error).splitlines()[0] if str(error) else repr(error))
 
     # -- lifecycle -------------------------------------------------------------------------------
 

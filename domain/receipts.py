@@ -1,0 +1,41 @@
+"""Goods in: what a receipt may say about a lot the product already has.
+
+A lot is one production run: one shade, one caliber, one expiry. Tiles of two shades must never be
+merged into one lot (a floor laid from it shows it), so a receipt that names a known lot code with
+another shade, caliber or expiry is refused, with the lot's facts in the message. A fact the
+receipt leaves out is not a difference (a lot whose fact was never stated takes the first one given).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LotFacts:
+    shade: str | None
+    caliber: str | None
+    expiry: dt.date | None
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{name} {value if value is not None else 'not stated'}"
+            for name, value in (("shade", self.shade), ("caliber", self.caliber), ("expiry", self.expiry))
+        )
+
+
+def lot_conflict(lot_code: str, known: LotFacts, received: LotFacts) -> str | None:
+    """Why a receipt into lot `lot_code` cannot be taken (None: it can)."""
+    differs = [
+        f"{name} {new}"
+        for name, old, new in (
+            ("shade", known.shade, received.shade),
+            ("caliber", known.caliber, received.caliber),
+            ("expiry", known.expiry, received.expiry),
+        )
+        if old is not None and new is not None and old != new
+    ]
+    if not differs:
+        return None
+    return f"lot {lot_code} is {known.describe()}; this receipt says {', '.join(differs)}"
