@@ -337,6 +337,50 @@ def _run_outside_transaction(url: str, statement: str) -> None:
         engine.dispose()
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with a TESSERA_* variable for every setting, and the repository on
+    PYTHONPATH: what `ops.cli` processes are started with."""
+    env = dict(os.environ)
+    for field, value in settings.model_dump().items():
+        env[f"TESSERA_{field.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def start_cli(args: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m ops.cli ARGS` from the repository, its output in `log`; it dies with the bench."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ops.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def terminate(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM to every process still running, then wait for each; SIGKILL one that outlives `timeout`."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def seed_warehouses(client: StockClient) -> None:
+    """The warehouses of tests/conftest.py `seed_catalog`."""
+    client.upsert_warehouse(code="BUC1", name="Bucharest", can_ship=True, priority=1)
+    client.upsert_warehouse(code="CLJ1", name="Cluj", can_ship=True, priority=2)
+    client.upsert_warehouse(code="SHOW", name="Showroom", can_ship=False, priority=9, type="showroom")
+
+
 class BenchEnv:
     """A fresh database (migrated to head) and Redis namespace, and the processes started on them.
 
@@ -431,23 +475,10 @@ class BenchEnv:
     # -- processes -------------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        for field, value in self.settings.model_dump().items():
-            env[f"TESSERA_{field.upper()}"] = str(value)
-        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        return env
+        return settings_env(self.settings)
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{args[0]}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ops.cli", *args],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
+        proc = start_cli(args, self.env(), self.log_dir / f"{args[0]}-{len(self.procs)}.log")
         self.procs.append(proc)
         return proc
 
@@ -490,15 +521,7 @@ class BenchEnv:
         )
 
     def stop_processes(self, timeout: float = 20.0) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(self.procs, timeout)
         self.procs.clear()
 
     def check_alive(self) -> None:
@@ -511,12 +534,7 @@ class BenchEnv:
     # -- catalogue and stock ---------------------------------------------------------------------
 
     def seed_warehouses(self) -> None:
-        """The warehouses of tests/conftest.py `seed_catalog`."""
-        self.client.upsert_warehouse(code="BUC1", name="Bucharest", can_ship=True, priority=1)
-        self.client.upsert_warehouse(code="CLJ1", name="Cluj", can_ship=True, priority=2)
-        self.client.upsert_warehouse(
-            code="SHOW", name="Showroom", can_ship=False, priority=9, type="showroom"
-        )
+        seed_warehouses(self.client)
 
     def pending_count(self) -> int:
         """Commands recorded but not applied yet (scheduled ones, e.g. hold expiries, excluded)."""
