@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import time
 
 from sqlalchemy import Engine, text
 
@@ -32,6 +33,30 @@ def test_kill_9_of_a_worker_mid_flow_loses_nothing_and_doubles_nothing(
     with engine.connect() as conn:
         holders = {h for (h,) in conn.execute(text("SELECT DISTINCT holder FROM apply_batches"))}
     assert holders == {"victim", "successor"}
+    assert_consistent()
+
+
+def test_a_standby_takes_a_killed_workers_shards_without_waiting_for_its_lease_to_lapse(
+    catalog: StockClient, processes: Processes, assert_consistent
+) -> None:
+    # A lease this long would keep the shards, and every expiry due on them, waiting a minute if
+    # only the TTL could free them: the standby sees the dead worker's Redis connection is gone.
+    long_lease = {"TESSERA_LEASE_TTL_SECONDS": "60"}
+    victim = processes.worker(name="victim", **long_lease)
+    processes.start("worker", "--name", "standby", env=long_lease)
+    stock_up(catalog)
+
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = time.monotonic()
+    processes.wait_for_leases(None, "standby", timeout=30)
+    took_over_in = time.monotonic() - killed_at
+
+    answer = catalog.reserve(
+        idempotency_key="after-the-kill", lines=[{"sku": "MOSAIC-30", "quantity": "3", "unit": "piece"}]
+    ).wait(timeout=15)
+    assert took_over_in < 30, f"the standby waited {took_over_in:.1f}s, as if for the lease TTL"
+    assert answer.status == "reserved"
     assert_consistent()
 
 

@@ -1,6 +1,10 @@
 """Shard leases: exactly one consumer per shard, enforced, not assumed.
 
-A worker holds a shard while its Redis lease key lives (renewed every third of the TTL). Each
+A worker holds a shard while its Redis lease key lives (renewed every third of the TTL). The key
+names the Redis connection the holder keeps for its leases: when that connection is gone, the
+holder is dead (kill -9, a crash: the kernel closes its sockets at once) and a standby takes the
+shard without waiting for the TTL. A holder that is merely stalled (SIGSTOP, a long pause) keeps
+its connection, so only the TTL takes its shards. Each
 acquisition takes a new, higher epoch; the writer proves that epoch in Postgres in every apply
 transaction (see ``db.repository.claim_batch``), so a worker that stalled past its lease, or a
 second worker started by mistake, is fenced out even if it still believes it owns the shard.
@@ -13,7 +17,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import structlog
 from redis import Redis
+from redis.exceptions import ResponseError
+
+log = structlog.get_logger("tessera.lease")
 
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
@@ -23,7 +31,7 @@ if epoch <= floor then
   epoch = floor + 1
   redis.call('SET', KEYS[2], epoch)
 end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch .. '|' .. ARGV[4], 'PX', ARGV[2])
 return epoch
 """
 
@@ -34,7 +42,9 @@ end
 return 0
 """
 
-_RELEASE = """
+# Release and steal are the same compare-and-delete: the key goes only if it still holds the value
+# the caller saw (its own token, or a dead holder's).
+_DELETE_IF = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -45,12 +55,14 @@ class ShardLease:
     shard: int
     epoch: int
     holder: str
+    connection_id: int
+    """The Redis client id of the connection the holder keeps: its liveness, as others see it."""
     valid_until: float
     """Monotonic time after which this worker must assume the lease is gone."""
 
     @property
     def token(self) -> str:
-        return f"{self.holder}|{self.epoch}"
+        return f"{self.holder}|{self.epoch}|{self.connection_id}"
 
     def is_valid(self) -> bool:
         return time.monotonic() < self.valid_until
@@ -64,9 +76,13 @@ class LeaseManager:
         self.namespace = namespace
         self.holder = holder
         self.ttl_ms = int(ttl_seconds * 1000)
-        self._acquire = redis_client.register_script(_ACQUIRE)
-        self._renew = redis_client.register_script(_RENEW)
-        self._release = redis_client.register_script(_RELEASE)
+        # One connection of its own, kept for the process's life: its client id goes into every
+        # lease this worker takes, and its closing tells the others this worker is gone.
+        self._own = Redis(connection_pool=redis_client.connection_pool, single_connection_client=True)
+        self._acquire = self._own.register_script(_ACQUIRE)
+        self._renew = self._own.register_script(_RENEW)
+        self._delete_if = redis_client.register_script(_DELETE_IF)
+        self._liveness_known = True
 
     def _keys(self, shard: int) -> list[str]:
         return [f"{self.namespace}:lease:{shard}", f"{self.namespace}:lease-epoch:{shard}"]
@@ -77,10 +93,13 @@ class LeaseManager:
 
     def acquire(self, shard: int, epoch_floor: int) -> ShardLease | None:
         started = time.monotonic()
-        epoch = self._acquire(keys=self._keys(shard), args=[self.holder, self.ttl_ms, epoch_floor])
+        connection_id = int(self._own.client_id())
+        epoch = self._acquire(
+            keys=self._keys(shard), args=[self.holder, self.ttl_ms, epoch_floor, connection_id]
+        )
         if epoch is None:
             return None
-        return ShardLease(shard, int(epoch), self.holder, self._valid_until(started))
+        return ShardLease(shard, int(epoch), self.holder, connection_id, self._valid_until(started))
 
     def renew(self, lease: ShardLease) -> bool:
         started = time.monotonic()
@@ -92,12 +111,48 @@ class LeaseManager:
 
     def release(self, lease: ShardLease) -> None:
         lease.valid_until = 0.0
-        self._release(keys=self._keys(lease.shard)[:1], args=[lease.token])
+        self._delete_if(keys=self._keys(lease.shard)[:1], args=[lease.token])
+
+    def close(self) -> None:
+        self._own.close()
 
     def holder_of(self, shard: int) -> str | None:
         return self.holders([shard])[0]
 
     def holders(self, shards: list[int]) -> list[str | None]:
-        """Who holds each shard's lease (None: nobody), in one round trip."""
+        """Each shard's lease value, ``holder|epoch|connection`` (None: nobody), in one round trip."""
         values = self.redis.mget([self._keys(shard)[0] for shard in shards])
         return [value.decode() if isinstance(value, bytes) else value for value in values]
+
+    def vacant(self, shards: list[int]) -> list[int]:
+        """The shards whose lease is free, or was held by a worker whose connection is gone (those
+        leases are deleted here, so that the next `acquire` can take them)."""
+        values = self.holders(shards)
+        free = [shard for shard, value in zip(shards, values, strict=True) if value is None]
+        held = {shard: value for shard, value in zip(shards, values, strict=True) if value is not None}
+        for shard in self._of_dead_holders(held):
+            if self._delete_if(keys=self._keys(shard)[:1], args=[held[shard]]):
+                free.append(shard)
+        return sorted(free)
+
+    def _of_dead_holders(self, held: dict[int, str]) -> list[int]:
+        connections = {shard: _connection_id(value) for shard, value in held.items()}
+        wanted = sorted({str(c) for c in connections.values() if c is not None})
+        if not wanted or not self._liveness_known:
+            return []
+        try:
+            alive = {int(c["id"]) for c in self.redis.client_list(client_id=wanted)}
+        except ResponseError as error:  # CLIENT disabled (a managed Redis): the TTL alone decides
+            log.warning("lease.liveness_unknown", error=str(error))
+            self._liveness_known = False
+            return []
+        dead = [shard for shard, c in connections.items() if c is not None and c not in alive]
+        for shard in dead:
+            log.info("lease.holder_gone", shard=shard, lease=held[shard])
+        return dead
+
+
+def _connection_id(value: str) -> int | None:
+    """The connection id in a lease value (None in a value written before leases named one)."""
+    parts = value.split("|")
+    return int(parts[2]) if len(parts) == 3 and parts[2].isdecimal() else None

@@ -244,16 +244,12 @@ class ShardWorker:
         return taken
 
     def take_free_leases(self) -> list[int]:
-        """Take the leases of served shards that nobody holds (one look at Redis for all of them)."""
+        """Take the leases of served shards that nobody holds, or whose holder's connection is gone
+        (one look at Redis for all of them, one more when others hold some)."""
         unheld = [shard for shard in self.shards if shard not in self.held]
         if not unheld:
             return []
-        holders = self.leases.holders(unheld)
-        return [
-            shard
-            for shard, holder in zip(unheld, holders, strict=True)
-            if holder is None and self._take(shard)
-        ]
+        return [shard for shard in self.leases.vacant(unheld) if self._take(shard)]
 
     def _take(self, shard: int) -> bool:
         new = self.leases.acquire(shard, self._epoch_floor(shard))
@@ -378,6 +374,7 @@ class ShardWorker:
         for lease in list(self.held.values()):
             self.leases.release(lease)
         self.held.clear()
+        self.leases.close()
         log.info("worker.stopped", name=self.name)
 
     def run_forever(self) -> None:
