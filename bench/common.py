@@ -35,7 +35,7 @@ from db.engine import make_engine
 from db.migrate import upgrade
 from producers import StockClient
 from tessera.settings import Settings
-from workers.runtime import parse_shards
+from workers.process import parse_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "bench" / "results"

@@ -39,7 +39,12 @@ class LotStock:
 
     @property
     def available(self) -> Decimal:
-        return max(ZERO, self.on_hand - self.reserved - self.damaged - self.quarantine)
+        return available(self.on_hand, self.reserved, self.damaged, self.quarantine)
+
+
+def available(on_hand: Decimal, reserved: Decimal, damaged: Decimal, quarantine: Decimal) -> Decimal:
+    """What can still be sold from a balance: on hand, less what is held, damaged or in quarantine."""
+    return max(ZERO, on_hand - reserved - damaged - quarantine)
 
 
 @dataclass(frozen=True, slots=True)

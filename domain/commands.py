@@ -7,7 +7,8 @@ import hashlib
 import json
 from typing import Any
 
-from domain.holds import LineAction
+from domain.errors import UnknownCommandKind
+from domain.states import LineAction
 
 
 class HoldCommand(enum.StrEnum):
@@ -41,7 +42,7 @@ def parse_kind(kind: str) -> CommandKind:
     try:
         return _KINDS[kind]
     except KeyError:
-        raise ValueError(f"unknown command kind {kind!r}") from None
+        raise UnknownCommandKind(kind) from None
 
 
 def stable_hash(text: str) -> int:

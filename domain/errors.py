@@ -75,3 +75,24 @@ class CommandDead(TesseraError):
     def __init__(self, key: str, error: str | None, attempts: int) -> None:
         super().__init__(f"command {key!r} could not be applied after {attempts} tries: {error}")
         self.key, self.error, self.attempts = key, error, attempts
+
+
+class InvariantBroken(TesseraError):
+    """A movement would break reserved ≤ on_hand or make a bucket negative: a bug, never a result."""
+
+
+class UnknownCommandKind(TesseraError, ValueError):
+    """An inbox row whose kind no handler applies (a payload a later release wrote, a typo)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"unknown command kind {kind!r}")
+        self.kind = kind
+
+
+class ReferencesChanging(TesseraError):
+    """Products or warehouses kept changing while a group of holds was recorded; nothing was recorded."""
+
+
+class RecordingTimeout(TesseraError):
+    """A request was not recorded in time (PostgreSQL out of reach?): it may or may not be recorded;
+    send it again with the same idempotency key to find out."""

@@ -30,114 +30,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
-from decimal import Decimal
 
-
-class HoldStatus(enum.StrEnum):
-    PENDING = "pending"
-    RESERVED = "reserved"
-    REJECTED = "rejected"
-    CONFIRMED = "confirmed"
-    RELEASED = "released"
-    EXPIRED = "expired"
-    REFUNDED = "refunded"
-    REALLOCATING = "reallocating"
-    PAID_WITHOUT_STOCK = "paid_without_stock"
-
-    @property
-    def settled(self) -> bool:
-        """Whether the hold has an answer: not waiting for its lines."""
-        return self not in (HoldStatus.PENDING, HoldStatus.REALLOCATING)
-
-
-class LineStatus(enum.StrEnum):
-    PENDING = "pending"
-    RESERVED = "reserved"
-    REJECTED = "rejected"
-    RELEASED = "released"
-    EXPIRED = "expired"
-    CONFIRMED = "confirmed"
-    RETURNED = "returned"
-    UNFULFILLED = "unfulfilled"
-
-
-class HoldMode(enum.StrEnum):
-    ALL_OR_NOTHING = "all_or_nothing"
-    PARTIAL = "partial"
-
-
-class Payment(enum.StrEnum):
-    NONE = "none"
-    PAID = "paid"
-    FAILED = "failed"
-    REFUNDED = "refunded"
-
-
-class LineAction(enum.StrEnum):
-    """A line command, applied by the product's shard writer."""
-
-    RESERVE = "line.reserve"
-    REALLOCATE = "line.reallocate"
-    RELEASE = "line.release"
-    EXPIRE = "line.expire"
-    CONFIRM = "line.confirm"
-    RETURN = "line.return"
-
-    @property
-    def answers(self) -> bool:
-        """Whether the hold waits for this command's answer (it decrements ``lines_pending``)."""
-        return self in (LineAction.RESERVE, LineAction.REALLOCATE)
-
-
-MOVES: dict[LineAction, tuple[LineStatus, LineStatus]] = {
-    LineAction.RELEASE: (LineStatus.RESERVED, LineStatus.RELEASED),
-    LineAction.EXPIRE: (LineStatus.RESERVED, LineStatus.EXPIRED),
-    LineAction.CONFIRM: (LineStatus.RESERVED, LineStatus.CONFIRMED),
-    LineAction.RETURN: (LineStatus.CONFIRMED, LineStatus.RETURNED),
-}
-"""The line commands whose outcome is known when they are sent: the status each acts on → leaves."""
-
-
-def line_after(status: LineStatus, pending: list[LineAction]) -> LineStatus:
-    """A line's final status once the commands still on their way to it apply, in order.
-
-    An answer shows every line's final state: a rejected cart's compensated line is ``released``,
-    even while its release command waits on its shard. Allocations (reserve, reallocate) are not
-    known in advance; the hold does not answer while one is on its way.
-    """
-    for action in pending:
-        acts_on, leaves = MOVES.get(action, (None, None))
-        if status is acts_on and leaves is not None:
-            status = leaves
-    return status
-
-
-@dataclass(slots=True)
-class HoldLine:
-    hold_id: str
-    line_no: int
-    product_id: int
-    sku: str
-    pieces: Decimal
-    status: LineStatus = LineStatus.PENDING
-    requested_warehouse_id: int | None = None
-    warehouse_id: int | None = None
-    lot_id: int | None = None
-    allocated: Decimal = Decimal(0)
-    """Pieces taken from the chosen lot (reserved, then sold, then maybe returned)."""
-    reason: str | None = None
-    available: Decimal | None = None
-    largest_lot: dict[str, str] | None = None
-
-
-@dataclass(slots=True)
-class Hold:
-    id: str
-    status: HoldStatus
-    mode: HoldMode
-    expires_at: dt.datetime
-    payment: Payment = Payment.NONE
-    lines_pending: int = 0
+from domain.outcomes import Outcome
+from domain.states import Hold, HoldLine, HoldMode, HoldStatus, LineAction, LineStatus, Payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +56,7 @@ class Alert(enum.StrEnum):
 class HoldDecision:
     """What a hold-level command or a settlement does to the hold row, and the line commands it sends."""
 
-    outcome: str
+    outcome: Outcome
     note: str = ""
     fan_out: list[FanOut] = field(default_factory=list)
     schedule_expiry: bool = False
@@ -169,16 +64,16 @@ class HoldDecision:
 
     @property
     def changed(self) -> bool:
-        return self.outcome not in ("noop", "deferred")
+        return self.outcome not in (Outcome.NOOP, Outcome.DEFERRED)
 
     @property
     def deferred(self) -> bool:
         """An expiry that waits: a command recorded before ``expires_at`` is still to be applied."""
-        return self.outcome == "deferred"
+        return self.outcome is Outcome.DEFERRED
 
 
 def _noop(hold: Hold, why: str) -> HoldDecision:
-    return HoldDecision(outcome="noop", note=f"hold is {hold.status.value}: {why}")
+    return HoldDecision(outcome=Outcome.NOOP, note=f"hold is {hold.status.value}: {why}")
 
 
 def _fan_out(
@@ -205,7 +100,7 @@ def _expire_by_clock(hold: Hold, lines: list[HoldLine], recorded_at: dt.datetime
         return None
     hold.status = HoldStatus.EXPIRED
     return HoldDecision(
-        "expired",
+        Outcome.EXPIRED,
         note="the hold had expired when this command was recorded",
         fan_out=_fan_out(hold, LineAction.EXPIRE, lines, {LineStatus.RESERVED}),
     )
@@ -231,10 +126,10 @@ def _release(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
         if hold.payment in (Payment.PAID, Payment.REFUNDED):  # paid first: the payment wins
             return _noop(hold, "already paid")
         hold.status = HoldStatus.RELEASED  # the lines still answering are released when they settle
-        return HoldDecision(outcome="released", note="released while lines were still answering")
+        return HoldDecision(outcome=Outcome.RELEASED, note="released while lines were still answering")
     if hold.status is HoldStatus.RESERVED:
         hold.status = HoldStatus.RELEASED
-        return HoldDecision("released", fan_out=_give_back(hold, lines))
+        return HoldDecision(Outcome.RELEASED, fan_out=_give_back(hold, lines))
     return _noop(hold, "nothing to release")
 
 
@@ -249,11 +144,13 @@ def expire(
     if hold.status is not HoldStatus.RESERVED:
         return _noop(hold, "only a reserved hold expires")
     if not is_expired(hold, now):
-        return HoldDecision(outcome="noop", note=f"not due before {hold.expires_at.isoformat()}")
+        return HoldDecision(outcome=Outcome.NOOP, note=f"not due before {hold.expires_at.isoformat()}")
     if recorded_before_pending:
-        return HoldDecision("deferred", note="a command recorded before expires_at is applied first")
+        return HoldDecision(Outcome.DEFERRED, note="a command recorded before expires_at is applied first")
     hold.status = HoldStatus.EXPIRED
-    return HoldDecision("expired", fan_out=_fan_out(hold, LineAction.EXPIRE, lines, {LineStatus.RESERVED}))
+    return HoldDecision(
+        Outcome.EXPIRED, fan_out=_fan_out(hold, LineAction.EXPIRE, lines, {LineStatus.RESERVED})
+    )
 
 
 def pay(hold: Hold, lines: list[HoldLine], payment: Payment, recorded_at: dt.datetime) -> HoldDecision:
@@ -285,11 +182,11 @@ def _paid(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
     answering = hold.status is HoldStatus.RELEASED and hold.lines_pending > 0  # released while pending
     if hold.status is HoldStatus.PENDING or answering:
         hold.payment = Payment.PAID
-        return HoldDecision(outcome="payment_recorded", note="decided when the lines have answered")
+        return HoldDecision(outcome=Outcome.PAYMENT_RECORDED, note="decided when the lines have answered")
     if hold.status is HoldStatus.RESERVED:
         hold.status, hold.payment = HoldStatus.CONFIRMED, Payment.PAID
         return HoldDecision(
-            "confirmed", fan_out=_fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED})
+            Outcome.CONFIRMED, fan_out=_fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED})
         )
     if hold.status in (HoldStatus.EXPIRED, HoldStatus.RELEASED):
         # Paid after the stock went back: re-reserve every line that was held once (its expiry or
@@ -300,15 +197,15 @@ def _paid(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
         if not reallocate:  # no line was ever reserved, so none will answer: decide now, not never
             hold.status = HoldStatus.PAID_WITHOUT_STOCK
             return HoldDecision(
-                "paid_without_stock", note="paid for a hold with nothing to sell", alert=Alert.RAISE
+                Outcome.PAID_WITHOUT_STOCK, note="paid for a hold with nothing to sell", alert=Alert.RAISE
             )
         hold.status = HoldStatus.REALLOCATING
         return HoldDecision(
-            "reallocating", note="paid after the hold ended: re-reserving", fan_out=reallocate
+            Outcome.REALLOCATING, note="paid after the hold ended: re-reserving", fan_out=reallocate
         )
     if hold.status is HoldStatus.REJECTED:
         hold.status, hold.payment = HoldStatus.PAID_WITHOUT_STOCK, Payment.PAID
-        return HoldDecision("paid_without_stock", note="paid for a rejected hold", alert=Alert.RAISE)
+        return HoldDecision(Outcome.PAID_WITHOUT_STOCK, note="paid for a rejected hold", alert=Alert.RAISE)
     return _noop(hold, "payment already settled")
 
 
@@ -323,10 +220,19 @@ def _refunded(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
         # A reserved line may have its confirmation on its way, ahead of the return on its shard
         # (or its release, for an all-or-nothing hold paid without stock: the return is then a no-op).
         sold = {LineStatus.CONFIRMED, LineStatus.RESERVED}
-        return HoldDecision("refunded", fan_out=_fan_out(hold, LineAction.RETURN, lines, sold), alert=alert)
+        return HoldDecision(
+            Outcome.REFUNDED, fan_out=_fan_out(hold, LineAction.RETURN, lines, sold), alert=alert
+        )
     # Paid while its lines are still answering: what they reserve is given back when they have.
     hold.payment = Payment.REFUNDED
-    return HoldDecision("refund_recorded", note="decided when the lines have answered")
+    return HoldDecision(Outcome.REFUND_RECORDED, note="decided when the lines have answered")
+
+
+def line_answered(hold: Hold, lines: list[HoldLine]) -> HoldDecision | None:
+    """One more line has answered its allocation: counted on the hold (None: more to come); the
+    last one settles it."""
+    hold.lines_pending -= 1
+    return settle(hold, lines) if hold.lines_pending == 0 else None
 
 
 def settle(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
@@ -334,13 +240,13 @@ def settle(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
     if hold.status is HoldStatus.REALLOCATING:
         return _settle_reallocation(hold, lines)
     if hold.status is HoldStatus.RELEASED and hold.payment not in (Payment.PAID, Payment.REFUNDED):
-        return HoldDecision("released", fan_out=_give_back(hold, lines))
+        return HoldDecision(Outcome.RELEASED, fan_out=_give_back(hold, lines))
     if hold.status not in (HoldStatus.PENDING, HoldStatus.RELEASED):  # released + paid: as pending
         return _noop(hold, "already settled")
     if hold.payment is Payment.REFUNDED:
         hold.status = HoldStatus.REFUNDED
         return HoldDecision(
-            "refunded", note="refunded before the lines answered", fan_out=_give_back(hold, lines)
+            Outcome.REFUNDED, note="refunded before the lines answered", fan_out=_give_back(hold, lines)
         )
     reserved = [line for line in lines if line.status is LineStatus.RESERVED]
     rejected = [line for line in lines if line.status is LineStatus.REJECTED]
@@ -349,16 +255,16 @@ def settle(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
         compensation = _give_back(hold, lines)
         if hold.payment is Payment.PAID:
             hold.status = HoldStatus.PAID_WITHOUT_STOCK
-            return HoldDecision("paid_without_stock", fan_out=compensation, alert=Alert.RAISE)
+            return HoldDecision(Outcome.PAID_WITHOUT_STOCK, fan_out=compensation, alert=Alert.RAISE)
         hold.status = HoldStatus.REJECTED
-        return HoldDecision("rejected", fan_out=compensation)
+        return HoldDecision(Outcome.REJECTED, fan_out=compensation)
     if hold.payment is Payment.PAID:
         hold.status = HoldStatus.CONFIRMED
         return HoldDecision(
-            "confirmed", fan_out=_fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED})
+            Outcome.CONFIRMED, fan_out=_fan_out(hold, LineAction.CONFIRM, lines, {LineStatus.RESERVED})
         )
     hold.status = HoldStatus.RESERVED
-    return HoldDecision("reserved", schedule_expiry=True)
+    return HoldDecision(Outcome.RESERVED, schedule_expiry=True)
 
 
 def _settle_reallocation(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
@@ -372,12 +278,12 @@ def _settle_reallocation(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
     if hold.payment is Payment.REFUNDED:
         hold.status = HoldStatus.REFUNDED
         return HoldDecision(
-            "refunded", note="refunded while re-reserving", fan_out=_give_back(hold, lines, again=True)
+            Outcome.REFUNDED, note="refunded while re-reserving", fan_out=_give_back(hold, lines, again=True)
         )
     if missing and hold.mode is HoldMode.ALL_OR_NOTHING:
         hold.status = HoldStatus.PAID_WITHOUT_STOCK
         return HoldDecision(
-            "paid_without_stock",
+            Outcome.PAID_WITHOUT_STOCK,
             note="paid after the hold ended, and not every line could be re-reserved: none is sold",
             fan_out=_give_back(hold, lines, again=True),
             alert=Alert.RAISE,
@@ -386,10 +292,10 @@ def _settle_reallocation(hold: Hold, lines: list[HoldLine]) -> HoldDecision:
     if missing:
         hold.status = HoldStatus.PAID_WITHOUT_STOCK
         return HoldDecision(
-            "paid_without_stock",
+            Outcome.PAID_WITHOUT_STOCK,
             note="paid after the hold ended: the lines that could be re-reserved are sold",
             fan_out=sell,
             alert=Alert.RAISE,
         )
     hold.status = HoldStatus.CONFIRMED
-    return HoldDecision("confirmed", note="re-reserved after the hold ended", fan_out=sell)
+    return HoldDecision(Outcome.CONFIRMED, note="re-reserved after the hold ended", fan_out=sell)

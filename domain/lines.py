@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from domain.allocation import LotStock, Pick, WarehouseRoute, allocate_line
-from domain.errors import TesseraError
-from domain.holds import MOVES, HoldLine, LineAction, LineStatus
+from domain.errors import InvariantBroken
+from domain.outcomes import Outcome
+from domain.states import MOVES, HoldLine, LineAction, LineStatus
 
 
 class MovementKind(enum.StrEnum):
@@ -37,13 +38,9 @@ class Movement:
 
 @dataclass(slots=True)
 class LineOutcome:
-    outcome: str
+    outcome: Outcome
     note: str = ""
     movements: list[Movement] = field(default_factory=list)
-
-
-class InvariantBroken(TesseraError):
-    """A movement would break reserved ≤ on_hand or make a bucket negative: a bug, never a result."""
 
 
 def move(
@@ -92,17 +89,17 @@ def apply_line(
     """Apply one line command to the product's lot balances."""
     if action is LineAction.RESERVE:
         if line.status is not LineStatus.PENDING:
-            return LineOutcome("noop", f"line already {line.status.value}")
+            return LineOutcome(Outcome.NOOP, f"line already {line.status.value}")
         return _reserve(line, stocks, routes, refused=LineStatus.REJECTED)
     if action is LineAction.REALLOCATE:
         if line.status is LineStatus.RESERVED:  # its release or expiry never applied: still held
-            return LineOutcome("reserved", "still held")
+            return LineOutcome(Outcome.RESERVED, "still held")
         if line.status not in (LineStatus.EXPIRED, LineStatus.RELEASED):
-            return LineOutcome("noop", f"line is {line.status.value}")
+            return LineOutcome(Outcome.NOOP, f"line is {line.status.value}")
         return _reserve(line, stocks, routes, refused=LineStatus.UNFULFILLED)
     acts_on, leaves = MOVES[action]
     if line.status is not acts_on:
-        return LineOutcome("noop", f"line is {line.status.value}")
+        return LineOutcome(Outcome.NOOP, f"line is {line.status.value}")
     stock, qty = _held_stock(line, stocks), line.allocated
     line.status = leaves
     if action is LineAction.CONFIRM:
@@ -112,7 +109,7 @@ def apply_line(
     else:
         kind = MovementKind.EXPIRY if action is LineAction.EXPIRE else MovementKind.RELEASE
         movement = move(kind, stock, reserved=-qty)
-    return LineOutcome(leaves.value, movements=[movement])
+    return LineOutcome(Outcome(leaves.value), movements=[movement])
 
 
 def _reserve(
@@ -121,10 +118,10 @@ def _reserve(
     pick = _allocate(line, stocks, routes)
     if pick is None:
         line.status = refused
-        return LineOutcome(refused.value, line.reason or "")
+        return LineOutcome(Outcome(refused.value), line.reason or "")
     line.status, line.allocated = LineStatus.RESERVED, pick.quantity
     return LineOutcome(
-        "reserved", movements=[move(MovementKind.RESERVATION, pick.stock, reserved=pick.quantity)]
+        Outcome.RESERVED, movements=[move(MovementKind.RESERVATION, pick.stock, reserved=pick.quantity)]
     )
 
 
@@ -141,5 +138,5 @@ def fail_line(action: LineAction, line: HoldLine, error: str) -> LineOutcome:
     elif action is LineAction.REALLOCATE and line.status in (LineStatus.EXPIRED, LineStatus.RELEASED):
         line.status, line.reason = LineStatus.UNFULFILLED, why
     elif not (action is LineAction.REALLOCATE and line.status is LineStatus.RESERVED):  # that one: still held
-        return LineOutcome("noop", why)
-    return LineOutcome(line.status.value, why)
+        return LineOutcome(Outcome.NOOP, why)
+    return LineOutcome(Outcome(line.status.value), why)

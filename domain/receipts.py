@@ -39,3 +39,13 @@ def lot_conflict(lot_code: str, known: LotFacts, received: LotFacts) -> str | No
     if not differs:
         return None
     return f"lot {lot_code} is {known.describe()}; this receipt says {', '.join(differs)}"
+
+
+def merged_facts(known: LotFacts, received: LotFacts) -> LotFacts:
+    """A known lot's facts once a receipt that agrees with them is taken: a fact the lot had not
+    stated takes the receipt's."""
+    return LotFacts(
+        known.shade if known.shade is not None else received.shade,
+        known.caliber if known.caliber is not None else received.caliber,
+        known.expiry if known.expiry is not None else received.expiry,
+    )

@@ -1,12 +1,15 @@
-"""What a hold looks like to the checkout: the answer a ticket returns.
+"""What callers read back: a hold's answer, a product's stock, its ledger.
 
-Built in one place from plain line facts, whether the writer builds it from its batch (and sends it
-with the wake-up) or a reader builds it from PostgreSQL rows.
+A hold's answer is built in one place (:func:`hold_result`) from the domain's hold and lines, whether
+the writer builds it from its batch (and sends it with the wake-up) or a reader builds it from
+PostgreSQL rows: each line is shown in its final state, once the line commands still on their way to
+it have applied (:func:`domain.states.line_after`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -14,8 +17,9 @@ from typing import Any
 from pydantic import BaseModel, computed_field
 
 from domain.quantities import Packaging, boxes_in, sqm_in
+from domain.states import Hold, HoldLine, LineAction, LineStatus, line_after
 
-HELD = ("reserved", "confirmed")
+HELD = (LineStatus.RESERVED, LineStatus.CONFIRMED)
 
 
 class HoldLineResult(BaseModel):
@@ -55,45 +59,119 @@ class HoldResult(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class LineFacts:
-    """Everything a line's answer shows, as stored."""
+class LineShown:
+    """What a line's answer shows beyond the domain's line: the request as made, and packaging."""
 
-    line_no: int
-    sku: str
     requested: Decimal
     unit: str
-    pieces: Decimal
     rounding: str
-    status: str
-    allocated: Decimal
     packaging: Packaging
-    warehouse: str | None
-    lot: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LotName:
+    code: str
     shade: str | None
     caliber: str | None
-    reason: str | None
-    available: Decimal | None
-    largest_lot: dict[str, Any] | None
 
 
-def line_result(facts: LineFacts) -> HoldLineResult:
-    held = facts.allocated if facts.status in HELD else Decimal(0)
-    return HoldLineResult(
-        line_no=facts.line_no,
-        sku=facts.sku,
-        requested=facts.requested,
-        unit=facts.unit,
-        pieces=facts.pieces,
-        rounding=facts.rounding,
-        status=facts.status,
-        reserved_pieces=held,
-        reserved_boxes=boxes_in(held, facts.packaging),
-        reserved_sqm=sqm_in(held, facts.packaging),
-        warehouse=facts.warehouse,
-        lot=facts.lot,
-        shade=facts.shade,
-        caliber=facts.caliber,
-        reason=facts.reason,
-        available=facts.available,
-        largest_lot=facts.largest_lot,
+_NO_LOT = LotName("", None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldView:
+    """A hold with everything its answer names: lines as shown, lots and warehouses by id, and the
+    line commands still on their way to each line (line_no → actions, in order)."""
+
+    hold: Hold
+    created_at: dt.datetime
+    lines: Sequence[HoldLine]
+    shown: Mapping[int, LineShown]
+    lots: Mapping[int, LotName]
+    warehouses: Mapping[int, str]
+    pending: Mapping[int, Sequence[LineAction]]
+
+
+def hold_result(view: HoldView) -> HoldResult:
+    """The answer a ticket returns."""
+    hold = view.hold
+    return HoldResult(
+        hold_id=hold.id,
+        status=hold.status.value,
+        mode=hold.mode.value,
+        payment=hold.payment.value,
+        expires_at=hold.expires_at,
+        created_at=view.created_at,
+        lines=[_line_result(view, line) for line in view.lines],
     )
+
+
+def _line_result(view: HoldView, line: HoldLine) -> HoldLineResult:
+    shown = view.shown[line.line_no]
+    status = line_after(line.status, list(view.pending.get(line.line_no, ())))
+    held = line.allocated if status in HELD else Decimal(0)
+    lot = view.lots.get(line.lot_id, _NO_LOT) if line.lot_id is not None else _NO_LOT
+    return HoldLineResult(
+        line_no=line.line_no,
+        sku=line.sku,
+        requested=shown.requested,
+        unit=shown.unit,
+        pieces=line.pieces,
+        rounding=shown.rounding,
+        status=status.value,
+        reserved_pieces=held,
+        reserved_boxes=boxes_in(held, shown.packaging),
+        reserved_sqm=sqm_in(held, shown.packaging),
+        warehouse=view.warehouses.get(line.warehouse_id) if line.warehouse_id is not None else None,
+        lot=lot.code or None,
+        shade=lot.shade,
+        caliber=lot.caliber,
+        reason=line.reason,
+        available=line.available,
+        largest_lot=line.largest_lot,
+    )
+
+
+class LotBalance(BaseModel):
+    warehouse: str
+    lot: str
+    shade: str | None
+    caliber: str | None
+    expiry: dt.date | None
+    on_hand: Decimal
+    reserved: Decimal
+    in_transit: Decimal
+    damaged: Decimal
+    quarantine: Decimal
+    available: Decimal
+
+
+class StockView(BaseModel):
+    sku: str
+    name: str
+    pieces_per_box: int | None
+    sqm_per_box: Decimal | None
+    on_hand: Decimal
+    reserved: Decimal
+    available: Decimal
+    lots: list[LotBalance]
+
+
+class MovementView(BaseModel):
+    """One ledger row, with the command that explains it: an audit reads back from any number to
+    the request that made it, when that request was recorded and when it was applied."""
+
+    id: int
+    at: dt.datetime
+    """When its command was applied (the batch's clock as it wrote it: never before `recorded_at`)."""
+    kind: str
+    warehouse: str
+    lot: str
+    on_hand: Decimal
+    reserved: Decimal
+    hold_id: str | None
+    line_no: int | None
+    command_key: str
+    command_kind: str
+    recorded_at: dt.datetime
+    applied_at: dt.datetime | None

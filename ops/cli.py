@@ -36,7 +36,7 @@ def worker(
     threads: int = typer.Option(None, "--threads", help="Dramatiq worker threads (TESSERA_WORKER_THREADS)."),
 ) -> None:
     """Lease the shards and apply their commands until stopped (SIGTERM / Ctrl-C)."""
-    from workers.runtime import ShardWorker, parse_shards
+    from workers.process import WorkerProcess, parse_shards
 
     settings = get_settings()
     if threads:
@@ -46,7 +46,7 @@ def worker(
         served = parse_shards(shards, settings.shards)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--shards") from None
-    ShardWorker(settings, served, name=name).run_forever()
+    WorkerProcess(settings, served, name=name).run_forever()
 
 
 @app.command()
@@ -54,24 +54,20 @@ def scheduler(
     once: bool = typer.Option(False, "--once", help="Sweep once and exit."),
 ) -> None:
     """Re-ring shards whose recorded commands were not applied (lost doorbells, dead workers, due expiries)."""
-    from workers.broker import Doorbells, make_broker
-    from workers.scheduler import run_sweeper, sweep
+    from tessera.doorbells import Doorbells
+    from tessera.signals import stop_on_termination
+    from workers.sweep import run_sweeper, sweep
 
     settings = get_settings()
     configure_logging(settings.log_level)
     engine = get_engine(settings.database_url)
-    doorbells = Doorbells(
-        make_broker(Redis.from_url(settings.redis_url), settings.redis_namespace), settings.shards
-    )
+    doorbells = Doorbells.of(Redis.from_url(settings.redis_url), settings)
     if once:
         rang = sweep(engine, doorbells, settings.sweep_grace_seconds)
         typer.echo(json.dumps({"rang": rang}))
         return
     stop = threading.Event()
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_termination(stop)
     run_sweeper(
         engine,
         doorbells,
@@ -133,7 +129,7 @@ def dead_letters_requeue(
 ) -> None:
     """Make parked commands pending again: each is applied once, before what its shard has pending then."""
     from db.dead_letters import requeue
-    from workers.broker import Doorbells, make_broker
+    from tessera.doorbells import Doorbells
 
     if bool(key) == everything:
         raise typer.BadParameter("give one KEY or --all")
@@ -143,9 +139,7 @@ def dead_letters_requeue(
     if key and not requeued:
         typer.echo(f"no dead letter with key {key!r}", err=True)
         sys.exit(1)
-    doorbells = Doorbells(
-        make_broker(Redis.from_url(settings.redis_url), settings.redis_namespace), settings.shards
-    )
+    doorbells = Doorbells.of(Redis.from_url(settings.redis_url), settings)
     try:
         for shard in sorted(set(requeued.values())):
             doorbells.ring(shard)

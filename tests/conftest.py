@@ -164,7 +164,7 @@ class Processes:
 
     def wait_for_leases(self, shards: str | None, name: str | None, timeout: float = 20.0) -> None:
         """Block until some worker holds every requested shard (the worker is up and serving)."""
-        from workers.runtime import parse_shards
+        from workers.process import parse_shards
 
         wanted = parse_shards(shards, self.settings.shards)
         r = Redis.from_url(self.settings.redis_url)

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import Engine
 
 from producers import StockClient
+from tessera.answers import AnswerChannel, Wakeups
+from tessera.handoff import Handoff
 from tessera.settings import Settings
 from tests.conftest import Processes
 from tests.test_holds import SKU, hold_of, receive
-from workers.wakeups import AnswerChannel, Handoff, Wakeups
 
 
 def _channel() -> tuple[AnswerChannel, fakeredis.FakeRedis]:

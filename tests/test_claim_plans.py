@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from db.repository import _PROVE_LEASES, _STATE, _array, psycopg_of
-from workers.scheduler import stale_shards
+from db.claims import _PROVE_LEASES, _STATE
+from db.sql import array_param as _array
+from db.sql import psycopg_of
+from workers.sweep import stale_shards
 
 SHARDS = 5
 LIMIT = 256

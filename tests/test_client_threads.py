@@ -9,9 +9,9 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from producers import StockClient
+from tessera.doorbells import CoalescingDoorbells, Doorbells, make_broker, queue_name
 from tessera.settings import Settings
 from tests.flow import within
-from workers.broker import CoalescingDoorbells, Doorbells, make_broker, queue_name
 
 SKU = "GRS-60x60-GREY"
 

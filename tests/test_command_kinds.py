@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from domain.commands import HoldCommand, StockCommand, parse_kind
-from domain.holds import LineAction
+from domain.states import LineAction
 
 
 @pytest.mark.parametrize("kind", [*HoldCommand, *StockCommand, *LineAction])

@@ -7,7 +7,8 @@ import threading
 
 from sqlalchemy import Engine, text
 
-from db.repository import claim_batch, psycopg_of
+from db.claims import claim_batch
+from db.sql import psycopg_of
 from domain.commands import shard_of
 from producers import StockClient
 from workers.writer import ShardWriter

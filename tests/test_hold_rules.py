@@ -11,25 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.allocation import LotStock, WarehouseRoute
-from domain.holds import (
-    Alert,
-    FanOut,
-    Hold,
-    HoldDecision,
-    HoldLine,
-    HoldMode,
-    HoldStatus,
-    LineAction,
-    LineStatus,
-    Payment,
-    expire,
-    is_expired,
-    line_after,
-    pay,
-    release,
-    settle,
-)
-from domain.lines import InvariantBroken, MovementKind, apply_line, fail_line, move
+from domain.errors import InvariantBroken
+from domain.holds import Alert, FanOut, HoldDecision, expire, is_expired, pay, release, settle
+from domain.lines import MovementKind, apply_line, fail_line, move
+from domain.states import Hold, HoldLine, HoldMode, HoldStatus, LineAction, LineStatus, Payment, line_after
 
 S, L = HoldStatus, LineStatus
 A = LineAction

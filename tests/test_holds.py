@@ -11,9 +11,9 @@ from sqlalchemy import Engine, text
 
 from domain.commands import shard_of
 from producers import HoldResult, StockClient
+from tessera.doorbells import queue_name
 from tests.conftest import Processes
 from tests.flow import wait_all_applied
-from workers.broker import queue_name
 
 SKU = "GRS-60x60-GREY"
 
@@ -306,7 +306,7 @@ def test_the_same_command_sent_5_times_and_redelivered_has_one_effect(
     _wait_line(catalog, f"line.confirm:{result.hold_id}:1")
 
     # Redis redelivers: ring every shard's doorbell again, many times.
-    from workers.broker import Doorbells, make_broker
+    from tessera.doorbells import Doorbells, make_broker
 
     doorbells = Doorbells(
         make_broker(Redis.from_url(settings.redis_url), settings.redis_namespace), settings.shards

@@ -13,14 +13,14 @@ from redis import Redis
 from sqlalchemy import Engine, text
 
 from db.engine import libpq_url
-from db.repository import NUDGE_CHANNEL
+from db.inbox import NUDGE_CHANNEL
 from domain.commands import shard_of
 from producers import StockClient
+from tessera.doorbells import queue_name
 from tessera.settings import Settings
 from tests.conftest import Processes
 from tests.flow import within
 from tests.test_holds import SKU, hold_of, receive
-from workers.broker import queue_name
 
 OTHER_SKU = "WALL-20x50-WHITE"
 

@@ -6,7 +6,7 @@ holder is dead (kill -9, a crash: the kernel closes its sockets at once) and a s
 shard without waiting for the TTL. A holder that is merely stalled (SIGSTOP, a long pause) keeps
 its connection, so only the TTL takes its shards. Each
 acquisition takes a new, higher epoch; the writer proves that epoch in Postgres in every apply
-transaction (see ``db.repository.claim_batch``), so a worker that stalled past its lease, or a
+transaction (see ``db.claims.send_claim``), so a worker that stalled past its lease, or a
 second worker started by mistake, is fenced out even if it still believes it owns the shard.
 Epochs never go back, even if Redis loses its memory: acquisition starts above the newest epoch
 Postgres has seen.
@@ -93,13 +93,21 @@ class LeaseManager:
 
     def acquire(self, shard: int, epoch_floor: int) -> ShardLease | None:
         started = time.monotonic()
-        connection_id = int(self._own.client_id())
+        connection_id = self._connection_id()
         epoch = self._acquire(
             keys=self._keys(shard), args=[self.holder, self.ttl_ms, epoch_floor, connection_id]
         )
         if epoch is None:
             return None
         return ShardLease(shard, int(epoch), self.holder, connection_id, self._valid_until(started))
+
+    def _connection_id(self) -> int:
+        """The client id of this worker's own connection; 0 where CLIENT is disabled (then only
+        the TTL can free its leases)."""
+        try:
+            return int(self._own.client_id())
+        except ResponseError:
+            return 0
 
     def renew(self, lease: ShardLease) -> bool:
         started = time.monotonic()
@@ -155,4 +163,4 @@ class LeaseManager:
 def _connection_id(value: str) -> int | None:
     """The connection id in a lease value (None in a value written before leases named one)."""
     parts = value.split("|")
-    return int(parts[2]) if len(parts) == 3 and parts[2].isdecimal() else None
+    return int(parts[2]) if len(parts) == 3 and parts[2].isdecimal() and parts[2] != "0" else None

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 from bench.chaos.clock import DbClock
 from bench.chaos.journal import ANSWER_WITHIN_SECONDS, Ack, Journal, await_result, persist
 from bench.common import seed_warehouses
+from domain.results import HoldResult
 from producers import StockClient
 from producers.client import CommandTicket, HoldTicket
-from producers.views import HoldResult
 
 T = TypeVar("T")
 BUCKETS: dict[str, tuple[float, float]] = {

@@ -1,4 +1,4 @@
-"""Recording hold requests durably, many per transaction.
+"""Recording hold requests durably, many per transaction (the hold path of `producers.recording`).
 
 Every caller still waits until its own command is committed before it gets a ticket, but the
 requests that arrive while one group is being written are recorded together in the next one:
@@ -12,44 +12,35 @@ import queue
 import threading
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine
 
-from db import repository as repo
+from db.inbox import NewCommand, NewHold, record_holds, recorded_commands
+from db.reads import load_references
+from db.sql import Pg, psycopg_of
+from domain.catalog import ProductRef, resolve
 from domain.commands import HoldCommand, line_command_key, payload_digest, shard_of
-from domain.errors import IdempotencyConflict, InvalidCommand, UnknownSku, UnknownWarehouse
-from domain.holds import LineAction
-from domain.quantities import parse_unit, to_pieces
-from workers.wakeups import Handoff
+from domain.errors import IdempotencyConflict, InvalidCommand, RecordingTimeout, ReferencesChanging
+from domain.states import LineAction
+from producers.requests import HoldLineRequest, HoldRequest
+from tessera.handoff import Handoff, HandoffTimeout
 
 MAX_GROUP = 256
 REFERENCE_ATTEMPTS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class HoldRequest:
-    """A validated hold request: its key, its canonical body and the body's digest."""
-
-    key: str
-    body: dict[str, Any]
-
-    @property
-    def digest(self) -> str:
-        return payload_digest(HoldCommand.PLACE.value, self.body)
-
-
 @dataclass(slots=True)
 class _Pending:
     request: HoldRequest
+    digest: str
     recorded: Handoff[str] = field(default_factory=Handoff)
     hold_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     lines: list[dict[str, Any]] = field(default_factory=list)
     fresh: bool = False
 
 
-class HoldRecorder:
+class HoldGroups:
     """A background thread that records queued hold requests in groups.
 
     Parameters:
@@ -72,7 +63,7 @@ class HoldRecorder:
         self._lock = threading.Lock()
         # SKU → product and code → warehouse id, read on first use; the recording statement checks
         # they are still current and writes nothing if not (then they are read again).
-        self._products: dict[str, repo.ProductRef] = {}
+        self._products: dict[str, ProductRef] = {}
         self._warehouses: dict[str, int] = {}
 
     def record(self, request: HoldRequest, timeout: float = 30.0) -> tuple[str, bool]:
@@ -80,7 +71,7 @@ class HoldRecorder:
 
         Returns the hold id once committed, and whether this call recorded it (False: a resend).
         """
-        pending = _Pending(request)
+        pending = _Pending(request, payload_digest(HoldCommand.PLACE.value, request.body()))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -88,7 +79,12 @@ class HoldRecorder:
                 )
                 self._thread.start()
             self._queue.put(pending)
-        return pending.recorded.result(timeout=timeout), pending.fresh
+        try:
+            return pending.recorded.result(timeout=timeout), pending.fresh
+        except HandoffTimeout:
+            raise RecordingTimeout(
+                f"hold {request.idempotency_key!r} was not recorded within {timeout}s"
+            ) from None
 
     def close(self) -> None:
         """Stop the recording thread once what it was given is recorded; a later request starts
@@ -114,7 +110,7 @@ class HoldRecorder:
             stopping = _take_queued(given, group)
             try:
                 with self.engine.connect() as conn:
-                    pg = repo.psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
+                    pg = psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
                     while group:
                         try:
                             shards = self._record_group(pg, group)
@@ -135,16 +131,16 @@ class HoldRecorder:
                     if not pending.recorded.done():
                         pending.recorded.set_exception(error)
 
-    def _record_group(self, pg: repo.Pg, group: list[_Pending]) -> set[int]:
+    def _record_group(self, pg: Pg, group: list[_Pending]) -> set[int]:
         """One statement in autocommit records the group; resends are looked up after it."""
         for attempt in range(REFERENCE_ATTEMPTS):
             valid = self._resolve(pg, group, refresh=attempt > 0)
             first: dict[str, _Pending] = {}
             for pending in valid:  # a twin of a key in the group is a resend of the first one
-                first.setdefault(pending.request.key, pending)
+                first.setdefault(pending.request.idempotency_key, pending)
             holds = [self._new_hold(p) for p in first.values()]
             line_commands = [self._line_command(p, line) for p in first.values() for line in p.lines]
-            recorded = repo.record_holds(
+            recorded = record_holds(
                 pg,
                 holds,
                 line_commands,
@@ -154,14 +150,14 @@ class HoldRecorder:
             if recorded is not None:
                 break
         else:
-            raise RuntimeError("products or warehouses kept changing while recording holds; try again")
+            raise ReferencesChanging("products or warehouses kept changing while recording holds; try again")
         for pending in first.values():
-            pending.fresh = pending.request.key in recorded
+            pending.fresh = pending.request.idempotency_key in recorded
         self._resolve_resends(pg, [p for p in valid if not p.fresh], first)
         fresh_holds = {p.hold_id for p in first.values() if p.fresh}
         return {c.shard for c in line_commands if c.payload["hold_id"] in fresh_holds}
 
-    def _resolve(self, pg: repo.Pg, group: list[_Pending], *, refresh: bool) -> list[_Pending]:
+    def _resolve(self, pg: Pg, group: list[_Pending], *, refresh: bool) -> list[_Pending]:
         """Convert each request's lines with the (cached) references; a bad line fails its request.
 
         A refusal is final only once it was made with references just read: with cached ones, a
@@ -184,11 +180,11 @@ class HoldRecorder:
             pending.recorded.set_exception(error)
         return valid
 
-    def _load(self, pg: repo.Pg, skus: set[str], codes: set[str]) -> None:
+    def _load(self, pg: Pg, skus: set[str], codes: set[str]) -> None:
         """Read these products and warehouses again (those no longer active are forgotten)."""
         if not skus and not codes:
             return
-        products, warehouses = repo.load_references(pg, sorted(skus), sorted(codes))
+        products, warehouses = load_references(pg, sorted(skus), sorted(codes))
         for sku in skus:
             self._products.pop(sku, None)
         for code in codes:
@@ -203,37 +199,37 @@ class HoldRecorder:
         for pending in pendings:
             try:
                 pending.lines = [
-                    resolve_line(line, i, self._products, self._warehouses)
-                    for i, line in enumerate(pending.request.body["lines"])
+                    _resolve_line(line, i, self._products, self._warehouses)
+                    for i, line in enumerate(pending.request.lines)
                 ]
                 valid.append(pending)
             except InvalidCommand as error:
                 refused.append((pending, error))
         return valid, refused
 
-    def _new_hold(self, pending: _Pending) -> repo.NewHold:
+    def _new_hold(self, pending: _Pending) -> NewHold:
         # The home shard is the first line's product's: a one-line hold lives wholly on one shard,
         # and its writer needs no other process to decide it.
         home = shard_of(pending.lines[0]["sku"], self.shards)
-        return repo.NewHold(
-            placement=repo.NewCommand(
-                key=pending.request.key,
+        return NewHold(
+            placement=NewCommand(
+                key=pending.request.idempotency_key,
                 kind=HoldCommand.PLACE.value,
-                payload={**pending.request.body, "hold_id": pending.hold_id},
-                payload_hash=pending.request.digest,  # the request's, not the hold id this recording drew
+                payload={**pending.request.body(), "hold_id": pending.hold_id},
+                payload_hash=pending.digest,  # the request's, not the hold id this recording drew
                 shard=home,
             ),
             id=pending.hold_id,
-            mode=pending.request.body["mode"],
-            ttl_seconds=pending.request.body["ttl_seconds"],
+            mode=pending.request.mode.value,
+            ttl_seconds=pending.request.ttl_seconds,
             lines=pending.lines,
         )
 
-    def _line_command(self, pending: _Pending, line: dict[str, Any]) -> repo.NewCommand:
+    def _line_command(self, pending: _Pending, line: dict[str, Any]) -> NewCommand:
         payload = {"hold_id": pending.hold_id, "line_no": line["line_no"], "product_id": line["product_id"]}
         if self.reply_to:  # the client's answer channel: the writer that decides the hold publishes there
             payload["reply_to"] = self.reply_to
-        return repo.NewCommand.of(
+        return NewCommand.of(
             line_command_key(pending.hold_id, line["line_no"], LineAction.RESERVE),
             LineAction.RESERVE.value,
             payload,
@@ -241,24 +237,24 @@ class HoldRecorder:
         )
 
     @staticmethod
-    def _resolve_resends(pg: repo.Pg, resends: list[_Pending], first: dict[str, _Pending]) -> None:
+    def _resolve_resends(pg: Pg, resends: list[_Pending], first: dict[str, _Pending]) -> None:
         """A key seen before: the same request gets the same hold; another request is refused."""
         if not resends:
             return
-        earlier = repo.recorded_commands(pg, [p.request.key for p in resends])
+        earlier = recorded_commands(pg, [p.request.idempotency_key for p in resends])
         for pending in resends:
-            kind, digest, payload = earlier[pending.request.key]
-            if kind != HoldCommand.PLACE.value or digest != pending.request.digest:
-                pending.recorded.set_exception(IdempotencyConflict(pending.request.key))
+            recorded = earlier[pending.request.idempotency_key]
+            if not recorded.same_as(HoldCommand.PLACE, pending.digest):
+                pending.recorded.set_exception(IdempotencyConflict(pending.request.idempotency_key))
             else:
-                twin = first[pending.request.key]
-                pending.hold_id = twin.hold_id if twin.fresh else payload["hold_id"]
+                twin = first[pending.request.idempotency_key]
+                pending.hold_id = twin.hold_id if twin.fresh else recorded.payload["hold_id"]
 
 
 def _references(pendings: list[_Pending]) -> tuple[set[str], set[str]]:
     """The SKUs and warehouse codes the requests' lines name."""
-    lines = [line for p in pendings for line in p.request.body["lines"]]
-    return {line["sku"] for line in lines}, {line["warehouse"] for line in lines if line["warehouse"]}
+    lines = [line for p in pendings for line in p.request.lines]
+    return {line.sku for line in lines}, {line.warehouse for line in lines if line.warehouse}
 
 
 def _take_queued(given: queue.Queue[_Pending | None], group: list[_Pending]) -> bool:
@@ -275,29 +271,20 @@ def _take_queued(given: queue.Queue[_Pending | None], group: list[_Pending]) -> 
     return False
 
 
-def resolve_line(
-    line: dict[str, Any], index: int, products: dict[str, repo.ProductRef], warehouses: dict[str, int]
+def _resolve_line(
+    line: HoldLineRequest, index: int, products: dict[str, ProductRef], warehouses: dict[str, int]
 ) -> dict[str, Any]:
     """A validated request line → the product, the pieces it asks for (with rounding), the warehouse."""
-    field = f"lines[{index}]"
-    product = products.get(line["sku"])
-    if product is None:
-        raise UnknownSku(line["sku"], field=f"{field}.sku")
-    warehouse_id = None
-    if line["warehouse"]:
-        if line["warehouse"] not in warehouses:
-            raise UnknownWarehouse(line["warehouse"], field=f"{field}.warehouse")
-        warehouse_id = warehouses[line["warehouse"]]
-    conversion = to_pieces(
-        Decimal(line["quantity"]), parse_unit(line["unit"]), product.packaging, field=f"{field}.quantity"
+    found = resolve(
+        line.sku, line.warehouse, line.quantity, line.unit, products, warehouses, f"lines[{index}]"
     )
     return {
         "line_no": index + 1,
-        "product_id": product.id,
-        "sku": product.sku,
-        "quantity": conversion.requested,
-        "unit": conversion.unit.value,
-        "pieces": conversion.pieces,
-        "rounding": conversion.rounding,
-        "warehouse_id": warehouse_id,
+        "product_id": found.product.id,
+        "sku": found.product.sku,
+        "quantity": found.conversion.requested,
+        "unit": found.conversion.unit.value,
+        "pieces": found.conversion.pieces,
+        "rounding": found.conversion.rounding,
+        "warehouse_id": found.warehouse_id,
     }

@@ -14,7 +14,7 @@ import threading
 import structlog
 from sqlalchemy import Engine, text
 
-from workers.broker import Doorbells
+from tessera.doorbells import Doorbells
 
 log = structlog.get_logger("tessera.scheduler")
 

@@ -1,23 +1,26 @@
-"""The Dramatiq Redis broker, one queue per shard, and the doorbell actor.
+"""Doorbells: the Dramatiq Redis broker, one queue per shard, and ringing a shard.
 
 A Dramatiq message here is a doorbell — "shard S has work" — not the command itself: the command
 is in the Postgres inbox, and the writer applies the shard's pending commands in inbox order.
 One worker process has one work queue shared by all its threads, and Dramatiq's retries re-enqueue
 behind later messages, so order cannot come from Redis; doorbells can be lost, duplicated or
 reordered without harm. The Retries middleware is left out: a failed doorbell is never re-run
-late (the sweep rings again if work is left).
+late (the sweep rings again if work is left). Producers and workers both ring; only a worker
+consumes, with the actor `workers.process.doorbell_actor` defines under the name `RING_ACTOR`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
 from redis import Redis
+
+from tessera.settings import Settings
 
 RING_ACTOR = "ring_shard"
 
@@ -34,14 +37,11 @@ class Doorbells:
         self.shards = shards
         for shard in range(shards):
             broker.declare_queue(queue_name(shard))
-        self._actor: dramatiq.Actor[[int], None] = dramatiq.Actor(
-            _unbound_ring,
-            broker=broker,
-            actor_name=RING_ACTOR,
-            queue_name=queue_name(0),
-            priority=0,
-            options={},
-        )
+
+    @classmethod
+    def of(cls, redis_client: Redis, settings: Settings) -> Doorbells:
+        """The doorbells of the namespace and shard count `settings` give."""
+        return cls(make_broker(redis_client, settings.redis_namespace), settings.shards)
 
     @property
     def nudge_channel(self) -> str:
@@ -61,17 +61,15 @@ class Doorbells:
 
     def enqueue(self, shard: int, *, delay_ms: int | None = None) -> None:
         """The Dramatiq doorbell alone."""
-        message = self._actor.message(shard).copy(queue_name=queue_name(shard))
+        message: dramatiq.Message[None] = dramatiq.Message(
+            queue_name=queue_name(shard), actor_name=RING_ACTOR, args=(shard,), kwargs={}, options={}
+        )
         self.broker.enqueue(message, delay=delay_ms)
 
     def nudge(self, shards: Iterable[int]) -> None:
         """Publish one nudge naming the shards ("3,5,7"): every worker reads every nudge, so one
         message per recorded group, not one per shard, is what keeps that cheap."""
         self.broker.client.publish(self.nudge_channel, ",".join(map(str, shards)))
-
-    def bind(self, handler: Callable[[int], None]) -> None:
-        """Make the doorbell actor call `handler(shard)` in this (worker) process."""
-        self._actor.fn = handler
 
 
 class CoalescingDoorbells:
@@ -141,10 +139,6 @@ class CoalescingDoorbells:
             if closing:
                 return
             self._closing.wait(self.interval)  # rings meanwhile wait for the next round
-
-
-def _unbound_ring(shard: int) -> None:
-    raise RuntimeError("doorbell received by a process that is not a worker")
 
 
 def make_broker(redis_client: Redis, namespace: str) -> RedisBroker:

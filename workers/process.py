@@ -16,30 +16,32 @@ each committed batch tells (answers to waiting tickets, doorbells) while its nex
 from __future__ import annotations
 
 import gc
-import math
 import os
-import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import dramatiq
 import psycopg
 import structlog
+from dramatiq.brokers.redis import RedisBroker
 from psycopg import sql
 from redis import Redis
 from sqlalchemy import Engine, text
 
-from db import repository as repo
 from db.engine import get_engine, libpq_url
+from db.inbox import NUDGE_CHANNEL
+from domain.errors import InvalidCommand
+from tessera.answers import Wakeups
+from tessera.doorbells import RING_ACTOR, CoalescingDoorbells, Doorbells, make_broker, queue_name
 from tessera.settings import Settings
-from workers.broker import CoalescingDoorbells, Doorbells, make_broker, queue_name
+from tessera.signals import stop_on_termination
+from workers.announcer import Announcer
 from workers.lease import LeaseManager, ShardLease
-from workers.wakeups import Wakeups
-from workers.writer import BatchReport, ShardWriter
+from workers.writer import ShardWriter
 
 log = structlog.get_logger("tessera.worker")
 REDIS_TIMEOUT_SECONDS = 5.0
@@ -68,12 +70,20 @@ def parse_shards(spec: str | None, total: int) -> list[int]:
         lo, _, hi = part.strip().partition("-")
         first, last = int(lo), int(hi or lo)
         if not 0 <= first <= last < total:
-            raise ValueError(f"shard range {part!r} is outside 0-{total - 1}")
+            raise InvalidCommand(f"shard range {part!r} is outside 0-{total - 1}", field="shards")
         shards.update(range(first, last + 1))
     return sorted(shards)
 
 
-class ShardWorker:
+def doorbell_actor(broker: RedisBroker, on_doorbell: Callable[[int], None]) -> dramatiq.Actor[[int], None]:
+    """The one actor of a worker process: a doorbell for shard S, on S's queue, calls
+    `on_doorbell(S)`. Producers ring it by name (`tessera.doorbells.RING_ACTOR`)."""
+    return dramatiq.Actor(
+        on_doorbell, broker=broker, actor_name=RING_ACTOR, queue_name=queue_name(0), priority=0, options={}
+    )
+
+
+class WorkerProcess:
     """One worker process serving a set of shards.
 
     Parameters:
@@ -105,11 +115,17 @@ class ShardWorker:
         )
         self.broker = make_broker(self.redis, settings.redis_namespace)
         self.doorbells = Doorbells(self.broker, settings.shards)
-        self.doorbells.bind(self.on_doorbell)
+        doorbell_actor(self.broker, self.on_doorbell)
         # Follow-ups for shards of other processes: a nudge at once, a Dramatiq doorbell at most
         # every second per shard (each one costs the other process a fetch, an ack and a drain).
         self.foreign_bells = CoalescingDoorbells(self.doorbells)
-        self.wakeups = Wakeups(self.redis, settings.redis_namespace)
+        self.announcer = Announcer(
+            self.redis,
+            settings.redis_namespace,
+            doorbells=self.doorbells,
+            foreign_bells=self.foreign_bells,
+            wakeups=Wakeups(self.redis, settings.redis_namespace),
+        )
         self.leases = LeaseManager(
             self.redis, settings.redis_namespace, self.name, settings.lease_ttl_seconds
         )
@@ -118,7 +134,7 @@ class ShardWorker:
             shards=settings.shards,
             batch_max=settings.batch_max,
             holder=self.name,
-            announce=self._announce,
+            announce=self.announcer.announce,
             max_attempts=settings.max_attempts,
         )
         self.held: dict[int, ShardLease] = {}
@@ -128,7 +144,6 @@ class ShardWorker:
         self._stop = threading.Event()
         self._dramatiq: dramatiq.Worker | None = None
         self._threads: list[threading.Thread] = []
-        self._bells_rung: set[tuple[int, int]] = set()
         self._nudge_queued = False
         self._nudged = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nudge")
 
@@ -179,41 +194,6 @@ class ShardWorker:
         with self._lock:
             rung, self._dirty = self._dirty, False
         return rung
-
-    def _announce(self, report: BatchReport) -> None:
-        """Send out what a committed batch decided: doorbells for its follow-ups, wake-ups and
-        answers. The writer calls this while its next claim is on its way to PostgreSQL."""
-        try:
-            if foreign := report.follow_up_shards - self.held.keys():
-                self.foreign_bells.ring(foreign)
-            self._ring_later(report)
-            if report.tokens or report.answers:
-                self.wakeups.wake(report.tokens, report.answers)
-        except Exception:  # Redis away: the sweep rings again, and waiting tickets re-read PostgreSQL
-            log.exception("announce.error")
-
-    def _ring_later(self, report: BatchReport) -> None:
-        """One delayed doorbell per (shard, second) of due time, however many holds fall due then.
-
-        That bounds the delayed messages Redis and worker memory keep to shards × distinct seconds,
-        instead of one per pending hold.
-        """
-        if not report.delayed or report.now is None:
-            return
-        bells = {(shard, math.ceil(when.timestamp())) for shard, when in report.delayed} - self._bells_rung
-        if not bells:
-            return
-        self._bells_rung |= bells
-        if len(self._bells_rung) > 100_000:  # keep memory bounded; Redis SET NX still dedupes
-            self._bells_rung = set(bells)
-        now = report.now.timestamp()
-        delays = {(shard, due): max(0, int((due - now) * 1000)) for shard, due in sorted(bells)}
-        pipe = self.redis.pipeline(transaction=False)
-        for (shard, due), delay_ms in delays.items():
-            pipe.set(f"{self.settings.redis_namespace}:bell:{shard}:{due}", 1, nx=True, px=delay_ms + 60_000)
-        for ((shard, _), delay_ms), new in zip(delays.items(), pipe.execute(), strict=True):
-            if new:
-                self.doorbells.ring(shard, delay_ms=delay_ms)
 
     # -- leases ----------------------------------------------------------------------------------
 
@@ -297,7 +277,7 @@ class ShardWorker:
 
     def _listen_for_notifies(self) -> None:
         """Drain a held shard the moment a hold recording that gave it work commits: the recording
-        statement notifies `NUDGE_CHANNEL` itself (see `repository.record_holds`). A session of its
+        statement notifies `NUDGE_CHANNEL` itself (see `db.inbox.record_holds`). A session of its
         own, out of the pool, opened again when PostgreSQL cuts it (the doorbells still flow)."""
         while not self._stop.is_set():
             try:
@@ -306,7 +286,7 @@ class ShardWorker:
                     autocommit=True,
                     application_name=f"tessera-nudges {self.name}"[:63],
                 ) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(repo.NUDGE_CHANNEL)))
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NUDGE_CHANNEL)))
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.25):
                             self._nudge(note.payload)
@@ -379,8 +359,7 @@ class ShardWorker:
 
     def run_forever(self) -> None:
         self.start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop.set())
+        stop_on_termination(self._stop)
         while not self._stop.wait(1.0):
             pass
         self.stop()

@@ -1,0 +1,68 @@
+"""What every statement module shares: the psycopg connection under SQLAlchemy's, and the cheap
+encodings of set-based parameters (one JSON document, or one array literal, per column)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from psycopg import Connection as PgConnection
+from psycopg import Pipeline
+from sqlalchemy import Connection
+
+Pg = PgConnection[Any]
+
+UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""A text that casts to uuid (matched with ~* before the cast, so a broken payload loads nothing)."""
+
+
+def psycopg_of(conn: Connection) -> Pg:
+    """The psycopg connection under a SQLAlchemy one, inside the same transaction."""
+    return conn.connection.driver_connection  # type: ignore[return-value]
+
+
+def json_param(value: Any) -> str:
+    """JSON for PostgreSQL; Decimal, UUID and datetime as their text, which jsonb_to_recordset
+    turns back into numeric, uuid and timestamptz. Set-based statements take their rows as one
+    JSON document: psycopg would quote a jsonb[] array element by element, in Python. orjson
+    writes them in a fraction of the standard library's time (a batch's parameters and a recorded
+    group's are the writer's and the recorder's largest Python cost)."""
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def array_param(values: Iterable[object]) -> str:
+    """A PostgreSQL array literal (cast in the statement, e.g. ``%(ids)s::bigint[]``) of numbers,
+    UUIDs or text, text quoted. psycopg would dump a list element by element, in Python."""
+    return "{" + ",".join(_element(v) for v in values) + "}"
+
+
+def _element(value: object) -> str:
+    if value is None:
+        return "NULL"
+    return _quoted(value) if isinstance(value, str) else str(value)  # numbers and UUIDs need no quotes
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def send_sync(pipeline: Pipeline) -> None:
+    """End the pipeline with its Sync now, then read its results.
+
+    psycopg sends a pipeline's Sync only after it has read the results, and PostgreSQL arms
+    `idle_in_transaction_session_timeout` only when a Sync has come: a writer stopped (SIGSTOP, a
+    VM pause) while waiting for its claim's results would keep its transaction, and its shards'
+    fence rows, for as long as it stayed stopped. With the Sync sent first, the session is ended
+    after the timeout (see `workers.process.writer_session_options`)."""
+    pipeline.sync()
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def parse_decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)

@@ -1,0 +1,295 @@
+"""The end of every batch: everything it decided, written in one statement, set-based.
+
+The writer sends `send_writes` inside its own pipeline, then its COMMIT: a batch's writes and
+commit are one round trip, whatever its size. No business rule lives here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from db.batch_state import InboxCommand
+from db.inbox import INSERT_COMMANDS, NewCommand, command_rows
+from db.sql import Pg, array_param, json_param
+from domain.allocation import LotStock
+from domain.lines import Movement
+from domain.receipts import LotFacts
+from domain.states import UNSETTLED, Hold, HoldLine
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    movement: Movement
+    command_seq: int
+    hold_id: str | None = None
+    line_no: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAlert:
+    """A hold's `paid_without_stock` alert, raised (or, refunded in the same batch, resolved at once)."""
+
+    hold_id: str
+    detail: dict[str, Any]
+    resolved: bool = False
+
+
+@dataclass(slots=True)
+class BatchWrites:
+    stocks: Sequence[LotStock]
+    """Every balance the batch changed or created (those in `new_stocks` are inserted)."""
+    ledger: Sequence[LedgerEntry]
+    lines: Sequence[HoldLine]
+    holds: Sequence[Hold]
+    commands: Sequence[NewCommand]
+    events: Sequence[tuple[str, dict[str, Any]]]
+    results: Sequence[tuple[InboxCommand, dict[str, Any]]]
+    """Each applied (or parked) command with its result, in the order applied."""
+    parked: set[int] = field(default_factory=set)
+    """The seqs of the results that are dead letters, not applied."""
+    alerts: Sequence[HoldAlert] = ()
+    resolved_alerts: Sequence[str] = ()
+    """Holds whose open `paid_without_stock` alert a refund resolves."""
+    new_lots: Sequence[LotStock] = ()
+    """The lots the batch created (one balance each, with the lot's facts), by their drawn ids."""
+    new_stocks: set[int] = field(default_factory=set)
+    """The balance ids, among `stocks`, that the batch created."""
+    lot_facts: Mapping[int, LotFacts] = field(default_factory=dict)
+    """Known lots whose missing facts a receipt stated: lot id → the facts to fill in."""
+
+
+# A batch's writes are one statement, each table a data-modifying part of it (a part with no rows
+# does nothing): one parse, plan and execution instead of seven.
+# Each part also names its keys in an "= ANY(array)" condition: the planner then looks them up by
+# index. Joined only to a function's rows, it may hash the whole table instead, on fast growing
+# tables whose statistics lag behind, and each batch gets slower than the last.
+# Every row the batch writes carries one time, taken as the batch is written: when its commands were
+# applied (never before a command was recorded, as the transaction's start can be).
+_SAVE_BATCH = f"""
+    WITH clock AS (SELECT clock_timestamp() AS at), new_lots AS (
+        INSERT INTO lots (id, product_id, lot_code, shade, caliber, expiry, received_at)
+        SELECT v.*, (SELECT at FROM clock)
+        FROM jsonb_to_recordset(%(new_lots)s::jsonb)
+             AS v(id int, product_id int, lot_code text, shade text, caliber text, expiry date)
+        RETURNING 1
+    ), lot_facts AS (
+        -- a fact a known lot had not stated yet, stated by a receipt (see domain.receipts)
+        UPDATE lots l SET shade = coalesce(l.shade, v.shade), caliber = coalesce(l.caliber, v.caliber),
+               expiry = coalesce(l.expiry, v.expiry)
+        FROM jsonb_to_recordset(%(lot_facts)s::jsonb) AS v(id int, shade text, caliber text, expiry date)
+        WHERE l.id = v.id AND l.id = ANY(%(lot_fact_ids)s::int[])
+        RETURNING 1
+    ), new_stocks AS (
+        INSERT INTO stock_balances (id, product_id, warehouse_id, lot_id, on_hand, reserved, updated_at)
+        SELECT v.*, (SELECT at FROM clock)
+        FROM jsonb_to_recordset(%(new_stocks)s::jsonb)
+             AS v(id bigint, product_id int, warehouse_id int, lot_id int, on_hand numeric, reserved numeric)
+        RETURNING 1
+    ), stocks AS (
+        UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = (SELECT at FROM clock)
+        FROM unnest(%(stock_ids)s::bigint[], %(stock_on_hand)s::numeric[], %(stock_reserved)s::numeric[])
+             AS v(id, on_hand, reserved)
+        WHERE b.id = v.id AND b.id = ANY(%(stock_ids)s::bigint[])
+        RETURNING 1
+    ), ledger AS (
+        INSERT INTO movements (product_id, warehouse_id, lot_id, kind, d_on_hand, d_reserved, command_seq, hold_id,
+                               line_no, created_at)
+        SELECT m.*, (SELECT at FROM clock)
+        FROM unnest(%(move_product_ids)s::int[], %(move_warehouse_ids)s::int[], %(move_lot_ids)s::int[],
+                    %(move_kinds)s::text[], %(move_on_hand)s::numeric[], %(move_reserved)s::numeric[],
+                    %(move_seqs)s::bigint[], %(move_hold_ids)s::uuid[], %(move_line_nos)s::int[]) AS m
+        RETURNING 1
+    ), lines AS (
+        UPDATE hold_lines h SET status = v.status, warehouse_id = v.warehouse_id, lot_id = v.lot_id,
+               allocated = v.allocated, reason = v.reason, available = v.available, largest_lot = v.largest_lot
+        FROM jsonb_to_recordset(%(lines)s::jsonb)
+             AS v(hold_id uuid, line_no int, status text, warehouse_id int, lot_id int, allocated numeric,
+                  reason text, available numeric, largest_lot jsonb)
+        WHERE h.hold_id = v.hold_id AND h.line_no = v.line_no AND h.hold_id = ANY(%(line_hold_ids)s::uuid[])
+        RETURNING 1
+    ), holds AS (
+        UPDATE holds h SET status = v.status, payment = v.payment, lines_pending = v.lines_pending,
+               updated_at = (SELECT at FROM clock),
+               settled_at = CASE WHEN v.status = ANY(%(unsettled)s::text[]) THEN h.settled_at
+                                 ELSE coalesce(h.settled_at, (SELECT at FROM clock)) END
+        FROM unnest(%(hold_ids)s::uuid[], %(hold_statuses)s::text[], %(hold_payments)s::text[],
+                    %(hold_pending)s::int[]) AS v(id, status, payment, lines_pending)
+        WHERE h.id = v.id AND h.id = ANY(%(hold_ids)s::uuid[])
+        RETURNING 1
+    ), alerts_raised AS (
+        INSERT INTO alerts (kind, severity, hold_id, details, status, raised_at, updated_at, resolved_at)
+        SELECT 'paid_without_stock', 'critical', v.hold_id, jsonb_build_array(v.detail), v.status,
+               (SELECT at FROM clock), (SELECT at FROM clock),
+               CASE WHEN v.status = 'resolved' THEN (SELECT at FROM clock) END
+        FROM jsonb_to_recordset(%(alerts)s::jsonb) AS v(hold_id uuid, detail jsonb, status text)
+        ON CONFLICT (kind, coalesce(product_id, 0), coalesce(warehouse_id, 0),
+                     coalesce(hold_id, '00000000-0000-0000-0000-000000000000'::uuid)) WHERE status <> 'resolved'
+        DO UPDATE SET details = alerts.details || EXCLUDED.details, occurrences = alerts.occurrences + 1,
+                      updated_at = EXCLUDED.updated_at
+        RETURNING 1
+    ), alerts_resolved AS (
+        UPDATE alerts a SET status = 'resolved', resolved_at = (SELECT at FROM clock), updated_at = (SELECT at FROM clock)
+        WHERE a.hold_id = ANY(%(resolved_alerts)s::uuid[]) AND a.kind = 'paid_without_stock' AND a.status <> 'resolved'
+        RETURNING 1
+    ), follow_ups AS ({INSERT_COMMANDS}), events AS (
+        INSERT INTO outbox (topic, payload)
+        SELECT topic, payload FROM jsonb_to_recordset(%(events)s::jsonb) AS v(topic text, payload jsonb)
+        RETURNING 1
+    ), batch AS (
+        -- the batch's log: a row per shard
+        INSERT INTO apply_batches (shard, epoch, holder, commands, started_at, finished_at)
+        SELECT shard, epoch, %(holder)s, commands, %(started_at)s, clock_timestamp()
+        FROM jsonb_to_recordset(%(shards)s::jsonb) AS s(shard int, epoch bigint, commands int)
+        RETURNING id, shard
+    )
+    UPDATE commands c SET status = v.status, result = v.result, applied_at = (SELECT at FROM clock), batch_id = b.id
+    FROM jsonb_to_recordset(%(results)s::jsonb) AS v(seq bigint, shard int, status text, result jsonb)
+    JOIN batch b ON b.shard = v.shard
+    WHERE c.seq = v.seq AND c.seq = ANY(%(seqs)s::bigint[])
+"""
+
+
+def send_writes(
+    pg: Pg, writes: BatchWrites, *, leases: Mapping[int, int], holder: str, started_at: dt.datetime
+) -> None:
+    """Send every write of the batch, one statement (in the caller's pipeline and transaction)."""
+    pg.execute(
+        _SAVE_BATCH,
+        {
+            **_stock_params(writes),
+            **_ledger_params(writes),
+            **_hold_params(writes),
+            "commands": command_rows(writes.commands),
+            "events": json_param([{"topic": t, "payload": p} for t, p in writes.events]),
+            "holder": holder,
+            "started_at": started_at,
+            "shards": json_param(
+                [
+                    {"shard": shard, "epoch": leases[shard], "commands": count}
+                    for shard, count in Counter(c.shard for c, _ in writes.results).items()
+                ]
+            ),
+            "results": json_param(
+                [
+                    {
+                        "seq": c.seq,
+                        "shard": c.shard,
+                        "status": "dead" if c.seq in writes.parked else "applied",
+                        "result": r,
+                    }
+                    for c, r in writes.results
+                ]
+            ),
+            "seqs": array_param(c.seq for c, _ in writes.results),
+        },
+    )
+
+
+def _stock_params(writes: BatchWrites) -> dict[str, str]:
+    changed = [s for s in writes.stocks if s.balance_id not in writes.new_stocks]
+    created = [s for s in writes.stocks if s.balance_id in writes.new_stocks]
+    return {
+        "stock_ids": array_param(s.balance_id for s in changed),
+        "stock_on_hand": array_param(s.on_hand for s in changed),
+        "stock_reserved": array_param(s.reserved for s in changed),
+        "new_stocks": json_param(
+            [
+                {
+                    "id": s.balance_id,
+                    "product_id": s.product_id,
+                    "warehouse_id": s.warehouse_id,
+                    "lot_id": s.lot_id,
+                    "on_hand": s.on_hand,
+                    "reserved": s.reserved,
+                }
+                for s in created
+            ]
+        ),
+        "new_lots": json_param(
+            [
+                {
+                    "id": s.lot_id,
+                    "product_id": s.product_id,
+                    "lot_code": s.lot_code,
+                    "shade": s.shade,
+                    "caliber": s.caliber,
+                    "expiry": s.expiry,
+                }
+                for s in writes.new_lots
+            ]
+        ),
+        "lot_facts": json_param(
+            [
+                {"id": lot_id, "shade": f.shade, "caliber": f.caliber, "expiry": f.expiry}
+                for lot_id, f in writes.lot_facts.items()
+            ]
+        ),
+        "lot_fact_ids": array_param(writes.lot_facts),
+    }
+
+
+def _ledger_params(writes: BatchWrites) -> dict[str, str]:
+    moves = [e.movement for e in writes.ledger]
+    return {
+        "move_product_ids": array_param(m.stock.product_id for m in moves),
+        "move_warehouse_ids": array_param(m.stock.warehouse_id for m in moves),
+        "move_lot_ids": array_param(m.stock.lot_id for m in moves),
+        "move_kinds": array_param(m.kind.value for m in moves),
+        "move_on_hand": array_param(m.on_hand for m in moves),
+        "move_reserved": array_param(m.reserved for m in moves),
+        "move_seqs": array_param(e.command_seq for e in writes.ledger),
+        "move_hold_ids": array_param(e.hold_id for e in writes.ledger),
+        "move_line_nos": array_param(e.line_no for e in writes.ledger),
+    }
+
+
+def _hold_params(writes: BatchWrites) -> dict[str, str]:
+    return {
+        "lines": json_param(
+            [
+                {
+                    "hold_id": line.hold_id,
+                    "line_no": line.line_no,
+                    "status": line.status.value,
+                    "warehouse_id": line.warehouse_id,
+                    "lot_id": line.lot_id,
+                    "allocated": line.allocated,
+                    "reason": line.reason,
+                    "available": line.available,
+                    "largest_lot": line.largest_lot or None,
+                }
+                for line in writes.lines
+            ]
+        ),
+        "line_hold_ids": array_param(line.hold_id for line in writes.lines),
+        "hold_ids": array_param(h.id for h in writes.holds),
+        "hold_statuses": array_param(h.status.value for h in writes.holds),
+        "hold_payments": array_param(h.payment.value for h in writes.holds),
+        "hold_pending": array_param(h.lines_pending for h in writes.holds),
+        "unsettled": array_param(status.value for status in UNSETTLED),
+        "alerts": json_param(
+            [
+                {"hold_id": a.hold_id, "detail": a.detail, "status": "resolved" if a.resolved else "open"}
+                for a in writes.alerts
+            ]
+        ),
+        "resolved_alerts": array_param(writes.resolved_alerts),
+    }
+
+
+def record_failure(pg: Pg, seq: int, error: str) -> int:
+    """Count a failed try of a command (run outside the failed transaction); returns its tries so far."""
+    row = pg.execute(
+        """
+        UPDATE commands SET attempts = attempts + 1, last_error = %(error)s,
+               first_failed_at = coalesce(first_failed_at, clock_timestamp()), last_failed_at = clock_timestamp()
+        WHERE seq = %(seq)s AND status IN ('recorded', 'scheduled')
+        RETURNING attempts
+        """,
+        {"seq": seq, "error": error[:2000]},
+    ).fetchone()
+    return int(row[0]) if row else 0

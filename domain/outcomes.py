@@ -1,0 +1,34 @@
+"""What applying a command came to: the `outcome` of every command's result, as stored."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Outcome(enum.StrEnum):
+    # hold-level commands and settlements
+    RESERVED = "reserved"
+    REJECTED = "rejected"
+    CONFIRMED = "confirmed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    REFUNDED = "refunded"
+    REALLOCATING = "reallocating"
+    PAID_WITHOUT_STOCK = "paid_without_stock"
+    PAYMENT_RECORDED = "payment_recorded"
+    """Paid while the lines still answer: decided when they have."""
+    REFUND_RECORDED = "refund_recorded"
+    DEFERRED = "deferred"
+    """An expiry that waits for a payment or release recorded before it."""
+    COUNTED = "counted"
+    """One line's answer counted on its hold, more to come."""
+    # line commands (besides the statuses above)
+    RETURNED = "returned"
+    UNFULFILLED = "unfulfilled"
+    # stock commands
+    RECEIVED = "received"
+    # any command
+    NOOP = "noop"
+    """Nothing to do in the state found: recorded, changes nothing."""
+    DEAD = "dead"
+    """Parked as a dead letter after failing too often."""

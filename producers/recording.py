@@ -1,0 +1,125 @@
+"""Recording commands: the one path every request takes into the inbox, from any front door.
+
+A command is recorded durably (PostgreSQL's clock stamps it) before its caller gets a ticket, then
+its shard is rung. The same key with the same command again is a resend: nothing more is recorded
+and the caller gets the same ticket; the key with another command is refused
+(`IdempotencyConflict`). Holds are recorded in groups by a thread of their own (`HoldGroups`);
+receipts and hold commands one statement each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import Engine
+
+from db.inbox import NewCommand, insert_commands, record_hold_command, recorded_commands
+from db.reads import load_references, lot_facts
+from db.sql import Pg, psycopg_of
+from domain.catalog import resolve
+from domain.commands import StockCommand, payload_digest, shard_of
+from domain.errors import IdempotencyConflict, LotMismatch, UnknownHold
+from domain.quantities import decimal_str
+from domain.receipts import LotFacts, lot_conflict
+from producers.hold_groups import HoldGroups
+from producers.requests import HoldRequest, PaymentEvent, ReceiptRequest, ReleaseRequest
+
+Ring = Callable[..., None]
+"""ring(shards, nudge=True): doorbells for the shards that got commands."""
+
+
+def check_resend(pg: Pg, key: str, kind: str, digest: str) -> None:
+    """A key recorded before: the same command is a resend; another one under the key is refused."""
+    if not recorded_commands(pg, [key])[key].same_as(kind, digest):
+        raise IdempotencyConflict(key)
+
+
+class Recorder:
+    """Records a client's commands and rings their shards.
+
+    Parameters:
+      engine: the Postgres engine.
+      shards: the shard count (routing).
+      ring: the doorbells, `ring(shards, nudge=True)`.
+      reply_to: the client id whose answer channel its holds' answers go to.
+    """
+
+    def __init__(self, engine: Engine, *, shards: int, ring: Ring, reply_to: str | None = None) -> None:
+        self.engine = engine
+        self.shards = shards
+        self.ring = ring
+        # `self.ring` is looked up on each ring, so that a test can silence a client's doorbells.
+        self.holds = HoldGroups(  # the hold path: a thread of its own
+            engine, shards=shards, ring=lambda s, nudge=True: self.ring(s, nudge=nudge), reply_to=reply_to
+        )
+
+    def close(self) -> None:
+        self.holds.close()
+
+    def hold(self, request: HoldRequest) -> tuple[str, bool]:
+        """Record a hold request (in the next group): its hold id, and whether it is new."""
+        return self.holds.record(request)
+
+    def receipt(self, request: ReceiptRequest) -> None:
+        """Record goods in; a known lot must carry the same facts (else `LotMismatch`)."""
+        shard = shard_of(request.sku, self.shards)
+        with self.engine.begin() as conn:
+            pg = psycopg_of(conn)
+            products, warehouses = load_references(pg, [request.sku], [request.warehouse])
+            found = resolve(
+                request.sku, request.warehouse, request.quantity, request.unit, products, warehouses
+            )
+            facts = LotFacts(request.shade, request.caliber, request.expiry)
+            known = lot_facts(pg, found.product.id, request.lot)
+            if known is not None and (why := lot_conflict(request.lot, known, facts)):
+                raise LotMismatch(why, lot=request.lot)
+            command = NewCommand.of(
+                request.idempotency_key,
+                StockCommand.RECEIVE.value,
+                {
+                    "product_id": found.product.id,
+                    "sku": request.sku,
+                    "warehouse_id": found.warehouse_id,
+                    "lot": request.lot,
+                    "shade": facts.shade,
+                    "caliber": facts.caliber,
+                    "expiry": request.expiry.isoformat() if request.expiry else None,
+                    "quantity": decimal_str(request.quantity),
+                    "unit": request.unit.value,
+                    "pieces": decimal_str(found.conversion.pieces),
+                },
+                shard,
+            )
+            # A concurrent first request with the same key makes this wait until that one commits
+            # (the unique index), so a resend never sees a half-recorded command.
+            fresh = bool(insert_commands(pg, [command]).fetchall())
+            if not fresh:
+                check_resend(pg, command.key, command.kind, command.payload_hash)
+        if fresh:
+            self._ring({shard})
+
+    def hold_command(self, request: ReleaseRequest | PaymentEvent) -> None:
+        """Record a command about an existing hold, on the hold's home shard."""
+        payload = request.payload()
+        digest = payload_digest(request.kind.value, payload)
+        # One statement in autocommit: the hold's existence is checked and the command recorded together.
+        with self.engine.connect() as conn:
+            pg = psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
+            home, fresh = record_hold_command(
+                pg,
+                uuid.UUID(request.hold_id),
+                key=request.key,
+                kind=request.kind.value,
+                payload=payload,
+                digest=digest,
+            )
+            if home is None:
+                raise UnknownHold(request.hold_id)
+            if not fresh:
+                check_resend(pg, request.key, request.kind.value, digest)
+        if fresh:
+            self._ring({home})
+
+    def _ring(self, shards: Iterable[int]) -> None:
+        self.ring(shards)  # a lost doorbell only delays: the sweep rings again
