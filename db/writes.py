@@ -69,27 +69,8 @@ class BatchWrites:
 # tables whose statistics lag behind, and each batch gets slower than the last.
 # Every row the batch writes carries one time, taken as the batch is written: when its commands were
 # applied (never before a command was recorded, as the transaction's start can be).
-_SAVE_BATCH = f"""
-    WITH clock AS (SELECT clock_timestamp() AS at), new_lots AS (
-        INSERT INTO lots (id, product_id, lot_code, shade, caliber, expiry, received_at)
-        SELECT v.*, (SELECT at FROM clock)
-        FROM jsonb_to_recordset(%(new_lots)s::jsonb)
-             AS v(id int, product_id int, lot_code text, shade text, caliber text, expiry date)
-        RETURNING 1
-    ), lot_facts AS (
-        -- a fact a known lot had not stated yet, stated by a receipt (see domain.receipts)
-        UPDATE lots l SET shade = coalesce(l.shade, v.shade), caliber = coalesce(l.caliber, v.caliber),
-               expiry = coalesce(l.expiry, v.expiry)
-        FROM jsonb_to_recordset(%(lot_facts)s::jsonb) AS v(id int, shade text, caliber text, expiry date)
-        WHERE l.id = v.id AND l.id = ANY(%(lot_fact_ids)s::int[])
-        RETURNING 1
-    ), new_stocks AS (
-        INSERT INTO stock_balances (id, product_id, warehouse_id, lot_id, on_hand, reserved, updated_at)
-        SELECT v.*, (SELECT at FROM clock)
-        FROM jsonb_to_recordset(%(new_stocks)s::jsonb)
-             AS v(id bigint, product_id int, warehouse_id int, lot_id int, on_hand numeric, reserved numeric)
-        RETURNING 1
-    ), stocks AS (
+_SAVE_BATCH_TEMPLATE = f"""
+    WITH clock AS (SELECT clock_timestamp() AS at), {{lots}}stocks AS (
         UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = (SELECT at FROM clock)
         FROM unnest(%(stock_ids)s::bigint[], %(stock_on_hand)s::numeric[], %(stock_reserved)s::numeric[])
              AS v(id, on_hand, reserved)
@@ -152,15 +133,40 @@ _SAVE_BATCH = f"""
     WHERE c.seq = v.seq AND c.seq = ANY(%(seqs)s::bigint[])
 """
 
+# A batch that received goods into a lot it creates, or completed a known lot's facts, writes those
+# first; the others (nearly all) send the statement without these parts.
+_LOT_PARTS = """new_lots AS (
+        INSERT INTO lots (id, product_id, lot_code, shade, caliber, expiry, received_at)
+        SELECT v.*, (SELECT at FROM clock)
+        FROM jsonb_to_recordset(%(new_lots)s::jsonb)
+             AS v(id int, product_id int, lot_code text, shade text, caliber text, expiry date)
+        RETURNING 1
+    ), lot_facts AS (
+        -- a fact a known lot had not stated yet, stated by a receipt (see domain.receipts)
+        UPDATE lots l SET shade = coalesce(l.shade, v.shade), caliber = coalesce(l.caliber, v.caliber),
+               expiry = coalesce(l.expiry, v.expiry)
+        FROM jsonb_to_recordset(%(lot_facts)s::jsonb) AS v(id int, shade text, caliber text, expiry date)
+        WHERE l.id = v.id AND l.id = ANY(%(lot_fact_ids)s::int[])
+        RETURNING 1
+    ), new_stocks AS (
+        INSERT INTO stock_balances (id, product_id, warehouse_id, lot_id, on_hand, reserved, updated_at)
+        SELECT v.*, (SELECT at FROM clock)
+        FROM jsonb_to_recordset(%(new_stocks)s::jsonb)
+             AS v(id bigint, product_id int, warehouse_id int, lot_id int, on_hand numeric, reserved numeric)
+        RETURNING 1), """
+_SAVE_BATCH = _SAVE_BATCH_TEMPLATE.replace("{lots}", "")
+_SAVE_BATCH_WITH_LOTS = _SAVE_BATCH_TEMPLATE.replace("{lots}", _LOT_PARTS)
+
 
 def send_writes(
     pg: Pg, writes: BatchWrites, *, leases: Mapping[int, int], holder: str, started_at: dt.datetime
 ) -> None:
     """Send every write of the batch, one statement (in the caller's pipeline and transaction)."""
+    with_lots = bool(writes.new_lots or writes.new_stocks or writes.lot_facts)
     pg.execute(
-        _SAVE_BATCH,
+        _SAVE_BATCH_WITH_LOTS if with_lots else _SAVE_BATCH,
         {
-            **_stock_params(writes),
+            **_stock_params(writes, with_lots=with_lots),
             **_ledger_params(writes),
             **_hold_params(writes),
             "commands": command_rows(writes.commands),
@@ -189,13 +195,19 @@ def send_writes(
     )
 
 
-def _stock_params(writes: BatchWrites) -> dict[str, str]:
+def _stock_params(writes: BatchWrites, *, with_lots: bool) -> dict[str, str]:
     changed = [s for s in writes.stocks if s.balance_id not in writes.new_stocks]
-    created = [s for s in writes.stocks if s.balance_id in writes.new_stocks]
-    return {
+    params = {
         "stock_ids": array_param(s.balance_id for s in changed),
         "stock_on_hand": array_param(s.on_hand for s in changed),
         "stock_reserved": array_param(s.reserved for s in changed),
+    }
+    return {**params, **_lot_params(writes)} if with_lots else params
+
+
+def _lot_params(writes: BatchWrites) -> dict[str, str]:
+    created = [s for s in writes.stocks if s.balance_id in writes.new_stocks]
+    return {
         "new_stocks": json_param(
             [
                 {
