@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 Qty = Numeric(18, 3)
 """Quantities in the product's base unit (pieces)."""
@@ -34,6 +35,15 @@ Qty = Numeric(18, 3)
 
 class Base(DeclarativeBase):
     pass
+
+
+class Xid8(UserDefinedType[str]):
+    """PostgreSQL's 64-bit transaction id (read as text)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
 
 
 def _now() -> Any:
@@ -245,6 +255,26 @@ class OutboxEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = _now()
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    xid: Mapped[str] = mapped_column(Xid8(), server_default=text("pg_current_xact_id()"))
+    """The writing transaction: events are read in (xid, id) order, once no older one runs."""
+
+    __table_args__ = (Index("ix_outbox_order", "xid", "id"),)
+
+
+class ApiToken(Base):
+    """A bearer token of the HTTP API: its role, and only a SHA-256 hash of the token itself."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint("role IN ('checkout', 'payments', 'warehouse', 'ops')", name="token_role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = _now()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Alert(Base):

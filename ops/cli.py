@@ -92,6 +92,78 @@ def reconcile() -> None:
     typer.echo("reconcile: clean (ledger = balances, reserved = active hold lines)")
 
 
+@app.command()
+def api(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", help="Server processes, each with its own recorder."),
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) until stopped."""
+    import os
+    import tempfile
+
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One metrics registry across the processes: each writes its own files, /metrics reads them all.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tessera-metrics-")
+    uvicorn.run(
+        "producers.http.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+tokens = typer.Typer(help="The HTTP API's bearer tokens: create, list, revoke.", no_args_is_help=True)
+app.add_typer(tokens, name="token")
+
+
+@tokens.command("create")
+def token_create(
+    role: str = typer.Option(..., "--role", help="checkout, payments, warehouse or ops."),
+    name: str = typer.Option("", "--name", help="Who or what uses it (shown in lists and logs)."),
+) -> None:
+    """Create a token; it is printed once, as the last word of the output (only its hash is kept)."""
+    from db.tokens import ROLES, create_token
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"one of {', '.join(ROLES)}", param_hint="--role")
+    with get_engine(get_settings().database_url).begin() as conn:
+        created, token = create_token(conn, role, name or role)
+    typer.echo(f"token {created.id} ({created.role}, {created.name}): {token}")
+
+
+@tokens.command("list")
+def token_list() -> None:
+    """Every token: id, role, name, created, revoked."""
+    from db.tokens import list_tokens
+
+    with get_engine(get_settings().database_url).connect() as conn:
+        for t in list_tokens(conn):
+            revoked = f"revoked {t.revoked_at:%Y-%m-%d %H:%M:%S}" if t.revoked_at else "live"
+            typer.echo(f"{t.id}  {t.role:<9}  {t.name}  created {t.created_at:%Y-%m-%d %H:%M:%S}  {revoked}")
+
+
+@tokens.command("revoke")
+def token_revoke(
+    token_id: int = typer.Argument(..., help="The token's id (see `tessera token list`)."),
+) -> None:
+    """Revoke a token: from now on it answers 401."""
+    from db.tokens import revoke_token
+
+    with get_engine(get_settings().database_url).begin() as conn:
+        if not revoke_token(conn, token_id):
+            typer.echo(f"no live token {token_id}", err=True)
+            sys.exit(1)
+    typer.echo(f"token {token_id} revoked")
+
+
 dead_letters = typer.Typer(
     help="Commands parked after failing TESSERA_MAX_ATTEMPTS times: list them, requeue them.",
     no_args_is_help=True,

@@ -55,9 +55,15 @@ class HoldTicket:
     def __init__(self, client: StockClient, hold_id: str, key: str, *, fresh: bool = False) -> None:
         self.client, self.hold_id, self.key = client, hold_id, key
         self._fresh = fresh  # recorded by this call: its answer cannot be there before the wake-up
+        self._recorded_now = fresh
 
     def __repr__(self) -> str:
         return f"HoldTicket(hold_id={self.hold_id!r})"
+
+    @property
+    def fresh(self) -> bool:
+        """Recorded by the call that made this ticket (False: the key was sent before)."""
+        return self._recorded_now
 
     def result(self) -> HoldResult | None:
         hold = self.client.hold(self.hold_id)

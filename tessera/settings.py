@@ -24,6 +24,8 @@ class Settings(BaseSettings):
         recorded command may wait before the sweep rings its shard again.
       max_attempts: ``TESSERA_MAX_ATTEMPTS``, how many times applying a command may fail (errors
         other than transient ones) before it is parked as a dead letter.
+      webhook_secret: ``TESSERA_WEBHOOK_SECRET``, the payment webhook's HMAC secrets, comma-separated
+        (the first signs; any of them verifies, so a secret can be rotated).
     """
 
     model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
@@ -41,6 +43,11 @@ class Settings(BaseSettings):
     queue_prefetch: int = Field(default=200, ge=1, le=10_000)
     max_attempts: int = Field(default=5, ge=1, le=100)
     log_level: str = "INFO"
+    webhook_secret: str = ""
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        return [secret.strip() for secret in self.webhook_secret.split(",") if secret.strip()]
 
 
 @lru_cache(maxsize=1)

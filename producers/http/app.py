@@ -1,0 +1,120 @@
+"""`tessera api`: the HTTP front door for the checkout service, the payment relay, the warehouse
+and ops. One `StockClient` per process (its recorder groups the holds of concurrent requests);
+every route is a few lines over the producer core (`producers.requests`, `producers.recording`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import Counter, Histogram
+from redis import Redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from db.engine import get_engine
+from producers.client import StockClient
+from producers.http import events, health, holds, payments, problems, stock
+from tessera.settings import Settings, get_settings
+
+MAX_BODY_BYTES = 64 * 1024
+REQUESTS = Counter("tessera_http_requests_total", "HTTP requests", ["route", "method", "status"])
+LATENCY = Histogram("tessera_http_request_seconds", "HTTP request latency", ["route", "method"])
+
+
+class FrontDoor:
+    """Every request gets an id (`X-Request-Id`, echoed when the caller sent one), is refused with
+    413 if its body is over 64 KiB, and is counted and timed by route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        if int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:
+            await _too_large(send, request_id)
+            return
+        started, status = time.perf_counter(), [500]
+        received = [0]
+
+        async def limited() -> Message:
+            message = await receive()
+            received[0] += len(message.get("body", b""))
+            if received[0] > MAX_BODY_BYTES:
+                raise _TooLarge
+            return message
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tagged)
+        except _TooLarge:
+            await _too_large(send, request_id)
+        route = getattr(scope.get("route"), "path", "unmatched")
+        REQUESTS.labels(route, scope["method"], str(status[0])).inc()
+        LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, request_id: str) -> None:
+    body = problems.problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes").body
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", problems.PROBLEM.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API, on `settings` (the environment's by default)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.engine = get_engine(settings.database_url)
+        app.state.redis = Redis.from_url(settings.redis_url)
+        app.state.client = StockClient(settings, engine=app.state.engine, redis_client=app.state.redis)
+        app.state.in_flight = set()
+        yield
+        app.state.client.close()
+
+    app = FastAPI(
+        title="Tessera",
+        version="0.1.0",
+        description="Stock for a tile shop: holds, payments, receipts, stock and its events.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for module in (holds, payments, stock, events, health):
+        app.include_router(module.router)
+    app.add_middleware(FrontDoor)
+    return app
+
+
+def app_factory() -> Any:
+    """For `uvicorn --factory`: the API on the environment's settings."""
+    return create_app()

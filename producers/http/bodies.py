@@ -1,0 +1,62 @@
+"""Request bodies as the HTTP API documents them (OpenAPI). Their values are checked by the same
+request models as the Python client's (`producers.requests`); here only their shape: the fields a
+body may have (no others), and quantities as decimal strings or exact JSON numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Quantity = str | int | Decimal
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LineBody(Body):
+    sku: str = Field(examples=["GRS-60x60-GREY"])
+    quantity: Quantity = Field(examples=["12.5"])
+    unit: Literal["piece", "box", "sqm"] = "piece"
+    warehouse: str | None = None
+
+
+class HoldBody(Body):
+    lines: list[LineBody]
+    ttl_seconds: int | None = None
+    mode: Literal["all_or_nothing", "partial"] = "all_or_nothing"
+    idempotency_key: str | None = None
+
+
+class ReceiptBody(Body):
+    warehouse: str
+    sku: str
+    quantity: Quantity
+    unit: Literal["piece", "box", "sqm"] = "piece"
+    lot: str
+    shade: str | None = None
+    caliber: str | None = None
+    expiry: dt.date | None = None
+    idempotency_key: str | None = None
+
+
+class PaymentBody(Body):
+    event_id: str
+    hold_id: str
+    status: Literal["paid", "failed", "refunded"]
+
+
+class Pending(BaseModel):
+    hold_id: str
+    status: Literal["pending"] = "pending"
+
+
+class Recorded(BaseModel):
+    """A command recorded durably; its result once applied (None before)."""
+
+    idempotency_key: str
+    status: Literal["recorded", "applied"]
+    result: dict[str, object] | None = None

@@ -1,0 +1,41 @@
+"""What every route that takes a command reads from its request: the body with its numbers exact,
+and the idempotency key."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from fastapi import Request
+
+from producers.http.problems import Problem
+
+
+async def exact_json(request: Request) -> dict[str, Any]:
+    """The body parsed again with JSON numbers as Decimal: a number is taken as written (2.50 is
+    2.5, 0.1 is 0.1), never through a float. FastAPI has checked its shape already."""
+    data = json.loads(await request.body(), parse_float=Decimal)
+    if not isinstance(data, dict):
+        raise Problem(422, "invalid_request", "the body must be a JSON object")
+    return data
+
+
+def idempotency_key(header: str | None, body: str | None) -> str:
+    """The request's key: the `Idempotency-Key` header, or the body's `idempotency_key`."""
+    if header is not None and body is not None and header != body:
+        raise Problem(
+            422,
+            "idempotency_key_mismatch",
+            "the header and the body name different keys",
+            field="idempotency_key",
+        )
+    key = header if header is not None else body
+    if key is None:
+        raise Problem(
+            422,
+            "idempotency_key_missing",
+            "send an Idempotency-Key header (or idempotency_key)",
+            field="idempotency_key",
+        )
+    return key

@@ -1,0 +1,56 @@
+"""The payment webhook relay's route: a provider event, signed with HMAC-SHA256 of the raw body.
+
+It answers 2xx only once the event is durably recorded; a duplicate event (same `event_id`)
+answers what the first did. A missing or bad signature is refused (401) and records nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from producers.client import StockClient
+from producers.http.auth import PAYMENTS, allow
+from producers.http.bodies import PaymentBody, Recorded
+from producers.http.problems import Problem
+from tessera.settings import Settings
+
+router = APIRouter(tags=["payments"])
+
+
+def signature_ok(secrets: list[str], body: bytes, header: str | None) -> bool:
+    """`sha256=<hex>` of the body, under any of the secrets (the first signs, the others are being
+    rotated out)."""
+    if not header or not header.startswith("sha256="):
+        return False
+    given = header.removeprefix("sha256=").strip().lower()
+    return any(
+        hmac.compare_digest(hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(), given)
+        for secret in secrets
+    )
+
+
+@router.post(
+    "/v1/payments/webhook",
+    response_model=Recorded,
+    dependencies=[Depends(allow(PAYMENTS))],
+    responses={401: {"description": "missing or bad signature"}},
+)
+async def payment_webhook(
+    request: Request,
+    body: PaymentBody,
+    signature: Annotated[str | None, Header(alias="X-Signature")] = None,
+) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    if not signature_ok(settings.webhook_secrets, await request.body(), signature):
+        raise Problem(401, "bad_signature", "X-Signature is not the HMAC-SHA256 of this body")
+    client: StockClient = request.app.state.client
+    ticket = await run_in_threadpool(
+        client.confirm_payment, event_id=body.event_id, hold_id=body.hold_id, status=body.status
+    )
+    return JSONResponse(Recorded(idempotency_key=ticket.key, status="recorded").model_dump())

@@ -1,0 +1,132 @@
+"""Errors as RFC 9457 problem details: `application/problem+json` with type, title, status,
+detail, a stable `code` and the offending `field`. No stack trace reaches a client: a 5xx is logged
+with the request id the response carries (`X-Request-Id`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.errors import (
+    IdempotencyConflict,
+    InvalidCommand,
+    RecordingTimeout,
+    UnknownHold,
+    UnknownSku,
+)
+
+log = structlog.get_logger("tessera.api")
+PROBLEM = "application/problem+json"
+
+
+class Problem(Exception):
+    """An answer that is not a success, raised from a route."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.field, self.headers = status, code, detail, field, headers
+
+
+TITLES = {
+    400: "Bad request",
+    401: "Not authenticated",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request too large",
+    415: "Unsupported media type",
+    422: "Invalid request",
+    500: "Internal error",
+    503: "Not ready",
+}
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://tessera.example/problems/{code}",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "field": field,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field(loc: tuple[int | str, ...]) -> str | None:
+    """('body', 'lines', 0, 'quantity') → 'lines[0].quantity'."""
+    path = ""
+    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or None
+
+
+def _invalid(error: InvalidCommand) -> JSONResponse:
+    if isinstance(error, UnknownHold):
+        return problem(404, "unknown_hold", str(error), field=error.field)
+    code = "unknown_sku" if isinstance(error, UnknownSku) else type(error).__name__
+    return problem(422, _snake(code), error.message, field=error.field)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error of the app as a problem document."""
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, error: Problem) -> JSONResponse:
+        return problem(error.status, error.code, error.detail, field=error.field, headers=error.headers)
+
+    @app.exception_handler(InvalidCommand)
+    async def on_invalid(request: Request, error: InvalidCommand) -> JSONResponse:
+        return _invalid(error)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def on_conflict(request: Request, error: IdempotencyConflict) -> JSONResponse:
+        return problem(422, "idempotency_conflict", str(error), field="idempotency_key")
+
+    @app.exception_handler(RecordingTimeout)
+    async def on_recording_timeout(request: Request, error: RecordingTimeout) -> JSONResponse:
+        return problem(503, "not_recorded", str(error), headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        loc = tuple(first.get("loc", ()))
+        if first.get("type") == "json_invalid":
+            return problem(400, "malformed_json", "the body is not valid JSON")
+        return problem(422, "invalid_request", str(first.get("msg", "invalid")), field=_field(loc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return problem(error.status_code, code, str(error.detail), headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def on_error(request: Request, error: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", "")
+        log.error("request.failed", request_id=request_id, path=request.url.path, error=repr(error))
+        return problem(500, "internal_error", f"something went wrong (request {request_id})")

@@ -1,0 +1,521 @@
+"""The HTTP front door, over real HTTP: `tessera api` and `tessera worker` against the real servers,
+tokens made with the CLI, every route and every role boundary."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from db.events import events_after
+from producers import StockClient
+from tessera.settings import Settings
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, Processes, seed_catalog, settings_env
+
+SKU = "GRS-60x60-GREY"
+SECRETS = "new-secret,old-secret"
+LINE = {"sku": SKU, "quantity": "2", "unit": "box"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    url: str
+    tokens: dict[str, str]
+    env: dict[str, str]
+    engine: Engine
+    client: StockClient
+    processes: Processes
+
+    def call(self, method: str, path: str, role: str | None = None, **kwargs: object) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
+        if role:
+            headers["Authorization"] = f"Bearer {self.tokens[role]}"
+        return httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def api(admin_engine: Engine, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One database, Redis namespace, API and worker for the module (each starts in a second or
+    two; the tests use keys of their own)."""
+    name = f"tessera_http_{uuid.uuid4().hex[:10]}"
+    with admin_engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    settings = Settings(
+        database_url=PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name,
+        redis_url=REDIS_URL,
+        redis_namespace=f"tt{uuid.uuid4().hex[:10]}",
+        shards=4,
+        lease_ttl_seconds=2.0,
+    )
+    engine = create_engine(settings.database_url)
+    processes = Processes(settings, tmp_path_factory.mktemp("http"))
+    try:
+        with StockClient(settings, engine=engine) as client:
+            seed_catalog(client)
+            yield _start(settings, engine, client, processes)
+    finally:
+        processes.stop_all()
+        engine.dispose()
+        with admin_engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _start(settings: Settings, engine: Engine, client: StockClient, processes: Processes) -> Stack:
+    env = {**settings_env(settings), "TESSERA_WEBHOOK_SECRET": SECRETS}
+    tokens = {
+        role: _cli(env, "token", "create", "--role", role, "--name", f"test {role}").split()[-1]
+        for role in ("checkout", "payments", "warehouse", "ops")
+    }
+    port = _free_port()
+    processes.start("api", "--port", str(port), env={"TESSERA_WEBHOOK_SECRET": SECRETS})
+    processes.worker()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        raise AssertionError("tessera api did not come up within 30 s")
+    stack = Stack(url, tokens, env, engine, client, processes)
+    received = stack.call(
+        "POST",
+        "/v1/receipts?wait=10",
+        "warehouse",
+        headers={"Idempotency-Key": "rcv-1"},
+        json={"warehouse": "BUC1", "sku": SKU, "quantity": "250", "unit": "box", "lot": "L1", "shade": "A"},
+    )
+    assert received.status_code == 200, received.text
+    assert received.json()["result"]["outcome"] == "received"
+    return stack
+
+
+def _sign(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _holds(api: Stack) -> int:
+    with api.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM holds")).scalar_one())
+
+
+def _recorded(api: Stack, key: str) -> bool:
+    with api.engine.connect() as conn:
+        found = conn.execute(text("SELECT 1 FROM commands WHERE idempotency_key = :k"), {"k": key}).first()
+    return found is not None
+
+
+# -- who may do what -----------------------------------------------------------------------------
+
+ROUTES = [
+    ("POST", "/v1/holds", {"checkout"}),
+    ("GET", f"/v1/holds/{uuid.uuid4()}", {"checkout", "ops"}),
+    ("POST", f"/v1/holds/{uuid.uuid4()}/release", {"checkout"}),
+    ("POST", "/v1/receipts", {"warehouse"}),
+    ("GET", f"/v1/stock/{SKU}", {"checkout", "warehouse", "ops"}),
+    ("POST", "/v1/payments/webhook", {"payments"}),
+    ("GET", "/v1/events", {"ops"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"), ROUTES, ids=[f"{m} {p.split('/')[2]}" for m, p, _ in ROUTES]
+)
+def test_each_route_refuses_a_missing_unknown_or_revoked_token_and_a_role_it_does_not_serve(
+    api: Stack, method: str, path: str, allowed: set[str]
+) -> None:
+    missing = api.call(method, path)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert api.call(method, path, headers={"Authorization": "Bearer tsr_nope"}).status_code == 401
+    for role in {"checkout", "payments", "warehouse", "ops"} - allowed:
+        refused = api.call(method, path, role)
+        assert refused.status_code == 403, (role, refused.text)
+        assert refused.json()["code"] == "forbidden"
+
+
+def test_a_revoked_token_is_refused_from_then_on(api: Stack) -> None:
+    made = _cli(api.env, "token", "create", "--role", "ops", "--name", "to revoke")
+    token_id, token = made.split()[1], made.split()[-1]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert api.call("GET", f"/v1/stock/{SKU}", headers=auth).status_code == 200
+    _cli(api.env, "token", "revoke", token_id)
+    assert api.call("GET", f"/v1/stock/{SKU}", headers=auth).status_code == 401
+
+
+# -- holds ---------------------------------------------------------------------------------------
+
+
+def test_a_hold_decided_within_wait_is_201_and_its_resend_200_with_the_same_hold(api: Stack) -> None:
+    placed = api.call(
+        "POST", "/v1/holds?wait=10", "checkout", headers={"Idempotency-Key": "cart-1"}, json={"lines": [LINE]}
+    )
+    assert placed.status_code == 201, placed.text
+    hold = placed.json()
+    assert hold["status"] == "reserved"
+    assert hold["lines"][0]["pieces"] == "8.000" or hold["lines"][0]["pieces"] in ("8", "8.000")
+    assert hold["lines"][0]["lot"] == "L1" and hold["lines"][0]["shade"] == "A"
+    again = api.call(
+        "POST", "/v1/holds?wait=10", "checkout", headers={"Idempotency-Key": "cart-1"}, json={"lines": [LINE]}
+    )
+    assert again.status_code == 200
+    assert again.json()["hold_id"] == hold["hold_id"]
+    read = api.call("GET", f"/v1/holds/{hold['hold_id']}", "checkout")
+    assert read.status_code == 200 and read.json()["hold_id"] == hold["hold_id"]
+
+
+def test_a_hold_not_decided_within_wait_is_202_with_its_location(api: Stack) -> None:
+    worker = next(p for p in api.processes.procs if "worker" in p.args)
+    worker.send_signal(signal.SIGSTOP)  # no writer: the hold stays pending
+    try:
+        placed = api.call(
+            "POST", "/v1/holds", "checkout", json={"lines": [LINE], "idempotency_key": "cart-2"}
+        )
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    assert placed.status_code == 202, placed.text
+    assert placed.json() == {"hold_id": placed.json()["hold_id"], "status": "pending"}
+    assert placed.headers["Location"] == f"/v1/holds/{placed.json()['hold_id']}"
+
+
+def test_idempotency_conflicts_and_mismatched_keys_are_422_and_record_nothing(api: Stack) -> None:
+    assert (
+        api.call(
+            "POST", "/v1/holds", "checkout", headers={"Idempotency-Key": "cart-3"}, json={"lines": [LINE]}
+        ).status_code
+        == 202
+    )
+    before = _holds(api)
+    other = api.call(
+        "POST",
+        "/v1/holds",
+        "checkout",
+        headers={"Idempotency-Key": "cart-3"},
+        json={"lines": [{**LINE, "quantity": "3"}]},
+    )
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_conflict"
+    mismatch = api.call(
+        "POST",
+        "/v1/holds",
+        "checkout",
+        headers={"Idempotency-Key": "a"},
+        json={"lines": [LINE], "idempotency_key": "b"},
+    )
+    assert mismatch.status_code == 422 and mismatch.json()["code"] == "idempotency_key_mismatch"
+    missing = api.call("POST", "/v1/holds", "checkout", json={"lines": [LINE]})
+    assert missing.status_code == 422 and missing.json()["field"] == "idempotency_key"
+    assert _holds(api) == before
+    assert not _recorded(api, "a") and not _recorded(api, "b")
+
+
+BAD_BODIES = [
+    pytest.param(b'{"lines": [', 400, "malformed_json", None, id="malformed-json"),
+    pytest.param(
+        json.dumps({"lines": [{**LINE, "colour": "grey"}]}).encode(),
+        422,
+        "invalid_request",
+        "lines[0].colour",
+        id="unknown-field",
+    ),
+    pytest.param(
+        json.dumps({"lines": [{**LINE, "quantity": "-1"}]}).encode(),
+        422,
+        "invalid_command",
+        "lines[0].quantity",
+        id="negative",
+    ),
+    pytest.param(
+        b'{"lines": [{"sku": "GRS-60x60-GREY", "quantity": 1.0000001, "unit": "piece"}]}',
+        422,
+        "invalid_command",
+        "lines[0].quantity",
+        id="inexact-number",
+    ),
+    pytest.param(
+        json.dumps({"lines": [{**LINE, "sku": "NOPE"}]}).encode(),
+        422,
+        "unknown_sku",
+        "lines[0].sku",
+        id="unknown-sku",
+    ),
+    pytest.param(
+        json.dumps({"lines": [{**LINE, "unit": "litre"}]}).encode(),
+        422,
+        "invalid_request",
+        "lines[0].unit",
+        id="wrong-unit",
+    ),
+    pytest.param(json.dumps({"lines": []}).encode(), 422, "invalid_command", "lines", id="empty-cart"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code", "field"), BAD_BODIES)
+def test_a_bad_hold_request_is_a_problem_document_and_changes_nothing(
+    api: Stack, body: bytes, status: int, code: str, field: str | None
+) -> None:
+    before = _holds(api)
+    answer = api.call(
+        "POST",
+        "/v1/holds",
+        "checkout",
+        headers={"Idempotency-Key": "cart-bad", "Content-Type": "application/json"},
+        content=body,
+    )
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert (problem["code"], problem["field"], problem["status"]) == (code, field, status)
+    assert "Traceback" not in answer.text
+    assert _holds(api) == before and not _recorded(api, "cart-bad")
+
+
+def test_a_body_over_64_kib_is_413(api: Stack) -> None:
+    body = json.dumps({"lines": [LINE], "idempotency_key": "x" * 70_000}).encode()
+    answer = api.call(
+        "POST", "/v1/holds", "checkout", headers={"Content-Type": "application/json"}, content=body
+    )
+    assert answer.status_code == 413 and answer.json()["code"] == "too_large"
+
+
+def test_an_unknown_hold_is_404(api: Stack) -> None:
+    assert api.call("GET", f"/v1/holds/{uuid.uuid4()}", "checkout").json()["code"] == "unknown_hold"
+    assert api.call("GET", "/v1/holds/not-a-uuid", "checkout").status_code == 404
+
+
+def _reserved(api: Stack) -> Decimal:
+    return Decimal(api.call("GET", f"/v1/stock/{SKU}", "checkout").json()["reserved"])
+
+
+def test_a_release_is_recorded_then_applied(api: Stack) -> None:
+    before = _reserved(api)
+    hold = api.call(
+        "POST", "/v1/holds?wait=10", "checkout", headers={"Idempotency-Key": "cart-r"}, json={"lines": [LINE]}
+    ).json()
+    assert _reserved(api) == before + 8
+    released = api.call(
+        "POST",
+        f"/v1/holds/{hold['hold_id']}/release?wait=10",
+        "checkout",
+        headers={"Idempotency-Key": "rel-1"},
+    )
+    assert released.status_code == 200, released.text
+    assert released.json()["result"]["outcome"] == "released"
+    deadline = time.monotonic() + 10  # the line's release follows on the product's shard
+    while _reserved(api) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _reserved(api) == before
+
+
+# -- payments ------------------------------------------------------------------------------------
+
+
+def test_the_webhook_takes_a_good_signature_under_either_secret_and_answers_a_duplicate_the_same(
+    api: Stack,
+) -> None:
+    hold = api.call(
+        "POST", "/v1/holds?wait=10", "checkout", headers={"Idempotency-Key": "cart-p"}, json={"lines": [LINE]}
+    ).json()
+    body = json.dumps({"event_id": "evt-1", "hold_id": hold["hold_id"], "status": "paid"}).encode()
+    headers = {"Content-Type": "application/json"}
+    for bad in (None, "sha256=00", _sign(body, "not-our-secret")):
+        refused = api.call(
+            "POST",
+            "/v1/payments/webhook",
+            "payments",
+            headers={**headers, **({"X-Signature": bad} if bad else {})},
+            content=body,
+        )
+        assert refused.status_code == 401 and refused.json()["code"] == "bad_signature"
+    assert not _recorded(api, "payment:evt-1")
+    first = api.call(
+        "POST",
+        "/v1/payments/webhook",
+        "payments",
+        headers={**headers, "X-Signature": _sign(body, "new-secret")},
+        content=body,
+    )
+    assert first.status_code == 200, first.text
+    duplicate = api.call(
+        "POST",
+        "/v1/payments/webhook",
+        "payments",
+        headers={**headers, "X-Signature": _sign(body, "old-secret")},
+        content=body,
+    )
+    assert duplicate.status_code == 200 and duplicate.json() == first.json()
+    assert api.client.hold(hold["hold_id"]) is not None
+    deadline = time.monotonic() + 15
+    while api.client.hold(hold["hold_id"]).status != "confirmed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert api.client.hold(hold["hold_id"]).status == "confirmed"
+
+
+# -- stock, health, events ----------------------------------------------------------------------
+
+
+def test_stock_shows_each_lot_and_an_unknown_sku_is_404(api: Stack) -> None:
+    stock = api.call("GET", f"/v1/stock/{SKU}", "warehouse").json()
+    assert [(lot["warehouse"], lot["lot"], lot["shade"]) for lot in stock["lots"]] == [("BUC1", "L1", "A")]
+    assert api.call("GET", "/v1/stock/NOPE", "ops").status_code == 404
+
+
+def test_health_readiness_metrics_and_openapi(api: Stack) -> None:
+    assert api.call("GET", "/healthz").json() == {"status": "ok"}
+    assert api.call("GET", "/readyz").json()["status"] == "ready"
+    api.call("GET", f"/v1/stock/{SKU}", "ops")
+    assert "tessera_http_requests_total" in api.call("GET", "/metrics").text
+    paths = api.call("GET", "/openapi.json").json()["paths"]
+    assert {"/v1/holds", "/v1/holds/{hold_id}", "/v1/payments/webhook", "/v1/events"} <= set(paths)
+
+
+def _events(api: Stack, last: str | None, count: int) -> list[tuple[str, str]]:
+    """The next `count` hold.reserved events (id, topic) of the feed, after `last`."""
+    headers = {"Authorization": f"Bearer {api.tokens['ops']}"} | ({"Last-Event-ID": last} if last else {})
+    got: list[tuple[str, str]] = []
+    url = api.url + "/v1/events?types=hold.reserved"
+    with httpx.stream("GET", url, headers=headers, timeout=30) as stream:
+        event_id = None
+        for line in stream.iter_lines():
+            if line.startswith("id:"):
+                event_id = line.partition(":")[2].strip()
+            elif line.startswith("event:") and event_id:
+                got.append((event_id, line.partition(":")[2].strip()))
+                if len(got) == count:
+                    break
+    return got
+
+
+def _newest_event(api: Stack) -> str:
+    with api.engine.connect() as conn:
+        return str(
+            conn.execute(
+                text("SELECT xid::text || '-' || id FROM outbox ORDER BY xid DESC, id DESC LIMIT 1")
+            ).scalar_one()
+        )
+
+
+def test_events_resume_after_the_last_event_id_with_none_missed_or_repeated(api: Stack) -> None:
+    start = _newest_event(api)
+    holds = [
+        api.call(
+            "POST",
+            "/v1/holds?wait=10",
+            "checkout",
+            headers={"Idempotency-Key": f"cart-e{i}"},
+            json={"lines": [LINE]},
+        ).json()["hold_id"]
+        for i in range(3)
+    ]
+    everything = _events(api, start, 3)
+    assert [topic for _, topic in everything] == ["hold.reserved"] * 3
+    resumed = _events(api, everything[0][0], 2)
+    assert resumed == everything[1:]
+    with api.engine.connect() as conn:
+        order = (
+            conn.execute(
+                text(
+                    "SELECT payload->>'hold_id' FROM outbox WHERE topic = 'hold.reserved' "
+                    "AND payload->>'hold_id' = ANY(:h) ORDER BY xid, id"
+                ),
+                {"h": holds},
+            )
+            .scalars()
+            .all()
+        )
+    assert order == holds
+
+
+def test_an_event_committed_after_later_numbered_ones_is_not_passed_over_across_a_worker_restart(
+    api: Stack,
+) -> None:
+    """A transaction that took an event id first and commits last: its event still comes, before the
+    others, and a subscriber that resumes with Last-Event-ID after a worker was killed and replaced gets
+    every event once."""
+    start = _newest_event(api)
+    with api.engine.connect() as slow:  # a writer that drew its event id first and commits last
+        slow.execute(text("INSERT INTO outbox (topic, payload) VALUES ('hold.reserved', '{\"slow\": true}')"))
+        placed = api.call(
+            "POST",
+            "/v1/holds?wait=10",
+            "checkout",
+            headers={"Idempotency-Key": "cart-late-1"},
+            json={"lines": [LINE]},
+        )
+        assert placed.status_code == 201
+        with api.engine.connect() as reader:  # what a subscriber is served meanwhile: nothing yet
+            held_back = events_after(reader, start, topics=["hold.reserved"])
+        assert held_back == [], "an event was served while an older transaction could still add one before it"
+        slow.commit()
+    first_two = _events(api, start, 2)
+    worker = next(p for p in api.processes.procs if "worker" in p.args and p.poll() is None)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    api.processes.worker(name="replacement")
+    again = api.call(
+        "POST",
+        "/v1/holds?wait=10",
+        "checkout",
+        headers={"Idempotency-Key": "cart-late-2"},
+        json={"lines": [LINE]},
+    )
+    assert again.status_code == 201, again.text
+    resumed = _events(api, first_two[-1][0], 1)
+    everything = _events(api, start, 3)
+
+    with api.engine.connect() as conn:
+        ids = conn.execute(
+            text(
+                "SELECT xid::text || '-' || id, payload FROM outbox WHERE topic = 'hold.reserved' "
+                "AND (xid, id) > (CAST(split_part(:s, '-', 1) AS text)::xid8, CAST(split_part(:s, '-', 2) AS bigint)) "
+                "ORDER BY xid, id"
+            ),
+            {"s": start},
+        ).all()
+    assert [event_id for event_id, _ in everything] == [event_id for event_id, _ in ids]
+    assert ids[0].payload == {"slow": True}  # committed last, served first: its transaction began first
+    assert everything == first_two + resumed
+
+
+def test_the_books_reconcile_after_the_module_s_calls(api: Stack) -> None:
+    """Run last in this module: whatever the calls above did, ledger = balances, reserved ≤ on_hand."""
+    from db.reconcile import reconcile
+
+    with api.engine.connect() as conn:
+        assert reconcile(conn) == []
+        bad = conn.execute(text("SELECT count(*) FROM stock_balances WHERE reserved > on_hand")).scalar_one()
+    assert bad == 0
