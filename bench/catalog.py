@@ -35,7 +35,10 @@ from sqlalchemy import text
 from bench.common import (
     BenchEnv,
     CpuMeter,
+    add_catalogue_flags,
+    add_mix_flags,
     base_parser,
+    check_threads,
     machine_facts,
     print_table,
     split_shards,
@@ -97,6 +100,18 @@ def run_phase(
     wall = (end_db - start_db).total_seconds()
     applied = applied_between(env, start_db, end_db)
     drained = env.wait_drained(120)
+    return {
+        **_applied_summary(applied, sent, wall),
+        "problems": problems,
+        "problem_examples": examples,
+        "drained_after": drained,
+        "cpu": meter.report(),
+        "writer_batches": env.batch_stats(before),
+    }
+
+
+def _applied_summary(applied: dict[str, Any], sent: dict[str, int], wall: float) -> dict[str, Any]:
+    """What a timed run sent and the writers applied in it: rates, the busiest shard, latencies."""
     per_shard = applied["per_shard"]
     lat = applied["latencies_s"]
     return {
@@ -114,11 +129,6 @@ def run_phase(
         "latency_per_kind": {
             k: summary_ms(v) for k, v in sorted(lat.items()) if k not in ("all", "producer_sent")
         },
-        "problems": problems,
-        "problem_examples": examples,
-        "drained_after": drained,
-        "cpu": meter.report(),
-        "writer_batches": env.batch_stats(before),
     }
 
 
@@ -170,14 +180,12 @@ def parse_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = base_parser("Catalogue throughput and latency by shards, worker processes and popularity.")
-    parser.add_argument("--products", type=int, default=1000)
-    parser.add_argument("--stock", type=int, default=1_000_000, help="pieces received per product")
+    add_catalogue_flags(parser)
     parser.add_argument("--shard-counts", default="1,2,4,8", help="TESSERA_SHARDS values (a database each)")
     parser.add_argument("--worker-counts", default="1,2", help="worker processes splitting the shards")
     parser.add_argument("--distributions", default="uniform,zipf", help="product popularity: uniform, zipf")
-    parser.add_argument("--zipf-s", type=float, default=1.1)
     parser.add_argument("--producers", type=int, default=32, help="producer threads")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each run")
     parser.add_argument(
@@ -190,12 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         help="closed loop: producers wait for each answer (--no-wait: send as fast as recorded)",
     )
     parser.add_argument("--wait-timeout", type=float, default=30.0, help="seconds to wait for one answer")
-    parser.add_argument(
-        "--pay-share", type=float, default=0.25, help="share of commands that pay an earlier hold"
-    )
-    parser.add_argument(
-        "--release-share", type=float, default=0.15, help="share that release an earlier hold"
-    )
+    add_mix_flags(parser)
     parser.add_argument(
         "--backlog",
         type=int,
@@ -204,109 +207,129 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed")
     args = parser.parse_args(argv)
-    if not 1 <= args.producers <= 64:
-        parser.error("--producers must be 1-64 (PostgreSQL max_connections is 100 here)")
+    check_threads(parser, args.producers, "--producers")
+    return args
 
-    facts: dict[str, Any] | None = None
+
+def main(argv: list[str] | None = None) -> int:
+    """For each shard count, a database: stock the catalogue, warm up, then each worker count and
+    popularity: a timed closed-loop run and a backlog drained; report, write, reconcile."""
+    args = parse_args(argv)
+    facts: dict[str, Any] = {}
     runs: list[dict[str, Any]] = []
     reconcile: dict[int, list[str]] = {}
-
-    def phase(env: BenchEnv, distribution: str, seconds: float, seed: int) -> dict[str, Any]:
-        mix = Mix(
-            Popularity(args.products, distribution, args.zipf_s),
-            pay_share=args.pay_share,
-            release_share=args.release_share,
-            settle_after=0.0 if args.wait else 1.0,
-        )
-        return run_phase(
-            env,
-            mix,
-            producers=args.producers,
-            seconds=seconds,
-            wait=args.wait,
-            wait_timeout=args.wait_timeout,
-            seed=seed,
-        )
-
     for shards in parse_ints(args.shard_counts):
         with BenchEnv(f"{NAME}{shards}", args, pool_size=min(args.producers, 40) + 4, shards=shards) as env:
-            if facts is None:
-                facts = machine_facts(env.engine, env.redis)
-            env.start_workers(max(parse_ints(args.worker_counts)))
-            setup = time.monotonic()
-            seed_catalogue(env, args.products, args.stock)
-            if args.warmup_seconds:  # untimed, then VACUUM ANALYZE: a database in service
-                phase(env, "uniform", args.warmup_seconds, args.seed - 1)
-                env.settle()
-            print(
-                f"shards={shards}: {args.products} products stocked and warmed up in "
-                f"{time.monotonic() - setup:.1f}s",
-                flush=True,
-            )
+            facts = facts or machine_facts(env.engine, env.redis)
+            _stock_and_warm(env, args, shards)
             for workers in parse_ints(args.worker_counts):
-                if workers > shards:
-                    runs.append(
-                        {"shards": shards, "workers": workers, "skipped": "fewer shards than workers"}
-                    )
-                    continue
-                env.stop_processes()
-                env.start_workers(workers)
-                for distribution in args.distributions.split(","):
-                    popularity = Popularity(args.products, distribution, args.zipf_s)
-                    result = phase(env, distribution, args.seconds, args.seed + len(runs))
-                    run = {
-                        "shards": shards,
-                        "workers": workers,
-                        "worker_shards": split_shards(shards, workers),
-                        "distribution": distribution,
-                        "top_product_share": round(popularity.top_share, 4),
-                        **result,
-                    }
-                    runs.append(run)
-                    lat = run["latency_producer_sent"]
-                    print(
-                        f"  shards={shards} workers={workers} {distribution:7s} "
-                        f"applied {run['applied_per_s']:,}/s  p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms",
-                        flush=True,
-                    )
-                    if args.backlog:
-                        run["drain"] = drain_phase(
-                            env,
-                            Mix(popularity, pay_share=args.pay_share, release_share=args.release_share),
-                            workers=workers,
-                            backlog=args.backlog,
-                            producers=args.producers,
-                            timeout=args.wait_timeout * 4,
-                            seed=args.seed + 100 + len(runs),
-                        )
-                        print(
-                            f"  shards={shards} workers={workers} {distribution:7s} "
-                            f"backlog of {run['drain']['backlog']:,} drained at {run['drain']['drained_per_s']:,}/s",
-                            flush=True,
-                        )
+                runs += _worker_runs(env, args, shards, workers, first_seed=args.seed + len(runs))
             env.wait_drained(120)
             reconcile[shards] = env.reconcile()
+    report(args, runs)
+    write_results(NAME, args.results_dir, assemble(args, facts, runs, reconcile))
+    if any(reconcile.values()):
+        print(f"FAILED: reconcile found differences: {reconcile}")
+        return 1
+    return 0
 
-    rows = []
-    for run in runs:
-        if "skipped" in run:
-            rows.append([run["shards"], run["workers"], "-", "skipped", None, None, None, None, None, None])
-            continue
-        lat, cores = run["latency_producer_sent"], run["cpu"]["cores"]
-        rows.append(
-            [
-                run["shards"],
-                run["workers"],
-                run["distribution"],
-                run["applied_per_s"],
-                lat["p50_ms"],
-                lat["p95_ms"],
-                lat["p99_ms"],
-                run["busiest_shard_share"],
-                run["writer_batches"]["commands_per_batch_avg"],
-                round(sum(cores.values()), 2),
-            ]
+
+def _phase(
+    env: BenchEnv, args: argparse.Namespace, distribution: str, seconds: float, seed: int
+) -> dict[str, Any]:
+    mix = Mix(
+        Popularity(args.products, distribution, args.zipf_s),
+        pay_share=args.pay_share,
+        release_share=args.release_share,
+        settle_after=0.0 if args.wait else 1.0,
+    )
+    return run_phase(
+        env,
+        mix,
+        producers=args.producers,
+        seconds=seconds,
+        wait=args.wait,
+        wait_timeout=args.wait_timeout,
+        seed=seed,
+    )
+
+
+def _stock_and_warm(env: BenchEnv, args: argparse.Namespace, shards: int) -> None:
+    env.start_workers(max(parse_ints(args.worker_counts)))
+    setup = time.monotonic()
+    seed_catalogue(env, args.products, args.stock)
+    if args.warmup_seconds:  # untimed, then VACUUM ANALYZE: a database in service
+        _phase(env, args, "uniform", args.warmup_seconds, args.seed - 1)
+        env.settle()
+    print(
+        f"shards={shards}: {args.products} products stocked and warmed up in {time.monotonic() - setup:.1f}s",
+        flush=True,
+    )
+
+
+def _worker_runs(
+    env: BenchEnv, args: argparse.Namespace, shards: int, workers: int, *, first_seed: int
+) -> list[dict[str, Any]]:
+    """With `workers` processes splitting the shards: one timed run per popularity, and its drain."""
+    if workers > shards:
+        return [{"shards": shards, "workers": workers, "skipped": "fewer shards than workers"}]
+    env.stop_processes()
+    env.start_workers(workers)
+    runs: list[dict[str, Any]] = []
+    for distribution in args.distributions.split(","):
+        popularity = Popularity(args.products, distribution, args.zipf_s)
+        run = {
+            "shards": shards,
+            "workers": workers,
+            "worker_shards": split_shards(shards, workers),
+            "distribution": distribution,
+            "top_product_share": round(popularity.top_share, 4),
+            **_phase(env, args, distribution, args.seconds, first_seed + len(runs)),
+        }
+        runs.append(run)
+        lat = run["latency_producer_sent"]
+        print(
+            f"  shards={shards} workers={workers} {distribution:7s} "
+            f"applied {run['applied_per_s']:,}/s  p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms",
+            flush=True,
         )
+        if args.backlog:
+            run["drain"] = drain_phase(
+                env,
+                Mix(popularity, pay_share=args.pay_share, release_share=args.release_share),
+                workers=workers,
+                backlog=args.backlog,
+                producers=args.producers,
+                timeout=args.wait_timeout * 4,
+                seed=first_seed + 100 + len(runs),
+            )
+            print(
+                f"  shards={shards} workers={workers} {distribution:7s} "
+                f"backlog of {run['drain']['backlog']:,} drained at {run['drain']['drained_per_s']:,}/s",
+                flush=True,
+            )
+    return runs
+
+
+def _speed_row(run: dict[str, Any]) -> list[Any]:
+    if "skipped" in run:
+        return [run["shards"], run["workers"], "-", "skipped", None, None, None, None, None, None]
+    lat, cores = run["latency_producer_sent"], run["cpu"]["cores"]
+    return [
+        run["shards"],
+        run["workers"],
+        run["distribution"],
+        run["applied_per_s"],
+        lat["p50_ms"],
+        lat["p95_ms"],
+        lat["p99_ms"],
+        run["busiest_shard_share"],
+        run["writer_batches"]["commands_per_batch_avg"],
+        round(sum(cores.values()), 2),
+    ]
+
+
+def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     print_table(
         f"Catalogue: {args.products:,} products, {args.producers} producers "
         f"({'closed loop' if args.wait else 'no wait'}), {args.seconds:g}s per run; latency = enqueue → applied",
@@ -322,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             "cmds/batch",
             "cores",
         ],
-        rows,
+        [_speed_row(run) for run in runs],
     )
     if args.backlog:
         print_table(
@@ -342,38 +365,39 @@ def main(argv: list[str] | None = None) -> int:
                 if "drain" in run
             ],
         )
-    write_results(
-        NAME,
-        args.results_dir,
-        {
-            "bench": NAME,
-            "machine": facts,
-            "parameters": {
-                "products": args.products,
-                "stock_per_product": args.stock,
-                "shard_counts": parse_ints(args.shard_counts),
-                "worker_counts": parse_ints(args.worker_counts),
-                "distributions": args.distributions.split(","),
-                "zipf_s": args.zipf_s,
-                "producers": args.producers,
-                "seconds": args.seconds,
-                "wait": args.wait,
-                "pay_share": args.pay_share,
-                "release_share": args.release_share,
-                "hold_lines": "1-3 distinct products, 1-4 pieces each",
-                "seed": args.seed,
-                "backlog": args.backlog,
-                "log_level": args.log_level,
-            },
-            "runs": runs,
-            "reconcile_clean": not any(reconcile.values()),
-            "reconcile_differences": {str(k): v[:20] for k, v in reconcile.items() if v},
+
+
+def assemble(
+    args: argparse.Namespace,
+    facts: dict[str, Any],
+    runs: list[dict[str, Any]],
+    reconcile: dict[int, list[str]],
+) -> dict[str, Any]:
+    """The results file's document (its keys are compared across commits: keep them)."""
+    return {
+        "bench": NAME,
+        "machine": facts,
+        "parameters": {
+            "products": args.products,
+            "stock_per_product": args.stock,
+            "shard_counts": parse_ints(args.shard_counts),
+            "worker_counts": parse_ints(args.worker_counts),
+            "distributions": args.distributions.split(","),
+            "zipf_s": args.zipf_s,
+            "producers": args.producers,
+            "seconds": args.seconds,
+            "wait": args.wait,
+            "pay_share": args.pay_share,
+            "release_share": args.release_share,
+            "hold_lines": "1-3 distinct products, 1-4 pieces each",
+            "seed": args.seed,
+            "backlog": args.backlog,
+            "log_level": args.log_level,
         },
-    )
-    if any(reconcile.values()):
-        print(f"FAILED: reconcile found differences: {reconcile}")
-        return 1
-    return 0
+        "runs": runs,
+        "reconcile_clean": not any(reconcile.values()),
+        "reconcile_differences": {str(k): v[:20] for k, v in reconcile.items() if v},
+    }
 
 
 if __name__ == "__main__":

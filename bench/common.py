@@ -66,6 +66,47 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_fleet_flags(parser: argparse.ArgumentParser, *, threads: bool = True) -> None:
+    """The worker fleet: how many worker processes, how many shards, Dramatiq threads each."""
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (splitting the shards)")
+    parser.add_argument("--shards", type=int, default=16, help="TESSERA_SHARDS")
+    if threads:
+        parser.add_argument(
+            "--threads", type=int, default=None, help="Dramatiq threads per worker (default: settings)"
+        )
+
+
+def fleet_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the fleet flags change."""
+    overrides: dict[str, Any] = {"shards": args.shards}
+    if getattr(args, "threads", None):
+        overrides["worker_threads"] = args.threads
+    return overrides
+
+
+def add_catalogue_flags(parser: argparse.ArgumentParser) -> None:
+    """A catalogue of products, each stocked alike, picked uniformly or by a Zipf law."""
+    parser.add_argument("--products", type=int, default=1000)
+    parser.add_argument("--stock", type=int, default=1_000_000, help="pieces received per product")
+    parser.add_argument("--zipf-s", type=float, default=1.1)
+
+
+def add_mix_flags(parser: argparse.ArgumentParser) -> None:
+    """The command mix: besides holds, payments and releases of earlier holds."""
+    parser.add_argument(
+        "--pay-share", type=float, default=0.25, help="share of commands that pay an earlier hold"
+    )
+    parser.add_argument(
+        "--release-share", type=float, default=0.15, help="share that release an earlier hold"
+    )
+
+
+def check_threads(parser: argparse.ArgumentParser, count: int, flag: str) -> None:
+    """Each producer thread holds a database connection: PostgreSQL allows 100 here."""
+    if not 1 <= count <= 64:
+        parser.error(f"{flag} must be 1-64 (PostgreSQL max_connections is 100 here)")
+
+
 def _loopback_only(url: str, what: str) -> None:
     if "127.0.0.1" not in url and "localhost" not in url:
         raise SystemExit(f"{what} must point at 127.0.0.1 (benchmarks send no traffic elsewhere): {url}")

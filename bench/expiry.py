@@ -19,16 +19,19 @@ records when a hold was first decided — reserved — so it does not date the e
 
 from __future__ import annotations
 
+import argparse
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
 
 from bench.common import (
     BenchEnv,
+    add_fleet_flags,
     base_parser,
     machine_facts,
     print_table,
@@ -196,7 +199,7 @@ def hold_counts(env: BenchEnv) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = base_parser("Expiry at scale: bounded memory and on-time expiry with many pending holds.")
     parser.add_argument("--holds", type=int, default=100_000, help="pending holds in all (long + short)")
     parser.add_argument("--short", type=int, default=1000, help="holds due within the first minute")
@@ -206,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short-max-ttl", type=int, default=60, help="the short TTLs spread over 11..this")
     parser.add_argument("--long-ttl", type=int, default=900, help="TTL of the other holds (seconds)")
     parser.add_argument("--products", type=int, default=1000)
-    parser.add_argument("--shards", type=int, default=16, help="TESSERA_SHARDS")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (splitting the shards)")
+    add_fleet_flags(parser, threads=False)
     parser.add_argument("--producers", type=int, default=32, help="threads placing holds")
     parser.add_argument(
         "--tail", type=float, default=15.0, help="seconds observed after the last short hold is due"
@@ -222,76 +224,109 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --ten-second <= --short <= --holds")
     if not 10 < args.short_max_ttl < args.long_ttl:
         parser.error("need 10 < --short-max-ttl < --long-ttl")
+    return args
+
+
+@dataclass
+class Observed:
+    """What the run saw: the long holds placed and applied, the short ones placed and expired."""
+
+    long_placed: dict[str, Any]
+    applied_in_time: bool
+    redis_keys_after_long: dict[str, dict[str, int]]
+    short_started_db: Any
+    short_placed: dict[str, Any]
+    last_due: Any
+    observed_until: Any = None
+    redis_keys_end: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Place the long holds and wait until applied, then the short ones; watch them expire with
+    memory sampled all along; measure every expiry's lateness; report, write, reconcile."""
+    args = parse_args(argv)
     long_count = args.holds - args.short
     stock = max(10, 2 * args.holds // args.products + 10)
     rng = random.Random(args.seed)
     short_ttls = [
         10 if i < args.ten_second else rng.randint(11, args.short_max_ttl) for i in range(args.short)
     ]
-
     with BenchEnv(NAME, args, pool_size=min(args.producers, 40) + 4, shards=args.shards) as env:
         facts = machine_facts(env.engine, env.redis)
         workers = env.start_workers(args.workers)
         scheduler = env.start_scheduler()
         seed_catalogue(env, args.products, stock)
         with Sampler(env, args.sample_interval, [w.pid for w in workers], scheduler.pid) as sampler:
-            sampler.phase = "placing_long"
-            long_placed = place(
-                env,
-                long_count,
-                ttl_of=lambda k: args.long_ttl,
-                key_prefix="exp-long",
-                products=args.products,
-                producers=args.producers,
-                max_seconds=args.max_seconds,
-            )
-            sampler.phase = "applying_long"
-            placed_at = time.monotonic()
-            applied_in_time = env.wait_drained(args.max_seconds)
-            long_placed["applied_s_after_placing"] = round(time.monotonic() - placed_at, 2)
-            redis_keys_after_long = redis_breakdown(env)
-            print(
-                f"{long_placed['placed']:,} long holds placed at {long_placed['placed_per_s']:,}/s; all applied "
-                f"{long_placed['applied_s_after_placing']}s after the last was placed: {applied_in_time}",
-                flush=True,
-            )
-            sampler.phase = "placing_short"
-            short_started_db = env.db_now()
-            short_placed = place(
-                env,
-                args.short,
-                ttl_of=lambda k: short_ttls[k],
-                key_prefix="exp-short",
-                products=args.products,
-                producers=args.producers,
-                max_seconds=args.max_seconds,
-            )
-            sampler.phase = "observing"
-            env.wait_drained(60)
-            with env.engine.connect() as conn:
-                last_due = conn.execute(
-                    text("SELECT max(expires_at) FROM holds WHERE idempotency_key LIKE 'exp-short-%'")
-                ).scalar_one()
-            wait_s = (last_due - env.db_now()).total_seconds() + args.tail
-            print(f"{short_placed['placed']:,} short holds placed; observing {wait_s:.0f}s", flush=True)
-            end = time.monotonic() + max(0.0, wait_s)
-            while time.monotonic() < end:
-                env.check_alive()
-                time.sleep(min(1.0, max(0.0, end - time.monotonic())))
-            observed_until = env.db_now()
-            redis_keys_end = redis_breakdown(env)
-
+            observed = _place_long(env, args, sampler, long_count)
+            observed = _place_short_and_watch(env, args, sampler, short_ttls, observed)
         with env.engine.connect() as conn:
-            rows = conn.execute(text(LATENESS), {"until": last_due}).all()
+            rows = conn.execute(text(LATENESS), {"until": observed.last_due}).all()
         counts = hold_counts(env)
         differences = env.reconcile()
+    results = assemble(env, args, facts, stock, observed, rows, counts, differences, sampler)
+    report(args, results)
+    write_results(NAME, args.results_dir, results)
+    if differences:
+        print(f"FAILED: reconcile found {len(differences)} difference(s)")
+    return 1 if results["due_not_expired"] or results["expired_early"] or differences else 0
 
-    hold_late = [float(r.hold_late) for r in rows if r.hold_late is not None]
-    stock_late = [float(r.stock_late) for r in rows if r.stock_late is not None]
-    ten_late = [float(r.hold_late) for r in rows if r.hold_late is not None and r.ttl_seconds == 10]
-    not_expired = sum(1 for r in rows if r.status != "expired")
-    early = sum(1 for r in rows if r.early)
-    memory: dict[str, dict[str, Any]] = {
+
+def _place_long(env: BenchEnv, args: argparse.Namespace, sampler: Sampler, long_count: int) -> Observed:
+    sampler.phase = "placing_long"
+    long_placed = place(
+        env,
+        long_count,
+        ttl_of=lambda k: args.long_ttl,
+        key_prefix="exp-long",
+        products=args.products,
+        producers=args.producers,
+        max_seconds=args.max_seconds,
+    )
+    sampler.phase = "applying_long"
+    placed_at = time.monotonic()
+    applied_in_time = env.wait_drained(args.max_seconds)
+    long_placed["applied_s_after_placing"] = round(time.monotonic() - placed_at, 2)
+    print(
+        f"{long_placed['placed']:,} long holds placed at {long_placed['placed_per_s']:,}/s; all applied "
+        f"{long_placed['applied_s_after_placing']}s after the last was placed: {applied_in_time}",
+        flush=True,
+    )
+    return Observed(long_placed, applied_in_time, redis_breakdown(env), None, {}, None)
+
+
+def _place_short_and_watch(
+    env: BenchEnv, args: argparse.Namespace, sampler: Sampler, short_ttls: list[int], observed: Observed
+) -> Observed:
+    sampler.phase = "placing_short"
+    observed.short_started_db = env.db_now()
+    observed.short_placed = place(
+        env,
+        args.short,
+        ttl_of=lambda k: short_ttls[k],
+        key_prefix="exp-short",
+        products=args.products,
+        producers=args.producers,
+        max_seconds=args.max_seconds,
+    )
+    sampler.phase = "observing"
+    env.wait_drained(60)
+    with env.engine.connect() as conn:
+        observed.last_due = conn.execute(
+            text("SELECT max(expires_at) FROM holds WHERE idempotency_key LIKE 'exp-short-%'")
+        ).scalar_one()
+    wait_s = (observed.last_due - env.db_now()).total_seconds() + args.tail
+    print(f"{observed.short_placed['placed']:,} short holds placed; observing {wait_s:.0f}s", flush=True)
+    end = time.monotonic() + max(0.0, wait_s)
+    while time.monotonic() < end:
+        env.check_alive()
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+    observed.observed_until = env.db_now()
+    observed.redis_keys_end = redis_breakdown(env)
+    return observed
+
+
+def _memory(sampler: Sampler) -> dict[str, dict[str, Any]]:
+    return {
         "worker_rss_kb": {
             "start": sampler.samples[0].get("worker_rss_kb"),
             "after_long_holds": sampler.last("worker_rss_kb", "applying_long"),
@@ -314,17 +349,29 @@ def main(argv: list[str] | None = None) -> int:
             "end": sampler.last("delayed_messages"),
         },
     }
-    lateness = {
-        "hold expired": summary_ms(hold_late),
-        "stock returned": summary_ms(stock_late),
-        "10 s holds": summary_ms(ten_late),
-    }
-    results = {
+
+
+def assemble(
+    env: BenchEnv,
+    args: argparse.Namespace,
+    facts: dict[str, Any],
+    stock: int,
+    observed: Observed,
+    rows: Sequence[Any],
+    counts: dict[str, int],
+    differences: list[Any],
+    sampler: Sampler,
+) -> dict[str, Any]:
+    """The results file's document (its keys are compared across commits: keep them)."""
+    hold_late = [float(r.hold_late) for r in rows if r.hold_late is not None]
+    stock_late = [float(r.stock_late) for r in rows if r.stock_late is not None]
+    ten_late = [float(r.hold_late) for r in rows if r.hold_late is not None and r.ttl_seconds == 10]
+    return {
         "bench": NAME,
         "machine": facts,
         "parameters": {
             "holds": args.holds,
-            "long_holds": long_count,
+            "long_holds": args.holds - args.short,
             "long_ttl_s": args.long_ttl,
             "short_holds": args.short,
             "ten_second_holds": args.ten_second,
@@ -339,44 +386,55 @@ def main(argv: list[str] | None = None) -> int:
             "worker_threads": env.settings.worker_threads,
             "log_level": args.log_level,
         },
-        "placing_long": long_placed,
-        "long_applied_in_time": applied_in_time,
-        "placing_short": short_placed,
-        "short_started_db": short_started_db,
-        "observed_until_db": observed_until,
+        "placing_long": observed.long_placed,
+        "long_applied_in_time": observed.applied_in_time,
+        "placing_short": observed.short_placed,
+        "short_started_db": observed.short_started_db,
+        "observed_until_db": observed.observed_until,
         "hold_status_counts": counts,
         "reconcile_clean": not differences,
         "reconcile_differences": differences[:20],
         "due_during_run": len(rows),
-        "due_not_expired": not_expired,
-        "expired_early": early,
-        "lateness_hold_expired": lateness["hold expired"],
-        "lateness_stock_returned": lateness["stock returned"],
-        "lateness_ten_second_holds": lateness["10 s holds"],
-        "memory": memory,
-        "redis_keys_after_long_holds": redis_keys_after_long,
-        "redis_keys_end": redis_keys_end,
+        "due_not_expired": sum(1 for r in rows if r.status != "expired"),
+        "expired_early": sum(1 for r in rows if r.early),
+        "lateness_hold_expired": summary_ms(hold_late),
+        "lateness_stock_returned": summary_ms(stock_late),
+        "lateness_ten_second_holds": summary_ms(ten_late),
+        "memory": _memory(sampler),
+        "redis_keys_after_long_holds": observed.redis_keys_after_long,
+        "redis_keys_end": observed.redis_keys_end,
         "samples": sampler.samples,
     }
 
+
+def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    lateness = {
+        "hold expired": results["lateness_hold_expired"],
+        "stock returned": results["lateness_stock_returned"],
+        "10 s holds": results["lateness_ten_second_holds"],
+    }
     print_table(
-        f"Expiry: {args.holds:,} holds ({long_count:,} × {args.long_ttl}s, {args.short:,} due within "
+        f"Expiry: {args.holds:,} holds ({args.holds - args.short:,} × {args.long_ttl}s, {args.short:,} due within "
         f"{args.short_max_ttl}s, {args.ten_second} at 10s), {args.shards} shards, {args.workers} worker(s)",
         ["lateness", "count", "p50 ms", "p99 ms", "max ms"],
         [[name, s["count"], s["p50_ms"], s["p99_ms"], s["max_ms"]] for name, s in lateness.items()],
     )
+    _report_memory(results["memory"])
+    _report_redis_keys(results["redis_keys_after_long_holds"], results["redis_keys_end"])
+    print(
+        f"due during the run: {results['due_during_run']:,}; not expired by the end: "
+        f"{results['due_not_expired']}; expired early: {results['expired_early']}"
+    )
+
+
+def _report_memory(memory: dict[str, dict[str, Any]]) -> None:
     mb = 1024 * 1024
+    phases = ("start", "after_long_holds", "peak", "end")
     print_table(
         "Memory",
         ["what", "start", "after long holds", "peak", "end"],
         [
-            [
-                "worker RSS MB",
-                *(
-                    _mb(memory["worker_rss_kb"].get(k), 1024)
-                    for k in ("start", "after_long_holds", "peak", "end")
-                ),
-            ],
+            ["worker RSS MB", *(_mb(memory["worker_rss_kb"].get(k), 1024) for k in phases)],
             [
                 "scheduler RSS MB",
                 _mb(memory["scheduler_rss_kb"]["start"], 1024),
@@ -384,13 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                 _mb(memory["scheduler_rss_kb"]["peak"], 1024),
                 _mb(memory["scheduler_rss_kb"]["end"], 1024),
             ],
-            [
-                "Redis used MB",
-                *(
-                    _mb(memory["redis_used_memory"].get(k), mb)
-                    for k in ("start", "after_long_holds", "peak", "end")
-                ),
-            ],
+            ["Redis used MB", *(_mb(memory["redis_used_memory"].get(k), mb) for k in phases)],
             [
                 "delayed messages",
                 "-",
@@ -400,25 +452,24 @@ def main(argv: list[str] | None = None) -> int:
             ],
         ],
     )
+
+
+def _report_redis_keys(after_long: dict[str, dict[str, int]], end: dict[str, dict[str, int]]) -> None:
+    mb = 1024 * 1024
     print_table(
         "Redis keys of this run (estimated bytes from sampled MEMORY USAGE)",
         ["kind", "keys after long holds", "MB", "keys at end", "MB at end"],
         [
             [
                 kind,
-                redis_keys_after_long.get(kind, {}).get("keys"),
-                _mb(redis_keys_after_long.get(kind, {}).get("approx_bytes"), mb),
-                redis_keys_end.get(kind, {}).get("keys"),
-                _mb(redis_keys_end.get(kind, {}).get("approx_bytes"), mb),
+                after_long.get(kind, {}).get("keys"),
+                _mb(after_long.get(kind, {}).get("approx_bytes"), mb),
+                end.get(kind, {}).get("keys"),
+                _mb(end.get(kind, {}).get("approx_bytes"), mb),
             ]
-            for kind in sorted(set(redis_keys_after_long) | set(redis_keys_end))
+            for kind in sorted(set(after_long) | set(end))
         ],
     )
-    print(f"due during the run: {len(rows):,}; not expired by the end: {not_expired}; expired early: {early}")
-    write_results(NAME, args.results_dir, results)
-    if differences:
-        print(f"FAILED: reconcile found {len(differences)} difference(s)")
-    return 1 if not_expired or early or differences else 0
 
 
 def _mb(value: int | None, unit: int) -> float | None:

@@ -22,6 +22,7 @@ reserved, no piece oversold, and Tessera's ledger must reconcile.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import threading
 import time
@@ -38,7 +39,10 @@ from sqlalchemy import text
 from bench.common import (
     BenchEnv,
     CpuMeter,
+    add_fleet_flags,
     base_parser,
+    check_threads,
+    fleet_overrides,
     fmt,
     machine_facts,
     print_table,
@@ -188,26 +192,7 @@ def run_threads(
                     k = next(next_k, None)
                 if k is None or time.monotonic() > deadline[0]:
                     return
-                sent = time.perf_counter()
-                ticket: float | None = None
-                hold_id: str | None = None
-                try:
-                    outcome, ticket, hold_id = one_hold(k, state)
-                except ResultTimeout:
-                    outcome = "timeout"
-                except Exception as error:
-                    outcome = "error"
-                    with lock:
-                        result.errors.append(repr(error))
-                answered = time.perf_counter()
-                with lock:
-                    result.sends.append(sent)
-                    result.answers.append(answered)
-                    if ticket is not None:
-                        result.tickets.append(ticket)
-                    if hold_id is not None:
-                        result.hold_ids.append(hold_id)
-                    result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
+                _timed_hold(result, lock, one_hold, k, state)
         finally:
             close = getattr(state, "close", None)
             if close:
@@ -223,6 +208,32 @@ def run_threads(
     if len(result.tickets) != len(result.sends) or len(result.hold_ids) not in (0, len(result.sends)):
         result.tickets, result.hold_ids = [], []  # some requests failed before their ticket: no phase split
     return result
+
+
+def _timed_hold(
+    result: RunResult, lock: threading.Lock, one_hold: Callable[[int, Any], Outcome], k: int, state: Any
+) -> None:
+    """Place hold `k`, timing it from send to answer, and count its outcome."""
+    sent = time.perf_counter()
+    ticket: float | None = None
+    hold_id: str | None = None
+    try:
+        outcome, ticket, hold_id = one_hold(k, state)
+    except ResultTimeout:
+        outcome = "timeout"
+    except Exception as error:
+        outcome = "error"
+        with lock:
+            result.errors.append(repr(error))
+    answered = time.perf_counter()
+    with lock:
+        result.sends.append(sent)
+        result.answers.append(answered)
+        if ticket is not None:
+            result.tickets.append(ticket)
+        if hold_id is not None:
+            result.hold_ids.append(hold_id)
+        result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
 
 
 # -- Tessera -----------------------------------------------------------------------------------
@@ -463,17 +474,13 @@ def seed_balance(env: BenchEnv, sku: str) -> tuple[Decimal, Decimal, int]:
 # -- the bench ---------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = base_parser(
         "Flash sale: one hot product, concurrent holds; Tessera vs the seed's FOR UPDATE design."
     )
     parser.add_argument("--holds", type=int, default=6000, help="holds per timed run (each system)")
     parser.add_argument("--producers", type=int, default=32, help="concurrent producer threads")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (splitting the shards)")
-    parser.add_argument("--shards", type=int, default=16, help="TESSERA_SHARDS")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="Dramatiq threads per worker (default: settings)"
-    )
+    add_fleet_flags(parser)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per system (alternating)")
     parser.add_argument(
         "--warmup",
@@ -497,271 +504,330 @@ def main(argv: list[str] | None = None) -> int:
         "extra): collapsed stacks to this file, the top functions in the results",
     )
     args = parser.parse_args(argv)
-    if not 1 <= args.producers <= 64:
-        parser.error("--producers must be 1-64 (PostgreSQL max_connections is 100 here)")
+    check_threads(parser, args.producers, "--producers")
+    return args
 
-    overrides: dict[str, Any] = {"shards": args.shards}
-    if args.threads:
-        overrides["worker_threads"] = args.threads
-    run_opts = {"producers": args.producers, "max_seconds": args.max_seconds}
-    with BenchEnv(NAME, args, pool_size=min(args.producers, 40) + 2, **overrides) as env:
+
+def main(argv: list[str] | None = None) -> int:
+    """Stock both systems alike, warm them up, time them on one hot product in turn, then measure
+    Tessera's writer on a backlog and both systems on limited stock; report and check."""
+    args = parse_args(argv)
+    with BenchEnv(NAME, args, pool_size=min(args.producers, 40) + 2, **fleet_overrides(args)) as env:
         facts = machine_facts(env.engine, env.redis)
-        env.seed_warehouses()
-        seed_setup(env)
-        env.start_workers(args.workers)
-        print(f"{args.workers} worker(s) hold their leases; database {env.db_name}", flush=True)
+        prepare(env, args)
+        tessera_runs, seed_runs = timed_runs(env, args)
+        profile = profile_run(env, args) if args.profile else None
+        backlog = backlog_run(env, args) if args.backlog else None
+        limited = limited_stock_run(env, args)
+        results = assemble(env, args, facts, tessera_runs, seed_runs, profile, backlog, limited)
+    report(args, facts, tessera_runs, seed_runs, results)
+    write_results(NAME, args.results_dir, results)
+    return failed(limited, backlog)
 
-        tessera_stock(env, HOT_SKU, args.holds * args.repeats, "rcv-hot")
-        tessera_stock(env, WARMUP_SKU, max(args.warmup, 1), "rcv-warmup")
-        seed_stock(env, HOT_SKU, args.holds * args.repeats)
-        seed_stock(env, WARMUP_SKU, max(args.warmup, 1))
 
-        # Warm up connections, prepared statements and the writer, untimed.
-        if args.warmup:
-            tessera_run(
-                env, sku=WARMUP_SKU, holds=args.warmup, pieces=1, timeout=args.timeout, tag="warm", **run_opts
-            )
-            seed_run(env, sku=WARMUP_SKU, holds=args.warmup, pieces=1, tag="warm", **run_opts)
-        env.settle()
+def _run_opts(args: argparse.Namespace) -> dict[str, Any]:
+    return {"producers": args.producers, "max_seconds": args.max_seconds}
 
-        tessera_runs: list[RunResult] = []
-        seed_runs: list[RunResult] = []
-        for r in range(args.repeats):
-            tessera = partial(
-                tessera_run,
-                env,
-                sku=HOT_SKU,
-                holds=args.holds,
-                pieces=1,
-                timeout=args.timeout,
-                tag=f"hot{r}",
-                **run_opts,
-            )
-            tessera_runs.append(metered(env, tessera, batches=True))
-            tessera_runs[-1].phases = tessera_phases(env, tessera_runs[-1])
-            env.check_alive()
-            seed = partial(seed_run, env, sku=HOT_SKU, holds=args.holds, pieces=1, tag=f"hot{r}", **run_opts)
-            seed_runs.append(metered(env, seed, batches=False))
-            print(
-                f"run {r + 1}/{args.repeats}: tessera {tessera_runs[-1].holds_per_s:,.0f} holds/s, "
-                f"seed {seed_runs[-1].holds_per_s:,.0f} holds/s",
-                flush=True,
-            )
 
-        tessera_holds_per_s = statistics.median(run.holds_per_s for run in tessera_runs)
-        seed_holds_per_s = statistics.median(run.holds_per_s for run in seed_runs)
-        ratio = tessera_holds_per_s / seed_holds_per_s if seed_holds_per_s else None
-        all_reserved = all(run.outcomes.get("reserved", 0) == run.holds for run in tessera_runs + seed_runs)
+def prepare(env: BenchEnv, args: argparse.Namespace) -> None:
+    """Warehouses, the seed's table, the workers, stock on both sides, and an untimed warm-up."""
+    env.seed_warehouses()
+    seed_setup(env)
+    env.start_workers(args.workers)
+    print(f"{args.workers} worker(s) hold their leases; database {env.db_name}", flush=True)
+    tessera_stock(env, HOT_SKU, args.holds * args.repeats, "rcv-hot")
+    tessera_stock(env, WARMUP_SKU, max(args.warmup, 1), "rcv-warmup")
+    seed_stock(env, HOT_SKU, args.holds * args.repeats)
+    seed_stock(env, WARMUP_SKU, max(args.warmup, 1))
+    # Warm up connections, prepared statements and the writer, untimed.
+    if args.warmup:
+        opts = _run_opts(args)
+        tessera_run(
+            env, sku=WARMUP_SKU, holds=args.warmup, pieces=1, timeout=args.timeout, tag="warm", **opts
+        )
+        seed_run(env, sku=WARMUP_SKU, holds=args.warmup, pieces=1, tag="warm", **opts)
+    env.settle()
 
-        profile: dict[str, Any] | None = None
-        if args.profile:  # not in the ratio: sampling takes some of the CPU the run would have had
-            tessera_stock(env, PROFILE_SKU, args.holds, "rcv-profile")
-            with sampled(env.procs[0].pid, args.profile):
-                profiled = tessera_run(
-                    env,
-                    sku=PROFILE_SKU,
-                    holds=args.holds,
-                    pieces=1,
-                    timeout=args.timeout,
-                    tag="prof",
-                    **run_opts,
-                )
-            profile = {
-                "file": str(args.profile),
-                "holds_per_s": round(profiled.holds_per_s, 1),
-                **summarise(args.profile.read_text()),
-            }
 
-        backlog: dict[str, Any] | None = None
-        if args.backlog:
-            tessera_stock(env, BACKLOG_SKU, args.backlog, "rcv-backlog")
-            backlog = tessera_backlog(
-                env,
-                holds=args.backlog,
-                producers=args.producers,
-                workers=args.workers,
-                max_seconds=args.max_seconds,
-            )
-
-        # Limited stock: exactly min(holds, stock // pieces) holds reserved, never more.
-        expected = min(args.limited_holds, args.limited_stock // args.limited_pieces)
-        tessera_stock(env, LIMITED_SKU, args.limited_stock, "rcv-limited")
-        seed_stock(env, LIMITED_SKU, args.limited_stock)
-        lt = tessera_run(
+def timed_runs(env: BenchEnv, args: argparse.Namespace) -> tuple[list[RunResult], list[RunResult]]:
+    """`--repeats` timed runs of each system on the hot product, alternating."""
+    tessera_runs: list[RunResult] = []
+    seed_runs: list[RunResult] = []
+    opts = _run_opts(args)
+    for r in range(args.repeats):
+        tessera = partial(
+            tessera_run,
             env,
-            sku=LIMITED_SKU,
-            holds=args.limited_holds,
-            pieces=args.limited_pieces,
+            sku=HOT_SKU,
+            holds=args.holds,
+            pieces=1,
             timeout=args.timeout,
-            tag="ltd",
-            **run_opts,
+            tag=f"hot{r}",
+            **opts,
         )
-        ls = seed_run(
-            env, sku=LIMITED_SKU, holds=args.limited_holds, pieces=args.limited_pieces, tag="ltd", **run_opts
+        tessera_runs.append(metered(env, tessera, batches=True))
+        tessera_runs[-1].phases = tessera_phases(env, tessera_runs[-1])
+        env.check_alive()
+        seed = partial(seed_run, env, sku=HOT_SKU, holds=args.holds, pieces=1, tag=f"hot{r}", **opts)
+        seed_runs.append(metered(env, seed, batches=False))
+        print(
+            f"run {r + 1}/{args.repeats}: tessera {tessera_runs[-1].holds_per_s:,.0f} holds/s, "
+            f"seed {seed_runs[-1].holds_per_s:,.0f} holds/s",
+            flush=True,
         )
-        t_on_hand, t_reserved = tessera_balance(env, LIMITED_SKU)
-        t_holds = tessera_reserved_holds(env, LIMITED_SKU)
-        s_on_hand, s_reserved, s_holds = seed_balance(env, LIMITED_SKU)
-        env.wait_drained(30)
-        with env.engine.connect() as conn:
-            differences = reconcile(conn)
-        limited = {
-            "stock": args.limited_stock,
-            "holds": args.limited_holds,
-            "pieces_per_hold": args.limited_pieces,
-            "expected_reserved_holds": expected,
-            "tessera_reserved": t_holds,
-            "tessera_reserved_pieces": t_reserved,
-            "tessera_outcomes": lt.outcomes,
-            "seed_reserved": s_holds,
-            "seed_reserved_pieces": s_reserved,
-            "seed_outcomes": ls.outcomes,
-            "oversell_tessera": max(Decimal(0), t_reserved - t_on_hand),
-            "oversell_seed": max(Decimal(0), s_reserved - s_on_hand),
-            "reconcile_clean": not differences,
-            "reconcile_differences": [str(d) for d in differences[:20]],
-        }
+    return tessera_runs, seed_runs
 
-        results = {
-            "bench": NAME,
-            "machine": facts,
-            "parameters": {
-                "holds": args.holds,
-                "producers": args.producers,
-                "workers": args.workers,
-                "shards": env.settings.shards,
-                "worker_threads": env.settings.worker_threads,
-                "batch_max": env.settings.batch_max,
-                "queue_prefetch": env.settings.queue_prefetch,
-                "repeats": args.repeats,
-                "warmup": args.warmup,
-                "backlog": args.backlog,
-                "timeout_s": args.timeout,
-                "log_level": args.log_level,
-                "ttl_seconds": TTL_SECONDS,
-            },
+
+def profile_run(env: BenchEnv, args: argparse.Namespace) -> dict[str, Any]:
+    """One more Tessera run with the worker sampled (not in the ratio: sampling takes some of the
+    CPU the run would have had)."""
+    tessera_stock(env, PROFILE_SKU, args.holds, "rcv-profile")
+    with sampled(env.procs[0].pid, args.profile):
+        profiled = tessera_run(
+            env,
+            sku=PROFILE_SKU,
+            holds=args.holds,
+            pieces=1,
+            timeout=args.timeout,
+            tag="prof",
+            **_run_opts(args),
+        )
+    return {
+        "file": str(args.profile),
+        "holds_per_s": round(profiled.holds_per_s, 1),
+        **summarise(args.profile.read_text()),
+    }
+
+
+def backlog_run(env: BenchEnv, args: argparse.Namespace) -> dict[str, Any]:
+    tessera_stock(env, BACKLOG_SKU, args.backlog, "rcv-backlog")
+    return tessera_backlog(
+        env, holds=args.backlog, producers=args.producers, workers=args.workers, max_seconds=args.max_seconds
+    )
+
+
+def limited_stock_run(env: BenchEnv, args: argparse.Namespace) -> dict[str, Any]:
+    """Limited stock: exactly min(holds, stock // pieces) holds reserved, never more."""
+    expected = min(args.limited_holds, args.limited_stock // args.limited_pieces)
+    tessera_stock(env, LIMITED_SKU, args.limited_stock, "rcv-limited")
+    seed_stock(env, LIMITED_SKU, args.limited_stock)
+    opts = {**_run_opts(args), "sku": LIMITED_SKU, "holds": args.limited_holds, "pieces": args.limited_pieces}
+    lt = tessera_run(env, timeout=args.timeout, tag="ltd", **opts)
+    ls = seed_run(env, tag="ltd", **opts)
+    t_on_hand, t_reserved = tessera_balance(env, LIMITED_SKU)
+    t_holds = tessera_reserved_holds(env, LIMITED_SKU)
+    s_on_hand, s_reserved, s_holds = seed_balance(env, LIMITED_SKU)
+    env.wait_drained(30)
+    with env.engine.connect() as conn:
+        differences = reconcile(conn)
+    return {
+        "stock": args.limited_stock,
+        "holds": args.limited_holds,
+        "pieces_per_hold": args.limited_pieces,
+        "expected_reserved_holds": expected,
+        "tessera_reserved": t_holds,
+        "tessera_reserved_pieces": t_reserved,
+        "tessera_outcomes": lt.outcomes,
+        "seed_reserved": s_holds,
+        "seed_reserved_pieces": s_reserved,
+        "seed_outcomes": ls.outcomes,
+        "oversell_tessera": max(Decimal(0), t_reserved - t_on_hand),
+        "oversell_seed": max(Decimal(0), s_reserved - s_on_hand),
+        "reconcile_clean": not differences,
+        "reconcile_differences": [str(d) for d in differences[:20]],
+    }
+
+
+def assemble(
+    env: BenchEnv,
+    args: argparse.Namespace,
+    facts: dict[str, Any],
+    tessera_runs: list[RunResult],
+    seed_runs: list[RunResult],
+    profile: dict[str, Any] | None,
+    backlog: dict[str, Any] | None,
+    limited: dict[str, Any],
+) -> dict[str, Any]:
+    """The results file's document (its keys are compared across commits: keep them)."""
+    tessera_holds_per_s = statistics.median(run.holds_per_s for run in tessera_runs)
+    seed_holds_per_s = statistics.median(run.holds_per_s for run in seed_runs)
+    ratio = tessera_holds_per_s / seed_holds_per_s if seed_holds_per_s else None
+    return {
+        "bench": NAME,
+        "machine": facts,
+        "parameters": {
             "holds": args.holds,
             "producers": args.producers,
-            "tessera_holds_per_s": round(tessera_holds_per_s, 1),
-            "seed_holds_per_s": round(seed_holds_per_s, 1),
-            "ratio": round(ratio, 3) if ratio is not None else None,
-            "all_reserved": all_reserved,
-            "writer_profile": profile,
-            "tessera_runs": [run.summary() for run in tessera_runs],
-            "seed_runs": [run.summary() for run in seed_runs],
-            "tessera_backlog": backlog,
-            "limited_stock": limited,
-        }
+            "workers": args.workers,
+            "shards": env.settings.shards,
+            "worker_threads": env.settings.worker_threads,
+            "batch_max": env.settings.batch_max,
+            "queue_prefetch": env.settings.queue_prefetch,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "backlog": args.backlog,
+            "timeout_s": args.timeout,
+            "log_level": args.log_level,
+            "ttl_seconds": TTL_SECONDS,
+        },
+        "holds": args.holds,
+        "producers": args.producers,
+        "tessera_holds_per_s": round(tessera_holds_per_s, 1),
+        "seed_holds_per_s": round(seed_holds_per_s, 1),
+        "ratio": round(ratio, 3) if ratio is not None else None,
+        "all_reserved": all(run.outcomes.get("reserved", 0) == run.holds for run in tessera_runs + seed_runs),
+        "writer_profile": profile,
+        "tessera_runs": [run.summary() for run in tessera_runs],
+        "seed_runs": [run.summary() for run in seed_runs],
+        "tessera_backlog": backlog,
+        "limited_stock": limited,
+    }
 
-    rows, cpu_rows = [], []
-    for label, runs in (("tessera", tessera_runs), ("seed", seed_runs)):
-        for i, run in enumerate(runs):
-            lat = run.latency()
-            summary = run.summary()
-            rows.append(
-                [
-                    label,
-                    i + 1,
-                    run.decided,
-                    round(run.wall_s, 2),
-                    round(run.holds_per_s, 1),
-                    lat["p50_ms"],
-                    lat["p99_ms"],
-                    summary.get("record_latency", {}).get("p50_ms"),
-                    run.outcomes.get("reserved", 0),
-                ]
-            )
-            cores = run.cpu.get("cores", {})
-            cpu_rows.append(
-                [
-                    label,
-                    i + 1,
-                    cores.get("bench"),
-                    cores.get("workers"),
-                    cores.get("postgres"),
-                    cores.get("redis"),
-                    run.batches.get("commands_per_batch_avg"),
-                    run.batches.get("batch_ms_avg"),
-                ]
-            )
+
+def report(
+    args: argparse.Namespace,
+    facts: dict[str, Any],
+    tessera_runs: list[RunResult],
+    seed_runs: list[RunResult],
+    results: dict[str, Any],
+) -> None:
+    runs = (("tessera", tessera_runs), ("seed", seed_runs))
     print_table(
         f"Flash sale: {args.holds:,} holds of 1 piece, {args.producers} producers, {args.workers} worker(s)",
         ["system", "run", "decided", "wall s", "holds/s", "p50 ms", "p99 ms", "record p50", "reserved"],
-        rows,
+        [_speed_row(label, i, run) for label, rs in runs for i, run in enumerate(rs)],
     )
     print_table(
         f"CPU cores used on average during the timed runs ({facts['cpu_count']} cores in all)",
         ["system", "run", "producers", "workers", "postgres", "redis", "cmds/batch", "batch ms"],
-        cpu_rows,
+        [_cpu_row(label, i, run) for label, rs in runs for i, run in enumerate(rs)],
     )
-    if any(run.phases for run in tessera_runs):
-        names = list(next(run.phases for run in tessera_runs if run.phases))
-        print_table(
-            "Where a Tessera hold's time goes, p50 ms (send → recorder → ticket → claim → applied → answer)",
-            ["run", *names],
-            [
-                [i + 1, *(run.phases[n]["p50_ms"] for n in names)]
-                for i, run in enumerate(tessera_runs)
-                if run.phases
-            ],
-        )
+    _report_phases(tessera_runs)
     print(
-        f"\ntessera {tessera_holds_per_s:,.1f} holds/s | seed {seed_holds_per_s:,.1f} holds/s | "
-        f"ratio tessera/seed {fmt(ratio)}"
+        f"\ntessera {results['tessera_holds_per_s']:,.1f} holds/s | seed {results['seed_holds_per_s']:,.1f} "
+        f"holds/s | ratio tessera/seed {fmt(results['ratio'])}"
     )
-    if profile:
-        print_table(
-            f"Worker profile (py-spy --gil, {profile['samples']:,} samples, {profile['holds_per_s']:,} holds/s "
-            f"while sampled; stacks in {profile['file']})",
-            ["% under", "function", "% in", "function"],
-            [
-                [t["percent"], t["function"], s["percent"], s["function"]]
-                for t, s in zip(profile["total"], profile["self"], strict=False)
-            ],
-        )
-    if backlog:
-        wb = backlog["writer_batches"]
-        print_table(
-            f"Tessera backlog: {backlog['holds']:,} holds recorded with no worker, then {args.workers} worker(s) started",
-            ["recorded/s", "applied/s", "apply s", "batches", "cmds/batch", "batch ms", "drained"],
-            [
-                [
-                    backlog["record_holds_per_s"],
-                    backlog["apply_holds_per_s"],
-                    backlog["apply_s"],
-                    wb["batches"],
-                    wb["commands_per_batch_avg"],
-                    wb["batch_ms_avg"],
-                    backlog["drained"],
-                ]
-            ],
-        )
+    if results["writer_profile"]:
+        _report_profile(results["writer_profile"])
+    if results["tessera_backlog"]:
+        _report_backlog(args, results["tessera_backlog"])
+    _report_limited(results["limited_stock"])
+
+
+def _speed_row(label: str, i: int, run: RunResult) -> list[Any]:
+    lat = run.latency()
+    record = run.summary().get("record_latency", {}).get("p50_ms")
+    reserved = run.outcomes.get("reserved", 0)
+    return [
+        label,
+        i + 1,
+        run.decided,
+        round(run.wall_s, 2),
+        round(run.holds_per_s, 1),
+        lat["p50_ms"],
+        lat["p99_ms"],
+        record,
+        reserved,
+    ]
+
+
+def _cpu_row(label: str, i: int, run: RunResult) -> list[Any]:
+    cores = run.cpu.get("cores", {})
+    return [
+        label,
+        i + 1,
+        cores.get("bench"),
+        cores.get("workers"),
+        cores.get("postgres"),
+        cores.get("redis"),
+        run.batches.get("commands_per_batch_avg"),
+        run.batches.get("batch_ms_avg"),
+    ]
+
+
+def _report_phases(tessera_runs: list[RunResult]) -> None:
+    if not any(run.phases for run in tessera_runs):
+        return
+    names = list(next(run.phases for run in tessera_runs if run.phases))
     print_table(
-        f"Limited stock: {args.limited_stock} pieces, {args.limited_holds} holds of {args.limited_pieces} "
-        f"(expect {expected} reserved)",
+        "Where a Tessera hold's time goes, p50 ms (send → recorder → ticket → claim → applied → answer)",
+        ["run", *names],
+        [
+            [i + 1, *(run.phases[n]["p50_ms"] for n in names)]
+            for i, run in enumerate(tessera_runs)
+            if run.phases
+        ],
+    )
+
+
+def _report_profile(profile: dict[str, Any]) -> None:
+    print_table(
+        f"Worker profile (py-spy --gil, {profile['samples']:,} samples, {profile['holds_per_s']:,} holds/s "
+        f"while sampled; stacks in {profile['file']})",
+        ["% under", "function", "% in", "function"],
+        [
+            [t["percent"], t["function"], s["percent"], s["function"]]
+            for t, s in zip(profile["total"], profile["self"], strict=False)
+        ],
+    )
+
+
+def _report_backlog(args: argparse.Namespace, backlog: dict[str, Any]) -> None:
+    wb = backlog["writer_batches"]
+    print_table(
+        f"Tessera backlog: {backlog['holds']:,} holds recorded with no worker, then {args.workers} worker(s) started",
+        ["recorded/s", "applied/s", "apply s", "batches", "cmds/batch", "batch ms", "drained"],
+        [
+            [
+                backlog["record_holds_per_s"],
+                backlog["apply_holds_per_s"],
+                backlog["apply_s"],
+                wb["batches"],
+                wb["commands_per_batch_avg"],
+                wb["batch_ms_avg"],
+                backlog["drained"],
+            ]
+        ],
+    )
+
+
+def _report_limited(limited: dict[str, Any]) -> None:
+    print_table(
+        f"Limited stock: {limited['stock']} pieces, {limited['holds']} holds of {limited['pieces_per_hold']} "
+        f"(expect {limited['expected_reserved_holds']} reserved)",
         ["system", "reserved holds", "reserved pieces", "oversell", "reconcile"],
         [
             [
                 "tessera",
-                t_holds,
-                t_reserved,
+                limited["tessera_reserved"],
+                limited["tessera_reserved_pieces"],
                 limited["oversell_tessera"],
-                "clean" if not differences else "DIRTY",
+                "clean" if limited["reconcile_clean"] else "DIRTY",
             ],
-            ["seed", s_holds, s_reserved, limited["oversell_seed"], "-"],
+            [
+                "seed",
+                limited["seed_reserved"],
+                limited["seed_reserved_pieces"],
+                limited["oversell_seed"],
+                "-",
+            ],
         ],
     )
-    write_results(NAME, args.results_dir, results)
 
+
+def failed(limited: dict[str, Any], backlog: dict[str, Any] | None) -> int:
+    """Exit 1, naming each failure, when a system oversold, Tessera reserved other than expected,
+    reconcile found a difference or the backlog did not drain."""
     failures = []
-    if t_holds != expected or t_reserved > t_on_hand:
+    if limited["tessera_reserved"] != limited["expected_reserved_holds"] or limited["oversell_tessera"]:
         failures.append(
-            f"tessera reserved {t_holds} holds / {t_reserved} pieces of {t_on_hand} (expected {expected})"
+            f"tessera reserved {limited['tessera_reserved']} holds / {limited['tessera_reserved_pieces']} pieces "
+            f"(expected {limited['expected_reserved_holds']}, oversold {limited['oversell_tessera']})"
         )
-    if s_reserved > s_on_hand:
-        failures.append(f"seed oversold: {s_reserved} of {s_on_hand}")
-    if differences:
-        failures.append(f"reconcile found {len(differences)} difference(s)")
+    if limited["oversell_seed"]:
+        failures.append(f"seed oversold {limited['oversell_seed']} pieces")
+    if not limited["reconcile_clean"]:
+        failures.append(f"reconcile found {len(limited['reconcile_differences'])} difference(s)")
     if backlog and not backlog["drained"]:
         failures.append("the backlog was not drained in time")
     for failure in failures:

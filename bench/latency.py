@@ -16,11 +16,13 @@ inbox's ``applied_at`` (PostgreSQL ``clock_timestamp()``), both read from the sa
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlalchemy import text
@@ -28,7 +30,12 @@ from sqlalchemy import text
 from bench.common import (
     BenchEnv,
     CpuMeter,
+    add_catalogue_flags,
+    add_fleet_flags,
+    add_mix_flags,
     base_parser,
+    check_threads,
+    fleet_overrides,
     machine_facts,
     print_table,
     summary_ms,
@@ -74,26 +81,62 @@ class Record(NamedTuple):
     sent: Sent
 
 
+@dataclass
+class Offered:
+    """What one run offered: the commands sent, on time or late, and what went wrong."""
+
+    records: list[Record]
+    problems: dict[str, int]
+    dropped: int
+    send_wall: float
+
+
 def run_rate(
     env: BenchEnv, mix: Mix, *, run: int, rate: float, seconds: float, senders: int, max_lag: float, seed: int
 ) -> dict[str, Any]:
-    total = int(rate * seconds)
-    records: list[Record] = []
-    problems: dict[str, int] = {}
-    dropped = [0]
+    """Offer `rate` commands a second for `seconds` (open loop), drain, and measure each command's
+    latency from its scheduled send time to applied."""
+    before = env.last_batch_id()
+    with CpuMeter(p.pid for p in env.procs) as meter:
+        offered = _offer(
+            env, mix, rate=rate, total=int(rate * seconds), senders=senders, max_lag=max_lag, seed=seed
+        )
+    drained = env.wait_drained(120)
+    latencies, unapplied = _latencies(env, run, offered.records)
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "scheduled": int(rate * seconds),
+        "sent": len(offered.records),
+        "sent_per_s": round(len(offered.records) / offered.send_wall, 1) if offered.send_wall > 0 else None,
+        "dropped_generator_behind": offered.dropped,
+        "problems": offered.problems,
+        "unapplied_after_drain": unapplied,
+        "drained": drained,
+        "latency": summary_ms(latencies["all"]),
+        "latency_per_kind": {k: summary_ms(v) for k, v in sorted(latencies.items()) if k != "all"},
+        "send_lag": summary_ms([r.lag_s for r in offered.records]),
+        "cpu": meter.report(),
+        "writer_batches": env.batch_stats(before),
+    }
+
+
+def _offer(
+    env: BenchEnv, mix: Mix, *, rate: float, total: int, senders: int, max_lag: float, seed: int
+) -> Offered:
+    """Send command i at its scheduled time t0 + i / rate, whatever the answers do."""
+    offered = Offered([], {}, 0, 0.0)
     lock = threading.Lock()
     local = threading.local()
-
     # The two clocks read together: schedule on the monotonic one, report on the wall clock.
     t0_mono = time.monotonic() + 0.2
     t0_wall = time.time() + 0.2
 
     def send(i: int) -> None:
-        due = t0_mono + i / rate
-        lag = time.monotonic() - due
+        lag = time.monotonic() - (t0_mono + i / rate)
         if lag > max_lag:  # the generator is this far behind: stop offering load rather than run on
             with lock:
-                dropped[0] += 1
+                offered.dropped += 1
             return
         rng = getattr(local, "rng", None)
         if rng is None:
@@ -102,22 +145,24 @@ def run_rate(
             sent = mix.send(env, rng, time.monotonic(), on_sent=lambda s: None)
         except Exception as error:
             with lock:
-                problems[type(error).__name__] = problems.get(type(error).__name__, 0) + 1
+                offered.problems[type(error).__name__] = offered.problems.get(type(error).__name__, 0) + 1
             return
         with lock:
-            records.append(Record(i, t0_wall + i / rate, lag, sent))
+            offered.records.append(Record(i, t0_wall + i / rate, lag, sent))
 
-    before = env.last_batch_id()
-    with CpuMeter(p.pid for p in env.procs) as meter, ThreadPoolExecutor(senders) as pool:
+    with ThreadPoolExecutor(senders) as pool:
         for i in range(total):
             delay = t0_mono + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             pool.submit(send, i)
         pool.shutdown(wait=True)
-        send_wall = time.monotonic() - t0_mono
-    drained = env.wait_drained(120)
+        offered.send_wall = time.monotonic() - t0_mono
+    return offered
 
+
+def _latencies(env: BenchEnv, run: int, records: list[Record]) -> tuple[dict[str, list[float]], int]:
+    """Scheduled send → applied, per kind and in all (from the inbox), and how many never applied."""
     with env.engine.begin() as conn:
         conn.execute(text(SENT_TABLE))
         conn.execute(
@@ -149,41 +194,19 @@ def run_rate(
             continue
         latencies["all"].append(float(seconds_))
         latencies.setdefault(kind, []).append(float(seconds_))
-    lags = [r.lag_s for r in records]
-    return {
-        "rate": rate,
-        "seconds": seconds,
-        "scheduled": total,
-        "sent": len(records),
-        "sent_per_s": round(len(records) / send_wall, 1) if send_wall > 0 else None,
-        "dropped_generator_behind": dropped[0],
-        "problems": problems,
-        "unapplied_after_drain": unapplied,
-        "drained": drained,
-        "latency": summary_ms(latencies["all"]),
-        "latency_per_kind": {k: summary_ms(v) for k, v in sorted(latencies.items()) if k != "all"},
-        "send_lag": summary_ms(lags),
-        "cpu": meter.report(),
-        "writer_batches": env.batch_stats(before),
-    }
+    return latencies, unapplied
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = base_parser("Open-loop latency at fixed command rates, from each command's scheduled time.")
     parser.add_argument("--rates", default="500,1000", help="commands per second, one run each")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
     parser.add_argument(
         "--warmup-seconds", type=float, default=5.0, help="untimed run at the first rate, then VACUUM ANALYZE"
     )
-    parser.add_argument("--products", type=int, default=1000)
-    parser.add_argument("--stock", type=int, default=1_000_000, help="pieces received per product")
+    add_catalogue_flags(parser)
     parser.add_argument("--distribution", default="uniform", choices=["uniform", "zipf"])
-    parser.add_argument("--zipf-s", type=float, default=1.1)
-    parser.add_argument("--shards", type=int, default=16, help="TESSERA_SHARDS")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (splitting the shards)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="Dramatiq threads per worker (default: settings)"
-    )
+    add_fleet_flags(parser)
     parser.add_argument("--senders", type=int, default=32, help="sender threads")
     parser.add_argument(
         "--max-lag",
@@ -191,61 +214,65 @@ def main(argv: list[str] | None = None) -> int:
         default=30.0,
         help="a command whose sender is this many seconds late is dropped (and counted)",
     )
-    parser.add_argument("--pay-share", type=float, default=0.25)
-    parser.add_argument("--release-share", type=float, default=0.15)
+    add_mix_flags(parser)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
-    if not 1 <= args.senders <= 64:
-        parser.error("--senders must be 1-64 (PostgreSQL max_connections is 100 here)")
-    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    check_threads(parser, args.senders, "--senders")
+    return args
 
-    runs = []
-    overrides: dict[str, Any] = {"shards": args.shards}
-    if args.threads:
-        overrides["worker_threads"] = args.threads
-    with BenchEnv(NAME, args, pool_size=min(args.senders, 48) + 4, **overrides) as env:
+
+def main(argv: list[str] | None = None) -> int:
+    """Stock a catalogue, warm up, then one open-loop run per rate; report, write, reconcile."""
+    args = parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    with BenchEnv(NAME, args, pool_size=min(args.senders, 48) + 4, **fleet_overrides(args)) as env:
         facts = machine_facts(env.engine, env.redis)
         env.start_workers(args.workers)
         seed_catalogue(env, args.products, args.stock)
         popularity = Popularity(args.products, args.distribution, args.zipf_s)
         if args.warmup_seconds:  # untimed, then VACUUM ANALYZE: a database in service (see BenchEnv.settle)
-            warm = Mix(
-                popularity, pay_share=args.pay_share, release_share=args.release_share, settle_after=1.0
-            )
-            run_rate(
-                env,
-                warm,
-                run=-1,
-                rate=rates[0],
-                seconds=args.warmup_seconds,
-                senders=args.senders,
-                max_lag=args.max_lag,
-                seed=args.seed - 1,
+            _run(
+                env, args, popularity, run=-1, rate=rates[0], seconds=args.warmup_seconds, seed=args.seed - 1
             )
             env.settle()
-        for run, rate in enumerate(rates):
-            mix = Mix(
-                popularity, pay_share=args.pay_share, release_share=args.release_share, settle_after=1.0
-            )
-            result = run_rate(
-                env,
-                mix,
-                run=run,
-                rate=rate,
-                seconds=args.seconds,
-                senders=args.senders,
-                max_lag=args.max_lag,
-                seed=args.seed + run,
-            )
-            runs.append(result)
-            lat = result["latency"]
-            print(
-                f"rate {rate:g}/s: sent {result['sent_per_s']}/s, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
-                f"max {lat['max_ms']} ms",
-                flush=True,
-            )
+        runs = [
+            _run(env, args, popularity, run=run, rate=rate, seconds=args.seconds, seed=args.seed + run)
+            for run, rate in enumerate(rates)
+        ]
         differences = env.reconcile()
+    report(args, runs)
+    write_results(NAME, args.results_dir, assemble(env, args, facts, rates, runs, differences))
+    if differences:
+        print(f"FAILED: reconcile found {len(differences)} difference(s)")
+        return 1
+    return 0
 
+
+def _run(
+    env: BenchEnv,
+    args: argparse.Namespace,
+    popularity: Popularity,
+    *,
+    run: int,
+    rate: float,
+    seconds: float,
+    seed: int,
+) -> dict[str, Any]:
+    mix = Mix(popularity, pay_share=args.pay_share, release_share=args.release_share, settle_after=1.0)
+    result = run_rate(
+        env, mix, run=run, rate=rate, seconds=seconds, senders=args.senders, max_lag=args.max_lag, seed=seed
+    )
+    if run >= 0:
+        lat = result["latency"]
+        print(
+            f"rate {rate:g}/s: sent {result['sent_per_s']}/s, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
+            f"max {lat['max_ms']} ms",
+            flush=True,
+        )
+    return result
+
+
+def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     print_table(
         f"Open loop over {args.products:,} products ({args.distribution}), {args.seconds:g}s per rate, "
         f"{args.workers} worker(s), {args.shards} shards; latency from scheduled send time to applied",
@@ -265,37 +292,40 @@ def main(argv: list[str] | None = None) -> int:
             for r in runs
         ],
     )
-    write_results(
-        NAME,
-        args.results_dir,
-        {
-            "bench": NAME,
-            "machine": facts,
-            "parameters": {
-                "rates": rates,
-                "seconds": args.seconds,
-                "products": args.products,
-                "distribution": args.distribution,
-                "zipf_s": args.zipf_s,
-                "shards": args.shards,
-                "workers": args.workers,
-                "worker_threads": env.settings.worker_threads,
-                "senders": args.senders,
-                "max_lag_s": args.max_lag,
-                "pay_share": args.pay_share,
-                "release_share": args.release_share,
-                "seed": args.seed,
-                "log_level": args.log_level,
-            },
-            "runs": runs,
-            "reconcile_clean": not differences,
-            "reconcile_differences": differences[:20],
+
+
+def assemble(
+    env: BenchEnv,
+    args: argparse.Namespace,
+    facts: dict[str, Any],
+    rates: list[float],
+    runs: list[dict[str, Any]],
+    differences: list[Any],
+) -> dict[str, Any]:
+    """The results file's document (its keys are compared across commits: keep them)."""
+    return {
+        "bench": NAME,
+        "machine": facts,
+        "parameters": {
+            "rates": rates,
+            "seconds": args.seconds,
+            "products": args.products,
+            "distribution": args.distribution,
+            "zipf_s": args.zipf_s,
+            "shards": args.shards,
+            "workers": args.workers,
+            "worker_threads": env.settings.worker_threads,
+            "senders": args.senders,
+            "max_lag_s": args.max_lag,
+            "pay_share": args.pay_share,
+            "release_share": args.release_share,
+            "seed": args.seed,
+            "log_level": args.log_level,
         },
-    )
-    if differences:
-        print(f"FAILED: reconcile found {len(differences)} difference(s)")
-        return 1
-    return 0
+        "runs": runs,
+        "reconcile_clean": not differences,
+        "reconcile_differences": differences[:20],
+    }
 
 
 if __name__ == "__main__":
