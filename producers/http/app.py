@@ -112,7 +112,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (holds, payments, stock, events, health):
         app.include_router(module.router)
     app.add_middleware(FrontDoor)
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Put the problem document's schema into the OpenAPI components the routes refer to."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if not app.openapi_schema:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDocument"] = (
+                problems.ProblemDocument.model_json_schema()
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_factory() -> Any:

@@ -18,8 +18,9 @@ from starlette.concurrency import run_in_threadpool
 
 from db.events import Event, events_after
 from producers.http.auth import OPS, allow
+from producers.http.problems import documented
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=documented(400, 401, 403, 404, 413, 422))
 POLL_SECONDS = 0.2
 
 

@@ -36,7 +36,7 @@ def _ready(request: Request) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "PostgreSQL or Redis out of reach"}})
 async def readyz(request: Request) -> JSONResponse:
     checks = await run_in_threadpool(_ready, request)
     ready = all(v == "ok" for v in checks.values())
@@ -45,7 +45,11 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def metrics() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -16,10 +16,10 @@ from producers.client import StockClient
 from producers.http.auth import CHECKOUT, OPS, allow
 from producers.http.bodies import HoldBody, Pending, Recorded
 from producers.http.exact import exact_json, idempotency_key
-from producers.http.problems import Problem
+from producers.http.problems import Problem, documented
 from producers.tickets import CommandTicket, HoldTicket
 
-router = APIRouter(tags=["holds"])
+router = APIRouter(tags=["holds"], responses=documented(400, 401, 403, 404, 413, 422))
 Wait = Annotated[float, Query(ge=0, le=30, description="seconds to wait for the answer")]
 KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 
@@ -33,7 +33,7 @@ def _client(request: Request) -> StockClient:
     "/v1/holds",
     status_code=201,
     response_model=HoldResult,
-    responses={200: {"model": HoldResult}, 202: {"model": Pending}},
+    responses={200: {"model": HoldResult}, 202: {"model": Pending}, **documented(409, 503)},
     dependencies=[Depends(allow(CHECKOUT))],
 )
 async def place_hold(request: Request, body: HoldBody, key: KeyHeader = None, wait: Wait = 0) -> JSONResponse:

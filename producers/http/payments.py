@@ -17,10 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from producers.client import StockClient
 from producers.http.auth import PAYMENTS, allow
 from producers.http.bodies import PaymentBody, Recorded
-from producers.http.problems import Problem
+from producers.http.problems import Problem, documented
 from tessera.settings import Settings
 
-router = APIRouter(tags=["payments"])
+router = APIRouter(tags=["payments"], responses=documented(400, 401, 403, 404, 413, 422))
 
 
 def signature_ok(secrets: list[str], body: bytes, header: str | None) -> bool:

@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import (
@@ -22,6 +23,23 @@ from domain.errors import (
 
 log = structlog.get_logger("tessera.api")
 PROBLEM = "application/problem+json"
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem details, as every error of the API is answered."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | None = None
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses: each a problem document."""
+    content = {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDocument"}}}
+    return {status: {"description": TITLES.get(status, "Error"), "content": content} for status in statuses}
 
 
 class Problem(Exception):

@@ -15,9 +15,9 @@ from producers.http.auth import CHECKOUT, OPS, WAREHOUSE, allow
 from producers.http.bodies import ReceiptBody, Recorded
 from producers.http.exact import exact_json, idempotency_key
 from producers.http.holds import command_answer
-from producers.http.problems import Problem
+from producers.http.problems import Problem, documented
 
-router = APIRouter(tags=["stock"])
+router = APIRouter(tags=["stock"], responses=documented(400, 401, 403, 404, 413, 422))
 
 
 @router.post(
