@@ -12,7 +12,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from bench.chaos.servers import free_port
 from bench.common import ROOT, BenchEnv, base_parser, machine_facts, print_table, write_results
 from bench.flash_sale import seed_setup, seed_stock
 from db.tokens import create_token
@@ -89,12 +89,6 @@ def prepare(env: BenchEnv, args: argparse.Namespace) -> str:
         return create_token(conn, "checkout", "http flash sale")[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_up(url: str, path: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,7 +101,7 @@ def _wait_up(url: str, path: str, timeout: float = 30.0) -> None:
 
 
 def start_tessera(env: BenchEnv, args: argparse.Namespace) -> str:
-    port = _free_port()
+    port = free_port()
     env.start("api", "--port", str(port), "--workers", str(args.api_workers))
     url = f"http://127.0.0.1:{port}"
     _wait_up(url, "/healthz")
@@ -115,7 +109,7 @@ def start_tessera(env: BenchEnv, args: argparse.Namespace) -> str:
 
 
 def start_seed(env: BenchEnv, args: argparse.Namespace) -> str:
-    port = _free_port()
+    port = free_port()
     log = open(env.log_dir / "seed-http.log", "wb")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(
         [

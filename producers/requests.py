@@ -136,14 +136,14 @@ def _refusal(error: ValidationError) -> InvalidCommand:
     loc = tuple(first["loc"])
     cause = first.get("ctx", {}).get("error")
     if not isinstance(cause, InvalidCommand):
-        return InvalidCommand(first["msg"], field=_path(loc) or None)
+        return InvalidCommand(first["msg"], field=field_path(loc) or None)
     if cause.field and loc and loc[-1] == cause.field:
         loc = loc[:-1]
-    field = ".".join(p for p in (_path(loc), cause.field) if p) or None
+    field = ".".join(p for p in (field_path(loc), cause.field) if p) or None
     return cause if field == cause.field else InvalidCommand(cause.message, field=field)
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: tuple[int | str, ...]) -> str:
     """('lines', 2, 'quantity') → 'lines[2].quantity'."""
     path = ""
     for part in loc:

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import Engine, create_engine, text
 
+from bench.chaos.servers import free_port
 from db.events import events_after
 from producers import StockClient
 from tessera.settings import Settings
@@ -32,12 +32,6 @@ from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, Processes, seed_catalo
 SKU = "GRS-60x60-GREY"
 SECRETS = "new-secret,old-secret"
 LINE = {"sku": SKU, "quantity": "2", "unit": "box"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -102,7 +96,7 @@ def _start(settings: Settings, engine: Engine, client: StockClient, processes: P
         role: _cli(env, "token", "create", "--role", role, "--name", f"test {role}").split()[-1]
         for role in ("checkout", "payments", "warehouse", "ops")
     }
-    port = _free_port()
+    port = free_port()
     processes.start("api", "--port", str(port), env={"TESSERA_WEBHOOK_SECRET": SECRETS})
     processes.worker()
     url = f"http://127.0.0.1:{port}"

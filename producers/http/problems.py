@@ -20,6 +20,7 @@ from domain.errors import (
     UnknownHold,
     UnknownSku,
 )
+from producers.requests import field_path
 
 log = structlog.get_logger("tessera.api")
 PROBLEM = "application/problem+json"
@@ -93,11 +94,8 @@ def problem(
 
 
 def _field(loc: tuple[int | str, ...]) -> str | None:
-    """('body', 'lines', 0, 'quantity') → 'lines[0].quantity'."""
-    path = ""
-    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or None
+    """('body', 'lines', 0, 'quantity') → 'lines[0].quantity' (the request part left out)."""
+    return field_path(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc) or None
 
 
 def _invalid(error: InvalidCommand) -> JSONResponse:
