@@ -10,7 +10,7 @@ receipts and hold commands one statement each.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
@@ -97,7 +97,7 @@ class Recorder:
             if not fresh:
                 check_resend(pg, command.key, command.kind, command.payload_hash)
         if fresh:
-            self._ring({shard})
+            self.ring({shard})  # a lost doorbell only delays: the sweep rings again
 
     def hold_command(self, request: ReleaseRequest | PaymentEvent) -> None:
         """Record a command about an existing hold, on the hold's home shard."""
@@ -119,7 +119,4 @@ class Recorder:
             if not fresh:
                 check_resend(pg, request.key, request.kind.value, digest)
         if fresh:
-            self._ring({home})
-
-    def _ring(self, shards: Iterable[int]) -> None:
-        self.ring(shards)  # a lost doorbell only delays: the sweep rings again
+            self.ring({home})

@@ -123,6 +123,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run one `tessera` command (as `python -m ops.cli`) to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class Processes:
     """Real `tessera` processes started by a test, stopped (or killed) at its end."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
@@ -21,7 +20,7 @@ from domain.errors import CommandDead
 from producers import StockClient
 from producers.client import CommandTicket
 from tessera.settings import Settings
-from tests.conftest import ROOT, Processes, settings_env
+from tests.conftest import Processes, run_cli, settings_env
 from tests.flow import wait_all_applied
 from tests.test_holds import SKU, hold_of
 
@@ -95,14 +94,7 @@ POISONS: dict[str, Callable[[StockClient, Engine], str]] = {
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args],
-        env=settings_env(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(settings_env(settings), *args)
 
 
 @pytest.mark.parametrize("poison", POISONS)

@@ -7,8 +7,6 @@ import hashlib
 import hmac
 import json
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from bench.chaos.servers import free_port
 from db.events import events_after
 from producers import StockClient
 from tessera.settings import Settings
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, Processes, seed_catalog, settings_env
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, Processes, run_cli, seed_catalog, settings_env
 
 SKU = "GRS-60x60-GREY"
 SECRETS = "new-secret,old-secret"
@@ -51,14 +49,7 @@ class Stack:
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli(env, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

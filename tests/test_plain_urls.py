@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -12,7 +11,7 @@ from sqlalchemy import Engine, text
 
 from db.engine import normalize_url
 from tessera.settings import Settings
-from tests.conftest import PG_ADMIN_URL, ROOT, settings_env
+from tests.conftest import PG_ADMIN_URL, run_cli, settings_env
 
 
 @pytest.fixture
@@ -38,14 +37,7 @@ def test_migrate_and_reconcile_take_a_plain_postgresql_url(empty_database: str, 
     env = settings_env(settings) | {"TESSERA_DATABASE_URL": empty_database}
 
     def tessera(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "ops.cli", *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(env, *args, timeout=120)
 
     migrated = tessera("migrate")
     assert migrated.returncode == 0, migrated.stderr
