@@ -4,6 +4,7 @@ encodings of set-based parameters (one JSON document, or one array literal, per 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -66,3 +67,16 @@ def parse_time(text: str) -> dt.datetime:
 
 def parse_decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
+
+
+def forget_plans(pg: Pg) -> None:
+    """Drop the session's prepared statements, so the next runs are planned for today's tables.
+
+    psycopg clears its own list of prepared names when it sees DEALLOCATE ALL succeed, but only
+    the first time it meets that text while it has names prepared: after a first one with none
+    prepared, later ones left it naming statements PostgreSQL had dropped. A text of its own each
+    time makes every one count (its tag is still DEALLOCATE ALL)."""
+    pg.execute(f"DEALLOCATE ALL /* {next(_forgettings)} */".encode())
+
+
+_forgettings = itertools.count(1)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 
 from db.claims import _PROVE_LEASES, _STATE
 from db.sql import array_param as _array
-from db.sql import psycopg_of
+from db.sql import forget_plans, psycopg_of
 from workers.sweep import stale_shards
 
 SHARDS = 5
@@ -105,3 +105,25 @@ def test_the_sweep_counts_each_shards_waiting_commands(engine: Engine) -> None:
     # 8,000 went round shards 0-2 by i % 3 for i = 1..8,000; shard 4 has nothing waiting.
     assert stale_shards(engine, 0.0, SHARDS) == {0: 2_666, 1: 2_667, 2: 2_667, 3: DUE_EXPIRIES}
     assert stale_shards(engine, 3600.0, SHARDS) == {3: DUE_EXPIRIES}  # the backlog is younger than an hour
+
+
+@pytest.mark.parametrize("prepared_before_first_forget", [False, True])
+def test_forgetting_plans_keeps_the_session_usable_however_often(
+    engine: Engine, prepared_before_first_forget: bool
+) -> None:
+    """psycopg notices DEALLOCATE ALL only the first time it sees the statement's text while it has
+    statements prepared: a session that dropped its plans once with none prepared kept using
+    names PostgreSQL no longer had ("prepared statement _pg3_0 does not exist"), and the writer's
+    claim failed and paused a second every REPLAN_SECONDS."""
+    with engine.connect() as conn:
+        pg = psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
+
+        def run_prepared() -> None:
+            for _ in range((pg.prepare_threshold or 0) + 2):
+                assert pg.execute("SELECT count(*) FROM commands WHERE shard = %s", [1]).fetchone()
+
+        if prepared_before_first_forget:
+            run_prepared()
+        for _ in range(3):
+            forget_plans(pg)
+            run_prepared()

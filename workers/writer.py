@@ -32,7 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from db.claims import Claim, InboxCommand, send_claim
-from db.sql import Pg, psycopg_of, send_sync
+from db.sql import Pg, forget_plans, psycopg_of, send_sync
 from db.writes import record_failure, send_writes
 from domain.commands import HoldCommand, StockCommand
 from workers import handlers
@@ -241,7 +241,7 @@ class ShardWriter:
     def _replan_if_due(self, pg: Pg) -> None:
         now = time.monotonic()
         if now - self._planned.setdefault(pg, now) > REPLAN_SECONDS:
-            pg.execute("DEALLOCATE ALL")  # psycopg forgets its prepared statements too
+            forget_plans(pg)
             self._planned[pg] = now
 
     def _claim(self, pg: Pg, leases: Mapping[int, int], limit: int) -> Claim:
