@@ -15,6 +15,8 @@ from sqlalchemy import Connection, text
 
 ROLES = ("checkout", "payments", "warehouse", "ops")
 TOKEN_PREFIX = "tsr_"
+CHANGES_CHANNEL = "tessera_tokens"
+"""A trigger announces every changed or deleted token here (migration 0008)."""
 
 
 @dataclass(frozen=True, slots=True)

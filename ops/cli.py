@@ -117,6 +117,7 @@ def api(
         workers=workers,
         log_level=settings.log_level.lower(),
         access_log=False,
+        proxy_headers=False,  # served directly; behind a proxy, its headers are its own to set
     )
 
 

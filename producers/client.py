@@ -181,6 +181,26 @@ class StockClient:
         mode: str = "all_or_nothing",
     ) -> HoldTicket:
         """Hold cart lines for `ttl_seconds`: one line command per product shard (a saga)."""
+        request = self._hold_request(idempotency_key, lines, ttl_seconds, mode)
+        hold_id, fresh = self.recorder.hold(request)
+        return HoldTicket(self, hold_id, request.idempotency_key, fresh=fresh)
+
+    async def reserve_async(
+        self,
+        *,
+        idempotency_key: str,
+        lines: Sequence[Mapping[str, Any]],
+        ttl_seconds: int | None = None,
+        mode: str = "all_or_nothing",
+    ) -> HoldTicket:
+        """`reserve` for a coroutine (the HTTP API): the event loop waits for the recording."""
+        request = self._hold_request(idempotency_key, lines, ttl_seconds, mode)
+        hold_id, fresh = await self.recorder.hold_async(request)
+        return HoldTicket(self, hold_id, request.idempotency_key, fresh=fresh)
+
+    def _hold_request(
+        self, idempotency_key: str, lines: Sequence[Mapping[str, Any]], ttl_seconds: int | None, mode: str
+    ) -> HoldRequest:
         request = HoldRequest.parse(
             idempotency_key=idempotency_key,
             lines=lines,
@@ -188,8 +208,7 @@ class StockClient:
             mode=mode,
         )
         self.answers.listen()  # subscribed before the hold is recorded, so its answer cannot be missed
-        hold_id, fresh = self.recorder.hold(request)
-        return HoldTicket(self, hold_id, request.idempotency_key, fresh=fresh)
+        return request
 
     def release(self, hold_id: str, *, idempotency_key: str) -> CommandTicket:
         """Give a hold back before it expires (cart abandoned)."""

@@ -24,7 +24,7 @@ from domain.commands import HoldCommand, line_command_key, payload_digest, shard
 from domain.errors import IdempotencyConflict, InvalidCommand, RecordingTimeout, ReferencesChanging
 from domain.states import LineAction
 from producers.requests import HoldLineRequest, HoldRequest
-from tessera.handoff import Handoff, HandoffTimeout
+from tessera.handoff import Handoff, HandoffTimeout, handed
 
 MAX_GROUP = 256
 REFERENCE_ATTEMPTS = 3
@@ -71,6 +71,21 @@ class HoldGroups:
 
         Returns the hold id once committed, and whether this call recorded it (False: a resend).
         """
+        pending = self._enqueue(request)
+        try:
+            return pending.recorded.result(timeout=timeout), pending.fresh
+        except HandoffTimeout:
+            raise _not_recorded(request, timeout) from None
+
+    async def record_async(self, request: HoldRequest, timeout: float = 30.0) -> tuple[str, bool]:
+        """`record` for a coroutine: the event loop waits for the group's commit, not a thread."""
+        pending = self._enqueue(request)
+        try:
+            return await handed(pending.recorded, timeout), pending.fresh
+        except HandoffTimeout:
+            raise _not_recorded(request, timeout) from None
+
+    def _enqueue(self, request: HoldRequest) -> _Pending:
         pending = _Pending(request, payload_digest(HoldCommand.PLACE.value, request.body()))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
@@ -79,12 +94,7 @@ class HoldGroups:
                 )
                 self._thread.start()
             self._queue.put(pending)
-        try:
-            return pending.recorded.result(timeout=timeout), pending.fresh
-        except HandoffTimeout:
-            raise RecordingTimeout(
-                f"hold {request.idempotency_key!r} was not recorded within {timeout}s"
-            ) from None
+        return pending
 
     def close(self) -> None:
         """Stop the recording thread once what it was given is recorded; a later request starts
@@ -249,6 +259,10 @@ class HoldGroups:
             else:
                 twin = first[pending.request.idempotency_key]
                 pending.hold_id = twin.hold_id if twin.fresh else recorded.payload["hold_id"]
+
+
+def _not_recorded(request: HoldRequest, timeout: float) -> RecordingTimeout:
+    return RecordingTimeout(f"hold {request.idempotency_key!r} was not recorded within {timeout}s")
 
 
 def _references(pendings: list[_Pending]) -> tuple[set[str], set[str]]:

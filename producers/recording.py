@@ -61,6 +61,10 @@ class Recorder:
         """Record a hold request (in the next group): its hold id, and whether it is new."""
         return self.holds.record(request)
 
+    async def hold_async(self, request: HoldRequest) -> tuple[str, bool]:
+        """`hold` for a coroutine: the event loop waits for the group's commit."""
+        return await self.holds.record_async(request)
+
     def receipt(self, request: ReceiptRequest) -> None:
         """Record goods in; a known lot must carry the same facts (else `LotMismatch`)."""
         shard = shard_of(request.sku, self.shards)

@@ -7,6 +7,7 @@ was lost: the answer itself is always readable there.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -81,6 +82,25 @@ class HoldTicket:
             wake=self.client.answers.wait if not read_first else None,
         )
 
+    async def wait_async(self, timeout: float = 5.0) -> HoldResult:
+        """`wait` for a coroutine (the HTTP API). The answer to a hold this ticket recorded comes on
+        the client's channel and the event loop waits for it; PostgreSQL is read (in a thread) every
+        slice it does not come. A resend's ticket waits in a thread as `wait` does."""
+        if not self._fresh:
+            return await asyncio.to_thread(self.wait, timeout)
+        self._fresh = False
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            answer = await self.client.answers.wait_async(self.hold_id, min(remaining, WAIT_SLICE_SECONDS))
+            if answer is not None and answer != b"1":
+                return HoldResult.model_validate_json(answer)
+            hold = await asyncio.to_thread(self.result)
+            if hold is not None:
+                return hold
+            if deadline <= time.monotonic():
+                raise _no_result(self.hold_id, timeout)
+
 
 def wait_for(
     ticket: str,
@@ -105,5 +125,9 @@ def wait_for(
             return result
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ResultTimeout(f"no result for {ticket} after {timeout}s; it stays recorded and will apply")
+            raise _no_result(ticket, timeout)
         token = wake(ticket, min(remaining, WAIT_SLICE_SECONDS))
+
+
+def _no_result(ticket: str, timeout: float) -> ResultTimeout:
+    return ResultTimeout(f"no result for {ticket} after {timeout}s; it stays recorded and will apply")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from redis import Redis
 from redis.client import PubSub
 
-from tessera.handoff import Handoff, HandoffTimeout
+from tessera.handoff import Handoff, HandoffTimeout, handed
 
 TOKEN_TTL_SECONDS = 15
 """Long enough for a waiter between two reads; short, since most decided holds have no waiter left."""
@@ -89,19 +89,40 @@ class AnswerChannel:
 
     def wait(self, hold_id: str, timeout: float) -> bytes | None:
         """The hold's answer (JSON), or None if none came within `timeout` seconds."""
-        with self._lock:
-            early = self._early.pop(hold_id, None)
-            if early is not None:
-                return early[0]
-            handoff = self._waiting.setdefault(hold_id, Handoff())
+        early, handoff = self._expect(hold_id)
+        if handoff is None:
+            return early
         try:
             return handoff.result(timeout=max(timeout, 0.01))
         except HandoffTimeout:
             return None
         finally:
-            with self._lock:
-                if self._waiting.get(hold_id) is handoff:
-                    del self._waiting[hold_id]
+            self._forget(hold_id, handoff)
+
+    async def wait_async(self, hold_id: str, timeout: float) -> bytes | None:
+        """`wait` for a coroutine: the event loop waits, not a thread."""
+        early, handoff = self._expect(hold_id)
+        if handoff is None:
+            return early
+        try:
+            return await handed(handoff, max(timeout, 0.01))
+        except HandoffTimeout:
+            return None
+        finally:
+            self._forget(hold_id, handoff)
+
+    def _expect(self, hold_id: str) -> tuple[bytes | None, Handoff[bytes] | None]:
+        """The answer if it came already, else the hand-off it will come by."""
+        with self._lock:
+            early = self._early.pop(hold_id, None)
+            if early is not None:
+                return early[0], None
+            return None, self._waiting.setdefault(hold_id, Handoff())
+
+    def _forget(self, hold_id: str, handoff: Handoff[bytes]) -> None:
+        with self._lock:
+            if self._waiting.get(hold_id) is handoff:
+                del self._waiting[hold_id]
 
     def _run(self, pubsub: PubSub) -> None:
         pruned = time.monotonic()

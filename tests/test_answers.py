@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -11,7 +12,7 @@ from sqlalchemy import Engine
 
 from producers import StockClient
 from tessera.answers import AnswerChannel, Wakeups
-from tessera.handoff import Handoff
+from tessera.handoff import Handoff, HandoffTimeout, handed
 from tessera.settings import Settings
 from tests.conftest import Processes
 from tests.test_holds import SKU, hold_of, receive
@@ -86,3 +87,29 @@ def test_a_handoff_raises_the_error_set_and_times_out_when_nothing_is() -> None:
         failed.result(timeout=1)
     with pytest.raises(TimeoutError):
         Handoff().result(timeout=0.05)
+
+
+def test_a_coroutine_awaits_a_handoff_set_by_another_thread_without_holding_one() -> None:
+    async def scenario() -> tuple[str, str, str]:
+        late: Handoff[str] = Handoff()
+        setter = threading.Timer(0.05, late.set_result, args=("hold-late",))
+        setter.start()
+        waiting = [asyncio.create_task(handed(late, 10)) for _ in range(2)]  # both wake
+        first, second = await asyncio.gather(*waiting)
+        ready: Handoff[str] = Handoff()
+        ready.set_result("hold-ready")
+        return first, second, await handed(ready, 0)
+
+    assert asyncio.run(scenario()) == ("hold-late", "hold-late", "hold-ready")
+
+
+def test_a_coroutine_gets_the_error_set_or_a_timeout() -> None:
+    async def scenario() -> None:
+        failed: Handoff[str] = Handoff()
+        threading.Timer(0.02, failed.set_exception, args=(ValueError("unknown SKU"),)).start()
+        with pytest.raises(ValueError, match="unknown SKU"):
+            await handed(failed, 10)
+        with pytest.raises(HandoffTimeout):
+            await handed(Handoff(), 0.05)
+
+    asyncio.run(scenario())

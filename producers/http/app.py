@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db.engine import get_engine
 from producers.client import StockClient
 from producers.http import events, health, holds, payments, problems, stock
+from producers.http.auth import TokenCache
 from tessera.settings import Settings, get_settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -98,8 +99,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = get_engine(settings.database_url)
         app.state.redis = Redis.from_url(settings.redis_url)
         app.state.client = StockClient(settings, engine=app.state.engine, redis_client=app.state.redis)
+        app.state.client.answers.listen()  # now, not in the event loop of the first hold
         app.state.in_flight = set()
+        app.state.tokens = TokenCache(app.state.engine)
+        app.state.tokens.start()
         yield
+        app.state.tokens.close()
         app.state.client.close()
 
     app = FastAPI(

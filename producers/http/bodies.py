@@ -8,6 +8,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Literal
 
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 Quantity = str | int | Decimal
@@ -60,3 +61,11 @@ class Recorded(BaseModel):
     idempotency_key: str
     status: Literal["recorded", "applied"]
     result: dict[str, object] | None = None
+
+
+def model_response(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A model as the JSON answer, serialized by pydantic's own encoder (not to a dict and then
+    through the standard library's: that was a tenth of the API's time per hold)."""
+    return Response(model.model_dump_json(), status_code, headers, media_type="application/json")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from domain.errors import ResultTimeout
@@ -14,7 +14,7 @@ from domain.results import HoldResult
 from domain.states import HoldStatus
 from producers.client import StockClient
 from producers.http.auth import CHECKOUT, OPS, allow
-from producers.http.bodies import HoldBody, Pending, Recorded
+from producers.http.bodies import HoldBody, Pending, Recorded, model_response
 from producers.http.exact import exact_json, idempotency_key
 from producers.http.problems import Problem, documented
 from producers.tickets import CommandTicket, HoldTicket
@@ -36,7 +36,7 @@ def _client(request: Request) -> StockClient:
     responses={200: {"model": HoldResult}, 202: {"model": Pending}, **documented(409, 503)},
     dependencies=[Depends(allow(CHECKOUT))],
 )
-async def place_hold(request: Request, body: HoldBody, key: KeyHeader = None, wait: Wait = 0) -> JSONResponse:
+async def place_hold(request: Request, body: HoldBody, key: KeyHeader = None, wait: Wait = 0) -> Response:
     """Hold cart lines. 201: decided within `wait`; 202: not yet (see `Location`); 200: this key was
     sent before with this cart (the same hold)."""
     data = await exact_json(request)
@@ -48,8 +48,7 @@ async def place_hold(request: Request, body: HoldBody, key: KeyHeader = None, wa
         )
     in_flight.add(key)
     try:
-        ticket = await run_in_threadpool(
-            _client(request).reserve,
+        ticket = await _client(request).reserve_async(
             idempotency_key=key,
             lines=data["lines"],
             ttl_seconds=data.get("ttl_seconds"),
@@ -60,20 +59,16 @@ async def place_hold(request: Request, body: HoldBody, key: KeyHeader = None, wa
     return await _hold_answer(ticket, wait)
 
 
-async def _hold_answer(ticket: HoldTicket, wait: float) -> JSONResponse:
+async def _hold_answer(ticket: HoldTicket, wait: float) -> Response:
     try:
-        hold = (
-            await run_in_threadpool(ticket.wait, wait) if wait > 0 else await run_in_threadpool(ticket.result)
-        )
+        hold = await ticket.wait_async(wait) if wait > 0 else await run_in_threadpool(ticket.result)
     except ResultTimeout:
         hold = None
     if hold is None or not HoldStatus(hold.status).settled:
-        return JSONResponse(
-            Pending(hold_id=ticket.hold_id).model_dump(),
-            status_code=202,
-            headers={"Location": f"/v1/holds/{ticket.hold_id}"},
+        return model_response(
+            Pending(hold_id=ticket.hold_id), 202, headers={"Location": f"/v1/holds/{ticket.hold_id}"}
         )
-    return JSONResponse(hold.model_dump(mode="json"), status_code=201 if ticket.fresh else 200)
+    return model_response(hold, 201 if ticket.fresh else 200)
 
 
 @router.get("/v1/holds/{hold_id}", response_model=HoldResult, dependencies=[Depends(allow(CHECKOUT, OPS))])
@@ -88,7 +83,7 @@ async def read_hold(request: Request, hold_id: str) -> HoldResult:
     responses={200: {"model": Recorded}},
     dependencies=[Depends(allow(CHECKOUT))],
 )
-async def release_hold(request: Request, hold_id: str, key: KeyHeader = None, wait: Wait = 0) -> JSONResponse:
+async def release_hold(request: Request, hold_id: str, key: KeyHeader = None, wait: Wait = 0) -> Response:
     """Give the hold back. 202: recorded; 200: applied within `wait` (its result)."""
     ticket = await run_in_threadpool(
         _client(request).release, hold_id, idempotency_key=idempotency_key(key, None)
@@ -96,7 +91,7 @@ async def release_hold(request: Request, hold_id: str, key: KeyHeader = None, wa
     return await command_answer(ticket, wait)
 
 
-async def command_answer(ticket: CommandTicket, wait: float) -> JSONResponse:
+async def command_answer(ticket: CommandTicket, wait: float) -> Response:
     """A recorded command's answer: its result if applied within `wait`, else 202."""
     result: dict[str, Any] | None
     try:
@@ -106,9 +101,5 @@ async def command_answer(ticket: CommandTicket, wait: float) -> JSONResponse:
     except ResultTimeout:
         result = None
     if result is None:
-        return JSONResponse(
-            Recorded(idempotency_key=ticket.key, status="recorded").model_dump(), status_code=202
-        )
-    return JSONResponse(
-        Recorded(idempotency_key=ticket.key, status="applied", result=result).model_dump(mode="json")
-    )
+        return model_response(Recorded(idempotency_key=ticket.key, status="recorded"), 202)
+    return model_response(Recorded(idempotency_key=ticket.key, status="applied", result=result))

@@ -11,12 +11,12 @@ import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from producers.client import StockClient
 from producers.http.auth import PAYMENTS, allow
-from producers.http.bodies import PaymentBody, Recorded
+from producers.http.bodies import PaymentBody, Recorded, model_response
 from producers.http.problems import Problem, documented
 from tessera.settings import Settings
 
@@ -45,7 +45,7 @@ async def payment_webhook(
     request: Request,
     body: PaymentBody,
     signature: Annotated[str | None, Header(alias="X-Signature")] = None,
-) -> JSONResponse:
+) -> Response:
     settings: Settings = request.app.state.settings
     if not signature_ok(settings.webhook_secrets, await request.body(), signature):
         raise Problem(401, "bad_signature", "X-Signature is not the HMAC-SHA256 of this body")
@@ -53,4 +53,4 @@ async def payment_webhook(
     ticket = await run_in_threadpool(
         client.confirm_payment, event_id=body.event_id, hold_id=body.hold_id, status=body.status
     )
-    return JSONResponse(Recorded(idempotency_key=ticket.key, status="recorded").model_dump())
+    return model_response(Recorded(idempotency_key=ticket.key, status="recorded"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from domain.errors import UnknownSku
@@ -32,7 +32,7 @@ async def receive(
     body: ReceiptBody,
     key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
-) -> JSONResponse:
+) -> Response:
     """Goods in: 202 once recorded, 200 with its result if applied within `wait`."""
     data = await exact_json(request)
     client: StockClient = request.app.state.client
