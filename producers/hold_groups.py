@@ -56,7 +56,7 @@ class HoldGroups:
         self.reply_to = reply_to
         self.shards = shards
         self.ring = ring
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()  # None: stop
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()  # None: stop
         # One thread, measured: a second keeps two groups in flight, but the groups get smaller and
         # each costs a statement (flash sale: 2,660 holds/s with one, 2,200 with two).
         self._thread: threading.Thread | None = None
@@ -103,11 +103,11 @@ class HoldGroups:
             thread, given = self._thread, self._queue
             if thread is None or not thread.is_alive():
                 return
-            self._thread, self._queue = None, queue.Queue()
+            self._thread, self._queue = None, queue.SimpleQueue()
         given.put(None)
         thread.join(timeout=30)
 
-    def _loop(self, given: queue.Queue[_Pending | None]) -> None:
+    def _loop(self, given: queue.SimpleQueue[_Pending | None]) -> None:
         """Record groups until stopped. A session is taken from the pool when a request comes and
         kept while more keep coming, not taken and returned for each group (that was a sixth of
         this thread's time in the flash sale)."""
@@ -271,7 +271,7 @@ def _references(pendings: list[_Pending]) -> tuple[set[str], set[str]]:
     return {line.sku for line in lines}, {line.warehouse for line in lines if line.warehouse}
 
 
-def _take_queued(given: queue.Queue[_Pending | None], group: list[_Pending]) -> bool:
+def _take_queued(given: queue.SimpleQueue[_Pending | None], group: list[_Pending]) -> bool:
     """Add the requests waiting in the queue to the group (up to MAX_GROUP), without blocking;
     True when the stop sign was among them."""
     while len(group) < MAX_GROUP:

@@ -5,6 +5,7 @@ every route is a few lines over the producer core (`producers.requests`, `produc
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -89,6 +90,16 @@ async def _too_large(send: Send, request_id: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _collect_rarely() -> None:
+    """What startup made lives as long as the process: out of the collector's way (`gc.freeze`),
+    and young collections less often. A request frees nearly all it makes by reference counting,
+    yet at the default threshold the collector ran every few requests: measured (perf), 8 % of
+    the API's CPU under a flash sale."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API, on `settings` (the environment's by default)."""
     settings = settings or get_settings()
@@ -103,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.in_flight = set()
         app.state.tokens = TokenCache(app.state.engine)
         app.state.tokens.start()
+        _collect_rarely()
         yield
         app.state.tokens.close()
         app.state.client.close()
