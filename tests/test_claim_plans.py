@@ -127,3 +127,23 @@ def test_forgetting_plans_keeps_the_session_usable_however_often(
         for _ in range(3):
             forget_plans(pg)
             run_prepared()
+
+
+def test_a_writer_session_replans_early_then_every_replan_interval(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new session's first plans are made for nearly empty tables: it replans after 0.5 s, then
+    after twice as long each time, up to every REPLAN_SECONDS."""
+    from workers import writer as writer_module
+
+    clock = [1000.0]
+    replanned: list[float] = []
+    monkeypatch.setattr(writer_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(writer_module, "forget_plans", lambda pg: replanned.append(clock[0] - 1000.0))
+    writer = writer_module.ShardWriter(engine, shards=1, batch_max=10, holder="w", announce=lambda r: None)
+    with engine.connect() as conn:
+        pg = psycopg_of(conn)
+        while clock[0] < 1046.0:
+            writer._replan_if_due(pg)
+            clock[0] += 0.25
+    assert replanned == [0.5, 1.5, 3.5, 7.5, 15.5, 25.5, 35.5, 45.5]

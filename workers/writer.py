@@ -46,7 +46,13 @@ STATS_SECONDS = 10.0
 # moment; only new statistics (ANALYZE) make it plan again. With autovacuum off (as on CI here), a
 # long drain kept the plans of small tables, whole-table scans, to the end: 99,000 holds drained at
 # 760/s instead of 7,000/s. Nothing else drops them: an empty claim ends with COMMIT, not ROLLBACK.
+# A session's first plans are made for the tables as they are when it starts, which in a new
+# database are nearly empty: finding a batch's 20 rows by a whole-table scan is then the cheapest
+# plan, and it stays while the tables grow (a flash sale on a new database spent half its writer's
+# time in such scans for its first 10 s). So a new session replans early and then less often:
+# after FIRST_REPLAN_SECONDS, twice that, and so on up to every REPLAN_SECONDS.
 REPLAN_SECONDS = 10.0
+FIRST_REPLAN_SECONDS = 0.5
 TRANSIENT_CLASSES = {"08", "40", "53", "57", "58"}
 """Connection exception, transaction rollback, insufficient resources, operator intervention, system error."""
 TRANSIENT_STATES = {"55P03", "25P03", "25P04"}
@@ -134,8 +140,8 @@ class ShardWriter:
         self.announce = announce
         self.max_attempts = max_attempts
         self._committed: list[BatchReport] = []  # not announced yet
-        # When each pooled session last dropped its prepared statements (see REPLAN_SECONDS).
-        self._planned: weakref.WeakKeyDictionary[Pg, float] = weakref.WeakKeyDictionary()
+        # Each pooled session's next replan and the interval it came after (see REPLAN_SECONDS).
+        self._replans: weakref.WeakKeyDictionary[Pg, tuple[float, float]] = weakref.WeakKeyDictionary()
         self.stats = WriterStats()
         self._claimed: list[InboxCommand] = []  # the batch being applied
         self._deciding: InboxCommand | None = None  # the command being decided, if any
@@ -240,9 +246,11 @@ class ShardWriter:
 
     def _replan_if_due(self, pg: Pg) -> None:
         now = time.monotonic()
-        if now - self._planned.setdefault(pg, now) > REPLAN_SECONDS:
+        due, interval = self._replans.setdefault(pg, (now + FIRST_REPLAN_SECONDS, FIRST_REPLAN_SECONDS))
+        if now >= due:
             forget_plans(pg)
-            self._planned[pg] = now
+            interval = min(interval * 2, REPLAN_SECONDS)
+            self._replans[pg] = (now + interval, interval)
 
     def _claim(self, pg: Pg, leases: Mapping[int, int], limit: int) -> Claim:
         """Open the batch's transaction and claim its commands: one round trip, during which the
