@@ -24,7 +24,7 @@ from db.batch_state import (
     columns,
     read_state,
 )
-from db.sql import UUID_PATTERN, Pg, array_param, send_sync
+from db.sql import UUID_PATTERN, Pg, array_param, compact, send_sync
 
 # The shards whose lease this transaction proved: their fence rows, updated by this very transaction
 # (now() is the transaction's start time). Only their commands are taken.
@@ -139,7 +139,7 @@ class Claim:
 # their lines (the writer of a line on another process's shard sends its answer home).
 # A stock command (kind 'stock.…') may create a lot and a balance: ids are drawn for them here.
 _HOLD_COLUMNS = "id, status, mode, expires_at, payment, lines_pending, created_at, home_shard"
-_STATE = f"""
+_STATE = compact(f"""
     WITH due AS MATERIALIZED ({_PENDING}),
     -- A payload that names no valid hold or product loads nothing for it, rather than failing the
     -- claim: its command fails alone, in the writer, and is parked (a poison cannot stop a shard).
@@ -176,7 +176,7 @@ _STATE = f"""
         (SELECT json_build_array(
             array(SELECT nextval(pg_get_serial_sequence('lots', 'id')) FROM due WHERE kind LIKE 'stock.%%'),
             array(SELECT nextval(pg_get_serial_sequence('stock_balances', 'id')) FROM due WHERE kind LIKE 'stock.%%')))
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from db.batch_state import InboxCommand
 from db.inbox import INSERT_COMMANDS, NewCommand, command_rows
-from db.sql import Pg, array_param, json_param
+from db.sql import Pg, array_param, compact, json_param
 from domain.allocation import LotStock
 from domain.lines import Movement
 from domain.receipts import LotFacts
@@ -154,8 +154,8 @@ _LOT_PARTS = """new_lots AS (
         FROM jsonb_to_recordset(%(new_stocks)s::jsonb)
              AS v(id bigint, product_id int, warehouse_id int, lot_id int, on_hand numeric, reserved numeric)
         RETURNING 1), """
-_SAVE_BATCH = _SAVE_BATCH_TEMPLATE.replace("{lots}", "")
-_SAVE_BATCH_WITH_LOTS = _SAVE_BATCH_TEMPLATE.replace("{lots}", _LOT_PARTS)
+_SAVE_BATCH = compact(_SAVE_BATCH_TEMPLATE.replace("{lots}", ""))
+_SAVE_BATCH_WITH_LOTS = compact(_SAVE_BATCH_TEMPLATE.replace("{lots}", _LOT_PARTS))
 
 
 def send_writes(

@@ -147,3 +147,13 @@ def test_a_writer_session_replans_early_then_every_replan_interval(
             writer._replan_if_due(pg)
             clock[0] += 0.25
     assert replanned == [0.5, 1.5, 3.5, 7.5, 15.5, 25.5, 35.5, 45.5]
+
+
+def test_the_writers_hot_statements_stay_short_enough_for_psycopg_to_cache_their_conversion() -> None:
+    """psycopg re-splits a statement's placeholders on every run when it is over this length."""
+    from psycopg import _queries
+
+    from db.writes import _SAVE_BATCH
+
+    for statement in (_STATE, _SAVE_BATCH):
+        assert len(statement.encode()) <= _queries.MAX_CACHED_STATEMENT_LENGTH
