@@ -326,9 +326,10 @@ class ApplyBatch(Base):
     """One writer transaction: who applied how many commands of which shard, and when."""
 
     __tablename__ = "apply_batches"
+    __table_args__ = (Index("ix_apply_batches_shard_finished", "shard", "finished_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    shard: Mapped[int] = mapped_column(Integer, index=True)
+    shard: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[int] = mapped_column(BigInteger)
     holder: Mapped[str] = mapped_column(Text)
     commands: Mapped[int] = mapped_column(Integer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import typer
 from redis import Redis
@@ -12,6 +13,9 @@ from redis import Redis
 from db.engine import get_engine
 from tessera.logs import configure_logging
 from tessera.settings import get_settings
+
+if TYPE_CHECKING:
+    from ops.views import ShardsView
 
 app = typer.Typer(
     help="Tessera: stock management for a tile shop, as single-writer shard queues.", no_args_is_help=True
@@ -165,6 +169,59 @@ def token_revoke(
     typer.echo(f"token {token_id} revoked")
 
 
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="The shards view as JSON, for machines."),
+    max_age: float = typer.Option(
+        30.0, "--max-age", help="Exit 1 when a shard has work waiting longer than this (seconds)."
+    ),
+) -> None:
+    """Every shard: lease holder and epoch, pending commands and the oldest one's age, last batch,
+    dead letters; then the totals. Exit code 1 when work has waited past --max-age (a probe)."""
+    from ops.views import shards_view
+
+    settings = get_settings()
+    view = shards_view(get_engine(settings.database_url), Redis.from_url(settings.redis_url), settings)
+    late = [r.shard for r in view.shards if (r.oldest_age_seconds or 0.0) > max_age]
+    if as_json:
+        typer.echo(view.model_dump_json())
+    else:
+        _print_status(view, late)
+    if late:
+        sys.exit(1)
+
+
+def _print_status(view: ShardsView, late: list[int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Tessera shards at {view.at:%Y-%m-%d %H:%M:%S %Z}")
+    for column in ("shard", "lease holder", "epoch", "pending", "oldest", "last batch", "dead letters"):
+        table.add_column(column, justify="left" if column == "lease holder" else "right")
+    for row in view.shards:
+        style = "red" if not row.healthy or row.shard in late else None
+        table.add_row(
+            str(row.shard),
+            row.holder or "—",
+            "—" if row.epoch is None else str(row.epoch),
+            str(row.pending),
+            "—" if row.oldest_age_seconds is None else f"{row.oldest_age_seconds:.1f} s",
+            "—"
+            if row.last_batch_at is None
+            else f"{(view.at - row.last_batch_at).total_seconds():.1f} s ago",
+            str(row.dead_letters),
+            style=style,
+        )
+    console = Console()
+    console.print(table)
+    oldest = "—" if view.oldest_age_seconds is None else f"{view.oldest_age_seconds:.1f} s"
+    console.print(
+        f"total: {view.pending} pending (oldest {oldest}), {view.dead_letters} dead letters; "
+        f"unhealthy shards (work, no lease): {view.unhealthy or 'none'}; "
+        f"late (> max age): {late or 'none'}"
+    )
+
+
 dead_letters = typer.Typer(
     help="Commands parked after failing TESSERA_MAX_ATTEMPTS times: list them, requeue them.",
     no_args_is_help=True,
@@ -201,23 +258,20 @@ def dead_letters_requeue(
     everything: bool = typer.Option(False, "--all", help="Requeue every parked command."),
 ) -> None:
     """Make parked commands pending again: each is applied once, before what its shard has pending then."""
-    from db.dead_letters import requeue
-    from tessera.doorbells import Doorbells
+    from ops.views import requeue_dead
 
     if bool(key) == everything:
         raise typer.BadParameter("give one KEY or --all")
     settings = get_settings()
-    with get_engine(settings.database_url).begin() as conn:
-        requeued = requeue(conn, None if everything else [key])
+    requeued = requeue_dead(
+        get_engine(settings.database_url),
+        Redis.from_url(settings.redis_url),
+        settings,
+        None if everything else [key],
+    )
     if key and not requeued:
         typer.echo(f"no dead letter with key {key!r}", err=True)
         sys.exit(1)
-    doorbells = Doorbells.of(Redis.from_url(settings.redis_url), settings)
-    try:
-        for shard in sorted(set(requeued.values())):
-            doorbells.ring(shard)
-    except Exception:  # Redis away: the sweep rings them within its interval
-        typer.echo("could not ring the shards now; the scheduler's sweep will", err=True)
     typer.echo(f"requeued {len(requeued)} command(s)")
 
 

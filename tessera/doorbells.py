@@ -23,6 +23,9 @@ from redis import Redis
 from tessera.settings import Settings
 
 RING_ACTOR = "ring_shard"
+DRAMATIQ_NAMESPACE = "dramatiq"
+"""The broker's keys are `{TESSERA_REDIS_NAMESPACE}:dramatiq:…` (queue `shard-N`, delayed `.DQ`,
+dead-lettered `.XQ`)."""
 
 
 def queue_name(shard: int) -> str:
@@ -143,4 +146,6 @@ class CoalescingDoorbells:
 
 def make_broker(redis_client: Redis, namespace: str) -> RedisBroker:
     middleware = [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines()]
-    return RedisBroker(client=redis_client, namespace=f"{namespace}:dramatiq", middleware=middleware)
+    return RedisBroker(
+        client=redis_client, namespace=f"{namespace}:{DRAMATIQ_NAMESPACE}", middleware=middleware
+    )

@@ -214,22 +214,23 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
     procs.stop_all()
 
 
+def check_invariants(engine: Engine) -> None:
+    """The invariants checked after every concurrency and fault test: ledger = balances, nothing
+    negative, reserved ≤ on_hand."""
+    with engine.connect() as conn:
+        differences = reconcile(conn)
+        assert not differences, "\n".join(map(str, differences))
+        bad = conn.execute(
+            text(
+                "SELECT count(*) FROM stock_balances WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0"
+            )
+        ).scalar()
+        assert bad == 0
+
+
 @pytest.fixture
 def assert_consistent(engine: Engine) -> Callable[[], None]:
-    """The invariants checked after every concurrency and fault test."""
-
-    def check() -> None:
-        with engine.connect() as conn:
-            differences = reconcile(conn)
-            assert not differences, "\n".join(map(str, differences))
-            bad = conn.execute(
-                text(
-                    "SELECT count(*) FROM stock_balances WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0"
-                )
-            ).scalar()
-            assert bad == 0
-
-    return check
+    return lambda: check_invariants(engine)
 
 
 def seed_catalog(client: StockClient) -> None:

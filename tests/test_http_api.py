@@ -10,7 +10,6 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -19,98 +18,19 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
-from bench.chaos.servers import free_port
 from db.events import events_after
-from producers import StockClient
-from tessera.settings import Settings
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, Processes, run_cli, seed_catalog, settings_env
+from tests.stack import SKU, Stack, cli_out, running_stack
 
-SKU = "GRS-60x60-GREY"
-SECRETS = "new-secret,old-secret"
 LINE = {"sku": SKU, "quantity": "2", "unit": "box"}
-
-
-@dataclass
-class Stack:
-    url: str
-    tokens: dict[str, str]
-    env: dict[str, str]
-    engine: Engine
-    client: StockClient
-    processes: Processes
-
-    def call(self, method: str, path: str, role: str | None = None, **kwargs: object) -> httpx.Response:
-        headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
-        if role:
-            headers["Authorization"] = f"Bearer {self.tokens[role]}"
-        return httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
-
-
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = run_cli(env, *args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
 def api(admin_engine: Engine, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One database, Redis namespace, API and worker for the module (each starts in a second or
-    two; the tests use keys of their own)."""
-    name = f"tessera_http_{uuid.uuid4().hex[:10]}"
-    with admin_engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
-    settings = Settings(
-        database_url=PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name,
-        redis_url=REDIS_URL,
-        redis_namespace=f"tt{uuid.uuid4().hex[:10]}",
-        shards=4,
-        lease_ttl_seconds=2.0,
-    )
-    engine = create_engine(settings.database_url)
-    processes = Processes(settings, tmp_path_factory.mktemp("http"))
-    try:
-        with StockClient(settings, engine=engine) as client:
-            seed_catalog(client)
-            yield _start(settings, engine, client, processes)
-    finally:
-        processes.stop_all()
-        engine.dispose()
-        with admin_engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _start(settings: Settings, engine: Engine, client: StockClient, processes: Processes) -> Stack:
-    env = {**settings_env(settings), "TESSERA_WEBHOOK_SECRET": SECRETS}
-    tokens = {
-        role: _cli(env, "token", "create", "--role", role, "--name", f"test {role}").split()[-1]
-        for role in ("checkout", "payments", "warehouse", "ops")
-    }
-    port = free_port()
-    processes.start("api", "--port", str(port), env={"TESSERA_WEBHOOK_SECRET": SECRETS})
-    processes.worker()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        raise AssertionError("tessera api did not come up within 30 s")
-    stack = Stack(url, tokens, env, engine, client, processes)
-    received = stack.call(
-        "POST",
-        "/v1/receipts?wait=10",
-        "warehouse",
-        headers={"Idempotency-Key": "rcv-1"},
-        json={"warehouse": "BUC1", "sku": SKU, "quantity": "250", "unit": "box", "lot": "L1", "shade": "A"},
-    )
-    assert received.status_code == 200, received.text
-    assert received.json()["result"]["outcome"] == "received"
-    return stack
+    """One stack for the module (the tests use keys of their own)."""
+    with running_stack(admin_engine, template_db, tmp_path_factory.mktemp("http")) as stack:
+        yield stack
 
 
 def _sign(body: bytes, secret: str) -> str:
@@ -159,11 +79,11 @@ def test_each_route_refuses_a_missing_unknown_or_revoked_token_and_a_role_it_doe
 
 
 def test_a_revoked_token_is_refused_from_then_on(api: Stack) -> None:
-    made = _cli(api.env, "token", "create", "--role", "ops", "--name", "to revoke")
+    made = cli_out(api.env, "token", "create", "--role", "ops", "--name", "to revoke")
     token_id, token = made.split()[1], made.split()[-1]
     auth = {"Authorization": f"Bearer {token}"}
     assert api.call("GET", f"/v1/stock/{SKU}", headers=auth).status_code == 200
-    _cli(api.env, "token", "revoke", token_id)
+    cli_out(api.env, "token", "revoke", token_id)
     assert api.call("GET", f"/v1/stock/{SKU}", headers=auth).status_code == 401
 
 

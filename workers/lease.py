@@ -85,7 +85,7 @@ class LeaseManager:
         self._liveness_known = True
 
     def _keys(self, shard: int) -> list[str]:
-        return [f"{self.namespace}:lease:{shard}", f"{self.namespace}:lease-epoch:{shard}"]
+        return [lease_key(self.namespace, shard), f"{self.namespace}:lease-epoch:{shard}"]
 
     def _valid_until(self, started: float) -> float:
         # Keep a margin: stop applying well before Redis would hand the shard to someone else.
@@ -158,6 +158,18 @@ class LeaseManager:
         for shard in dead:
             log.info("lease.holder_gone", shard=shard, lease=held[shard])
         return dead
+
+
+def lease_key(namespace: str, shard: int) -> str:
+    """The Redis key of a shard's lease; its value is ``holder|epoch|connection``."""
+    return f"{namespace}:lease:{shard}"
+
+
+def lease_holder(value: str) -> tuple[str, int]:
+    """A lease value's holder and epoch."""
+    holder, _, rest = value.partition("|")
+    epoch = rest.partition("|")[0]
+    return holder, int(epoch) if epoch.isdecimal() else 0
 
 
 def _connection_id(value: str) -> int | None:

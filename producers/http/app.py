@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.engine import get_engine
 from producers.client import StockClient
-from producers.http import events, health, holds, payments, problems, stock
+from producers.http import events, health, holds, ops, payments, problems, stock
 from producers.http.auth import TokenCache
 from tessera.settings import Settings, get_settings
 
@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (holds, payments, stock, events, health):
+    for module in (holds, payments, stock, events, ops, health):
         app.include_router(module.router)
     app.add_middleware(FrontDoor)
     _document_problems(app)

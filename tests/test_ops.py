@@ -1,0 +1,146 @@
+"""Ops' JSON (`/v1/ops/…`) and `tessera status`, over real HTTP and the real CLI against a real
+stack: the shards' queues and leases, a product's stock page, dead letters and their requeue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+
+from domain.commands import shard_of
+from tests.conftest import check_invariants, run_cli
+from tests.stack import SKU, Stack, cure_poison, movements_of, park_poison, running_stack, until
+
+OPS_ROUTES = [
+    ("GET", "/v1/ops/shards"),
+    ("GET", f"/v1/ops/stock/{SKU}"),
+    ("GET", "/v1/ops/dead-letters"),
+    ("POST", "/v1/ops/dead-letters/nothing/requeue"),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    admin_engine: Engine, template_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with running_stack(admin_engine, template_db, tmp_path_factory.mktemp("ops")) as running:
+        yield running
+        check_invariants(running.engine)
+
+
+@pytest.mark.parametrize(("method", "path"), OPS_ROUTES)
+def test_ops_routes_are_for_ops_tokens_only(stack: Stack, method: str, path: str) -> None:
+    missing = stack.call(method, path)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    for role in ("checkout", "payments", "warehouse"):
+        refused = stack.call(method, path, role)
+        assert refused.status_code == 403, (role, refused.text)
+        assert refused.json()["code"] == "forbidden"
+
+
+def _hold(stack: Stack, key: str) -> dict[str, object]:
+    placed = stack.call(
+        "POST",
+        "/v1/holds?wait=10",
+        "checkout",
+        headers={"Idempotency-Key": key},
+        json={"lines": [{"sku": SKU, "quantity": "1", "unit": "box"}], "ttl_seconds": 600},
+    )
+    assert placed.status_code == 201, placed.text
+    hold: dict[str, object] = placed.json()
+    return hold
+
+
+def test_the_shards_view_shows_who_applied_a_hold_and_its_pace(stack: Stack) -> None:
+    _hold(stack, "ops-shards-1")
+    view = stack.call("GET", "/v1/ops/shards", "ops")
+    assert view.status_code == 200, view.text
+    body = view.json()
+    row = body["shards"][shard_of(SKU, 4)]
+    with stack.engine.connect() as conn:
+        applied_by = conn.execute(
+            text("SELECT holder FROM apply_batches WHERE shard = :s ORDER BY id DESC LIMIT 1"),
+            {"s": row["shard"]},
+        ).scalar()
+    assert row["holder"] == applied_by  # the worker that holds the lease applied the hold
+    assert row["epoch"] >= 1
+    assert row["last_batch_at"] is not None
+    assert sum(row["per_minute"]) >= 2  # the module's receipt and this hold at least
+    assert row["healthy"] and body["unhealthy"] == []
+    assert len(body["shards"]) == 4
+
+
+def test_the_stock_page_shows_lots_open_holds_and_pages_the_ledger(stack: Stack) -> None:
+    hold = _hold(stack, "ops-stock-1")
+    for i in range(3):
+        _hold(stack, f"ops-stock-page-{i}")
+    page = stack.call("GET", f"/v1/ops/stock/{SKU}?limit=2", "ops").json()
+    assert page["stock"]["sku"] == SKU
+    assert page["stock"]["lots"][0]["lot"] == "L1"
+    opened = {h["hold_id"]: h for h in page["holds"]}
+    assert hold["hold_id"] in opened
+    assert 0 < opened[hold["hold_id"]]["seconds_left"] <= 600
+    assert len(page["movements"]) == 2 and page["next_before"] is not None
+    older = stack.call("GET", f"/v1/ops/stock/{SKU}?limit=2&before={page['next_before']}", "ops").json()
+    assert older["movements"][0]["id"] < page["movements"][-1]["id"]
+    unknown = stack.call("GET", "/v1/ops/stock/NO-SUCH-SKU", "ops")
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_sku"
+
+
+def test_a_dead_letter_is_listed_and_its_requeue_applies_it_once(stack: Stack) -> None:
+    park_poison(stack, "ops-poison-1")
+    listed = stack.call("GET", "/v1/ops/dead-letters", "ops").json()
+    parked = next(d for d in listed if d["key"] == "ops-poison-1")
+    assert parked["kind"] == "stock.receive" and parked["sku"] == SKU
+    assert "POISON" in parked["error"] and parked["attempts"] >= 1
+    assert parked["first_failed_at"] and parked["last_failed_at"]
+    cure_poison(stack)
+    requeued = stack.call("POST", "/v1/ops/dead-letters/ops-poison-1/requeue", "ops")
+    assert requeued.status_code == 200, requeued.text
+    assert requeued.json() == {"key": "ops-poison-1", "shard": shard_of(SKU, 4)}
+    until(lambda: movements_of(stack, "ops-poison-1") == 1, what="the requeued receipt applied")
+    again = stack.call("POST", "/v1/ops/dead-letters/ops-poison-1/requeue", "ops")
+    assert again.status_code == 409 and again.json()["code"] == "not_dead"
+    unknown = stack.call("POST", "/v1/ops/dead-letters/no-such-key/requeue", "ops")
+    assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_command"
+    assert movements_of(stack, "ops-poison-1") == 1
+    assert all(d["key"] != "ops-poison-1" for d in stack.call("GET", "/v1/ops/dead-letters", "ops").json())
+
+
+def test_status_is_a_probe_late_work_with_no_worker_exits_1(stack: Stack) -> None:
+    healthy = run_cli(stack.env, "status", "--json")
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert len(json.loads(healthy.stdout)["shards"]) == 4
+    table = run_cli(stack.env, "status")
+    assert table.returncode == 0 and "lease holder" in table.stdout
+
+    worker = next(p for p in stack.processes.procs if p.args[3] == "worker")  # type: ignore[index]
+    stack.processes.stop(worker)
+    try:
+        sent = stack.call(
+            "POST",
+            "/v1/receipts",
+            "warehouse",
+            headers={"Idempotency-Key": "ops-waiting-1"},
+            json={"warehouse": "BUC1", "sku": SKU, "quantity": "1", "unit": "piece", "lot": "L1"},
+        )
+        assert sent.status_code == 202
+        shard = shard_of(SKU, 4)
+
+        def unhealthy() -> bool:
+            rows = stack.call("GET", "/v1/ops/shards", "ops").json()
+            return shard in rows["unhealthy"] and rows["shards"][shard]["oldest_age_seconds"] > 0.5
+
+        until(unhealthy, what="the shard shown unhealthy (work waiting, no lease)")
+        late = run_cli(stack.env, "status", "--max-age", "0.5")
+        assert late.returncode == 1, late.stdout
+        assert f"[{shard}]" in late.stdout  # named as late
+        patient = run_cli(stack.env, "status", "--max-age", "3600")
+        assert patient.returncode == 0
+    finally:
+        stack.processes.worker()
+    until(lambda: movements_of(stack, "ops-waiting-1") == 1, what="the waiting receipt applied")
+    assert run_cli(stack.env, "status", "--max-age", "0.5").returncode == 0
