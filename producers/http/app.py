@@ -18,6 +18,7 @@ from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.engine import get_engine
+from ops import dashboard
 from producers.client import StockClient
 from producers.http import events, health, holds, ops, payments, problems, stock
 from producers.http.auth import TokenCache
@@ -126,7 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (holds, payments, stock, events, ops, health):
+    for module in (holds, payments, stock, events, ops, health, dashboard):
         app.include_router(module.router)
     app.add_middleware(FrontDoor)
     _document_problems(app)
