@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, text
 
+from domain.states import HoldStatus
+
 RATE_MINUTES = 10
 """How many minutes of commands per minute the shard view gives."""
 
@@ -94,3 +96,11 @@ def open_holds(conn: Connection, sku: str, limit: int = 50) -> list[OpenHold]:
         {"sku": sku, "limit": limit},
     )
     return [OpenHold(*row) for row in rows]
+
+
+def holds_by_status(conn: Connection) -> dict[str, int]:
+    """How many holds are in each status (every status, zero when none)."""
+    rows = conn.execute(text("SELECT status, count(*) FROM holds GROUP BY status"))
+    counts = {status.value: 0 for status in HoldStatus}
+    counts.update({status: int(n) for status, n in rows})
+    return counts

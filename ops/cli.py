@@ -38,6 +38,8 @@ def worker(
         None, "--name", help="Holder name in leases and batch logs (host:pid by default)."
     ),
     threads: int = typer.Option(None, "--threads", help="Dramatiq worker threads (TESSERA_WORKER_THREADS)."),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port."),
 ) -> None:
     """Lease the shards and apply their commands until stopped (SIGTERM / Ctrl-C)."""
     from workers.process import WorkerProcess, parse_shards
@@ -50,7 +52,9 @@ def worker(
         served = parse_shards(shards, settings.shards)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--shards") from None
-    WorkerProcess(settings, served, name=name).run_forever()
+    WorkerProcess(
+        settings, served, name=name, metrics_port=metrics_port, metrics_host=metrics_host
+    ).run_forever()
 
 
 @app.command()

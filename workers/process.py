@@ -28,13 +28,16 @@ import dramatiq
 import psycopg
 import structlog
 from dramatiq.brokers.redis import RedisBroker
+from prometheus_client import start_http_server
 from psycopg import sql
 from redis import Redis
 from sqlalchemy import Engine, text
 
 from db.engine import get_engine, libpq_url
 from db.inbox import NUDGE_CHANNEL
+from db.ops_reads import holds_by_status, shard_inboxes
 from domain.errors import InvalidCommand
+from tessera import metrics
 from tessera.answers import Wakeups
 from tessera.doorbells import RING_ACTOR, CoalescingDoorbells, Doorbells, make_broker, queue_name
 from tessera.settings import Settings
@@ -45,6 +48,8 @@ from workers.writer import ShardWriter
 
 log = structlog.get_logger("tessera.worker")
 REDIS_TIMEOUT_SECONDS = 5.0
+GAUGES_SECONDS = 5.0
+"""How often a worker serving /metrics reads its shards' inbox and the holds by status."""
 
 
 def writer_session_options(lease_ttl_seconds: float) -> str:
@@ -101,8 +106,11 @@ class WorkerProcess:
         name: str | None = None,
         redis_client: Redis | None = None,
         engine: Engine | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.settings = settings
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
         self.shards = sorted(shards)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         # A Redis that hangs must not hang the writer, which sends its answers itself: give up after a
@@ -174,6 +182,7 @@ class WorkerProcess:
             while True:
                 report = self.writer.drain(self.held_leases, self._rung)
                 for shard in report.fenced:
+                    metrics.LEASE_CHANGES.labels("fenced").inc()
                     log.warning(
                         "lease.fenced",
                         shard=shard,
@@ -218,6 +227,7 @@ class WorkerProcess:
                 continue
             if lease is not None:
                 log.warning("lease.lost", shard=shard, epoch=lease.epoch)
+                metrics.LEASE_CHANGES.labels("lost").inc()
                 self._drop(shard)
             if self._take(shard):
                 taken.append(shard)
@@ -237,6 +247,7 @@ class WorkerProcess:
             return False
         self.held[shard] = new
         log.info("lease.acquired", shard=shard, epoch=new.epoch, holder=self.name)
+        metrics.LEASE_CHANGES.labels("acquired").inc()
         return True
 
     def _nudge(self, payload: str) -> None:
@@ -300,7 +311,7 @@ class WorkerProcess:
         every third of the TTL, a takeover took up to 1.33 TTL, and the expiries due meanwhile waited)."""
         renew_every = self.settings.lease_ttl_seconds / 3
         look_every = min(renew_every, max(self.settings.lease_ttl_seconds / 20, 0.05))
-        renew_at = time.monotonic() + renew_every
+        renew_at = gauges_at = time.monotonic() + renew_every
         while not self._stop.wait(look_every):
             try:
                 if time.monotonic() >= renew_at:
@@ -310,8 +321,27 @@ class WorkerProcess:
                     taken = self.take_free_leases()
                 if taken:
                     self.drain()
+                if self.metrics_port is not None and time.monotonic() >= gauges_at:
+                    gauges_at = time.monotonic() + GAUGES_SECONDS
+                    self._refresh_gauges()
             except Exception as error:  # Redis or PostgreSQL restarting: the next round tries again
                 log.warning("keeper.error", error=str(error).splitlines()[0] if str(error) else repr(error))
+
+    def _refresh_gauges(self) -> None:
+        """The inbox of the shards this worker holds, and the holds by status (for /metrics)."""
+        with self.engine.connect() as conn:
+            now, inboxes = shard_inboxes(conn, self.settings.shards)
+            metrics.record_holds(holds_by_status(conn))
+        held = sorted(self.held)
+        metrics.record_inbox(
+            held,
+            pending={s: inboxes[s].pending for s in held},
+            oldest_seconds={
+                s: (now - oldest).total_seconds() if (oldest := inboxes[s].oldest_pending_at) else None
+                for s in held
+            },
+            dead={s: inboxes[s].dead_letters for s in held},
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -324,6 +354,8 @@ class WorkerProcess:
         # out of the collector's way, a full collection scans only what the work made since. Measured
         # at 1,000 commands/s, full collections stopped the worker for 100 ms each.
         gc.freeze()
+        if self.metrics_port is not None:
+            start_http_server(self.metrics_port, addr=self.metrics_host)
         self.keep_leases()
         self.drain()
         self._threads = [
@@ -353,6 +385,7 @@ class WorkerProcess:
         self.foreign_bells.close()  # the writer is done: send the doorbells it still owes other processes
         for lease in list(self.held.values()):
             self.leases.release(lease)
+            metrics.LEASE_CHANGES.labels("released").inc()
         self.held.clear()
         self.leases.close()
         log.info("worker.stopped", name=self.name)

@@ -35,6 +35,7 @@ from db.claims import Claim, InboxCommand, send_claim
 from db.sql import Pg, forget_plans, psycopg_of, send_sync
 from db.writes import record_failure, send_writes
 from domain.commands import HoldCommand, StockCommand
+from tessera import metrics
 from workers import handlers
 from workers.batch import Batch
 
@@ -335,6 +336,13 @@ class ShardWriter:
         self._claimed = []
         latency_ms = (time.perf_counter() - started) * 1000
         self.stats.add(len(commands), latency_ms)
+        metrics.record_batch(
+            ((c.kind, str(r.get("outcome"))) for c, r in batch.results),
+            # a scheduled expiry waited by design: its lag from recording says nothing
+            ((now - c.recorded_at).total_seconds() for c, _ in batch.results if c.kind != HoldCommand.EXPIRE),
+            latency_ms / 1000,
+            len(commands),
+        )
         # At INFO, a summary every STATS_SECONDS (a busy writer commits hundreds of batches a second);
         # a line per batch and per command at DEBUG (the inbox row keeps every result anyway).
         if log.is_enabled_for(logging.DEBUG):

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import Counter, Histogram
 from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,11 +21,10 @@ from ops import dashboard
 from producers.client import StockClient
 from producers.http import events, health, holds, ops, payments, problems, stock
 from producers.http.auth import TokenCache
+from tessera.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from tessera.settings import Settings, get_settings
 
 MAX_BODY_BYTES = 64 * 1024
-REQUESTS = Counter("tessera_http_requests_total", "HTTP requests", ["route", "method", "status"])
-LATENCY = Histogram("tessera_http_request_seconds", "HTTP request latency", ["route", "method"])
 
 
 class FrontDoor:
@@ -67,8 +65,8 @@ class FrontDoor:
         except _TooLarge:
             await _too_large(send, request_id)
         route = getattr(scope.get("route"), "path", "unmatched")
-        REQUESTS.labels(route, scope["method"], str(status[0])).inc()
-        LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(route, scope["method"], str(status[0])).inc()
+        HTTP_LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
 
 
 class _TooLarge(Exception):
