@@ -287,11 +287,17 @@ def demo(
     redis_url: str = typer.Option(
         None, "--redis-url", help="Use this Redis instead of an in-memory fakeredis."
     ),
+    no_serve: bool = typer.Option(False, "--no-serve", help="Exit after the story instead of serving."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Where to serve the API and the dashboard."),
+    port: int = typer.Option(8000, "--port", help="Port for the API and the dashboard."),
 ) -> None:
-    """Run the whole system in one process with no servers installed and play a checkout → payment → expiry story."""
+    """Run the whole system in one process with no servers installed, play a checkout → payment →
+    expiry story, then serve the API and the ops dashboard on it until Ctrl-C (--no-serve: exit)."""
     from ops.demo import run_demo
 
-    sys.exit(run_demo(database_url=database_url, redis_url=redis_url))
+    sys.exit(
+        run_demo(database_url=database_url, redis_url=redis_url, serve=None if no_serve else (host, port))
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -81,9 +82,14 @@ def in_memory_redis() -> Redis:
 
 
 def run_demo(
-    *, database_url: str | None = None, redis_url: str | None = None, say: Callable[[str], None] = print
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    serve: tuple[str, int] | None = None,
+    say: Callable[[str], None] = print,
 ) -> int:
-    """Play the story; 0 when every step ended as expected, 1 otherwise."""
+    """Play the story; 0 when every step ended as expected, 1 otherwise. With `serve` (host, port),
+    then serve the API and the dashboard on the same system until Ctrl-C."""
     configure_logging("WARNING")  # the story is the output; worker logs only warnings and errors
     started = time.monotonic()
     say("Tessera demo: the whole system in one process, no servers installed")
@@ -120,6 +126,8 @@ def run_demo(
             _start_system(stack, settings, redis, engine, say)
             client = stack.enter_context(StockClient(settings, engine=engine, redis_client=redis))
             tell_story(client, engine, say)
+            if serve:
+                _serve(settings, engine, redis, *serve, say)
     except TesseraError as failure:  # DemoFailed, or a ticket that timed out
         say(f"demo FAILED: {failure}")
         return 1
@@ -160,6 +168,46 @@ def _start_system(
         f"  sweeper   every {settings.sweep_interval_seconds:g} s rings shards with due expiries or with "
         f"commands waiting over {settings.sweep_grace_seconds:g} s"
     )
+
+
+def _serve(
+    settings: Settings, engine: Engine, redis: Redis, host: str, port: int, say: Callable[[str], None]
+) -> None:
+    """The API and the dashboard on the demo's system, until Ctrl-C (then everything stops)."""
+    import uvicorn
+
+    from db.tokens import create_token
+    from producers.http.app import create_app
+
+    with engine.begin() as conn:
+        _, token = create_token(conn, "ops", "demo")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, engine=engine, redis_client=redis), host=host, port=port, log_level="warning"
+        )
+    )
+    say(
+        f"\nserving the API and the dashboard until Ctrl-C:\n"
+        f"  dashboard http://{host}:{port}/dashboard#token={token}\n"
+        f"  API docs  http://{host}:{port}/docs\n"
+        f"  ops token {token}"
+    )
+    # uvicorn stops gracefully on SIGINT / SIGTERM and then raises the signal again for whoever
+    # handled it before: here, an interrupt, so the demo stops its system and says so.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    except SystemExit:  # uvicorn could not bind
+        raise DemoFailed(f"could not serve on {host}:{port} (is the port taken? try --port)") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    say("stopped serving")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _redact(url: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from redis import Redis
+from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.engine import get_engine
@@ -99,15 +100,18 @@ def _collect_rarely() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API, on `settings` (the environment's by default)."""
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, redis_client: Redis | None = None
+) -> FastAPI:
+    """The API, on `settings` (the environment's by default); `engine` and `redis_client` are given
+    by the demo, which serves it beside its own worker (its Redis is in memory)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.engine = get_engine(settings.database_url)
-        app.state.redis = Redis.from_url(settings.redis_url)
+        app.state.engine = engine or get_engine(settings.database_url)
+        app.state.redis = redis_client or Redis.from_url(settings.redis_url)
         app.state.client = StockClient(settings, engine=app.state.engine, redis_client=app.state.redis)
         app.state.client.answers.listen()  # now, not in the event loop of the first hold
         app.state.in_flight = set()
