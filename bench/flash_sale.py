@@ -52,6 +52,7 @@ from bench.common import (
 from bench.profile import sampled, summarise
 from db.reconcile import reconcile
 from domain.errors import ResultTimeout
+from ops.progress import tracked
 
 NAME = "flash_sale"
 HOT_SKU = "FLASH-HOT-60x60"
@@ -554,7 +555,7 @@ def timed_runs(env: BenchEnv, args: argparse.Namespace) -> tuple[list[RunResult]
     tessera_runs: list[RunResult] = []
     seed_runs: list[RunResult] = []
     opts = _run_opts(args)
-    for r in range(args.repeats):
+    for r in tracked(range(args.repeats), "flash sale runs"):
         tessera = partial(
             tessera_run,
             env,

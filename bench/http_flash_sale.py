@@ -24,6 +24,7 @@ from bench.chaos.servers import free_port
 from bench.common import ROOT, BenchEnv, base_parser, machine_facts, print_table, write_results
 from bench.flash_sale import seed_setup, seed_stock
 from db.tokens import create_token
+from ops.progress import tracked
 
 NAME = "http_flash_sale"
 SKU = "HTTP-HOT-60x60"
@@ -59,14 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         for system, url in urls.items():
             if args.warmup_seconds:
                 wrk(url, token, args, connections=32, seconds=args.warmup_seconds, run=f"warm-{system}")
+        plan = [
+            (c, system)
+            for c in [int(c) for c in args.connections.split(",")]
+            for system in ("tessera", "seed")
+        ]
         runs = [
             {
                 "system": system,
                 "connections": connections,
                 **wrk(urls[system], token, args, connections, args.seconds, f"{system}-{connections}"),
             }
-            for connections in [int(c) for c in args.connections.split(",")]
-            for system in ("tessera", "seed")
+            for connections, system in tracked(plan, "wrk runs")
         ]
         differences = env.reconcile()
     results = assemble(args, facts, runs, differences)

@@ -3,6 +3,7 @@ stock held for a hold that has ended with nothing on its way to give it back."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -83,8 +84,15 @@ class Difference:
         return f"{where}: {self.bucket} balance {self.balance} ≠ {source} {self.expected}"
 
 
-def reconcile(conn: Connection) -> list[Difference]:
+CHECKS = {
+    "ledger = balances": _LEDGER,
+    "reserved = active hold lines": _HOLDS,
+    "nothing held for ended holds": _ENDED,
+}
+
+
+def reconcile(conn: Connection, checks: Iterable[str] = CHECKS) -> list[Difference]:
     """Every disagreement between balances and the ledger or the active holds, and every line
-    holding stock for an ended hold with nothing pending to free it (empty = clean)."""
-    rows = [*conn.execute(text(_LEDGER)), *conn.execute(text(_HOLDS)), *conn.execute(text(_ENDED))]
-    return [Difference(*row) for row in rows]
+    holding stock for an ended hold with nothing pending to free it (empty = clean). `checks`
+    (the CHECKS' names, in order) lets a caller follow them one by one."""
+    return [Difference(*row) for check in checks for row in conn.execute(text(CHECKS[check]))]

@@ -24,11 +24,16 @@ app = typer.Typer(
 
 @app.command()
 def migrate() -> None:
-    """Take the database (empty or not) to the newest schema."""
-    from db.migrate import upgrade
+    """Take the database (empty or not) to the newest schema (one revision at a time, with a
+    progress bar on a terminal: a revision with data work can take a while on a big inbox)."""
+    from db.migrate import pending_revisions, upgrade
+    from ops.progress import tracked
 
-    upgrade(get_settings().database_url)
-    typer.echo("database is at head")
+    url = get_settings().database_url
+    pending = pending_revisions(url)
+    for revision in tracked(pending, "migrating"):
+        upgrade(url, revision)
+    typer.echo(f"database is at head ({len(pending)} revision(s) applied)")
 
 
 @app.command()
@@ -88,10 +93,12 @@ def scheduler(
 @app.command()
 def reconcile() -> None:
     """Check ledger = balances and reserved = Σ active hold lines; exit 1 with a report on any difference."""
+    from db.reconcile import CHECKS
     from db.reconcile import reconcile as find_differences
+    from ops.progress import tracked
 
     with get_engine(get_settings().database_url).connect() as conn:
-        differences = find_differences(conn)
+        differences = find_differences(conn, tracked(CHECKS, "reconciling", total=len(CHECKS)))
     if differences:
         typer.echo(f"{len(differences)} difference(s):")
         for difference in differences:
