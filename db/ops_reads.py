@@ -28,7 +28,9 @@ class ShardInbox:
 
 
 def shard_inboxes(conn: Connection, shards: int) -> tuple[dt.datetime, dict[int, ShardInbox]]:
-    """The database's clock and every shard's inbox and batch log, in one statement."""
+    """The database's clock and every shard's inbox and batch log, in one statement. The clock is
+    read as the statement ends (not its transaction's start, which can be older than a pending
+    command it sees), so an age is never negative."""
     rows = conn.execute(
         text(
             """
@@ -53,7 +55,7 @@ def shard_inboxes(conn: Connection, shards: int) -> tuple[dt.datetime, dict[int,
                 ) AS m ON true
                 GROUP BY b.shard
             )
-            SELECT now(), r.shard, coalesce((SELECT sum(n) FROM pending p WHERE p.shard = r.shard), 0),
+            SELECT clock_timestamp(), r.shard, coalesce((SELECT sum(n) FROM pending p WHERE p.shard = r.shard), 0),
                    (SELECT min(oldest) FROM pending p WHERE p.shard = r.shard),
                    coalesce((SELECT n FROM dead d WHERE d.shard = r.shard), 0), r.last, r.per_minute
             FROM rates r ORDER BY r.shard
@@ -61,7 +63,7 @@ def shard_inboxes(conn: Connection, shards: int) -> tuple[dt.datetime, dict[int,
         ),
         {"shards": shards, "minutes": RATE_MINUTES},
     ).all()
-    now = rows[0][0] if rows else conn.execute(text("SELECT now()")).scalar_one()
+    now = rows[0][0] if rows else conn.execute(text("SELECT clock_timestamp()")).scalar_one()
     return now, {
         shard: ShardInbox(int(pending), oldest, int(dead), last, list(per_minute))
         for _, shard, pending, oldest, dead, last, per_minute in rows
