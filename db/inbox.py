@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg import Cursor
 
-from db.sql import Pg, json_param
+from db.sql import Pg, Rows, Statement, json_param
 from domain.catalog import ProductRef
 from domain.commands import payload_digest
 
@@ -123,13 +123,13 @@ class RecordedCommand:
         return self.kind == kind and self.digest == digest
 
 
-def recorded_commands(pg: Pg, keys: Sequence[str]) -> dict[str, RecordedCommand]:
+def recorded_commands(keys: Sequence[str]) -> Statement[dict[str, RecordedCommand]]:
     """key → the command recorded earlier under it."""
-    rows = pg.execute(
+    return Statement(
         "SELECT idempotency_key, kind, payload_hash, payload FROM commands WHERE idempotency_key = ANY(%(k)s)",
         {"k": list(keys)},
+        lambda rows: {key: RecordedCommand(kind, digest, payload) for key, kind, digest, payload in rows},
     )
-    return {key: RecordedCommand(kind, digest, payload) for key, kind, digest, payload in rows.fetchall()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,23 +199,22 @@ _RECORD_HOLDS = """
 
 
 def record_holds(
-    pg: Pg,
     holds: Sequence[NewHold],
     line_commands: Sequence[NewCommand],
     products: Sequence[ProductRef],
     warehouse_ids: Sequence[int],
-) -> set[str] | None:
+) -> Statement[set[str] | None]:
     """Record hold requests in one statement (see `_RECORD_HOLDS`); run it in autocommit.
 
     The statement also notifies `NUDGE_CHANNEL` with the shards of the line commands it recorded:
     PostgreSQL delivers it as the statement commits, so the writers start with no round trip of the
     recorder's (a Redis publish after the commit cost it a sixth of its time).
 
-    Returns the keys recorded now (the others were recorded before), or None when a product or
+    Its result: the keys recorded now (the others were recorded before), or None when a product or
     warehouse changed since the references were read: then nothing was written.
     """
     products = list({p.id: p for p in products}.values())
-    row = pg.execute(
+    return Statement(
         _RECORD_HOLDS,
         {
             "products": json_param(
@@ -253,7 +252,10 @@ def record_holds(
             "commands": command_rows(line_commands),
             "nudge_channel": NUDGE_CHANNEL,
         },
-    ).fetchone()
-    assert row is not None
-    current, placed, _ = row
+        _recorded_keys,
+    )
+
+
+def _recorded_keys(rows: Rows) -> set[str] | None:
+    ((current, placed, _),) = rows
     return set(placed) if current else None

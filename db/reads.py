@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from db.sql import Pg
+from db.sql import Pg, Rows, Statement
 from domain.allocation import available
 from domain.catalog import ProductRef
 from domain.commands import AGAIN
@@ -40,20 +40,22 @@ def lot_facts(pg: Pg, product_id: int, lot_code: str) -> LotFacts | None:
 
 
 def load_references(
-    pg: Pg, skus: Sequence[str], codes: Sequence[str]
-) -> tuple[dict[str, ProductRef], dict[str, int]]:
-    """Active products by SKU and active warehouses by code: one round trip."""
-    with pg.pipeline():
-        products = pg.execute(
-            "SELECT id, sku, pieces_per_box, sqm_per_box, allow_partial_boxes FROM products "
-            "WHERE sku = ANY(%(s)s) AND active",
-            {"s": list(skus)},
-        )
-        warehouses = pg.execute(
-            "SELECT code, id FROM warehouses WHERE code = ANY(%(c)s) AND active", {"c": list(codes)}
-        )
-    refs = {r[1]: ProductRef(r[0], r[1], Packaging(r[2], r[3], r[4])) for r in products.fetchall()}
-    return refs, {code: wid for code, wid in warehouses.fetchall()}
+    skus: Sequence[str], codes: Sequence[str]
+) -> Statement[tuple[dict[str, ProductRef], dict[str, int]]]:
+    """Active products by SKU and active warehouses by code, in one statement."""
+    return Statement(
+        "SELECT 'product', id, sku, pieces_per_box, sqm_per_box, allow_partial_boxes FROM products "
+        "WHERE sku = ANY(%(s)s) AND active "
+        "UNION ALL SELECT 'warehouse', id, code, NULL, NULL, NULL FROM warehouses "
+        "WHERE code = ANY(%(c)s) AND active",
+        {"s": list(skus), "c": list(codes)},
+        _references,
+    )
+
+
+def _references(rows: Rows) -> tuple[dict[str, ProductRef], dict[str, int]]:
+    products = {r[2]: ProductRef(r[1], r[2], Packaging(r[3], r[4], r[5])) for r in rows if r[0] == "product"}
+    return products, {r[2]: r[1] for r in rows if r[0] == "warehouse"}
 
 
 def read_hold(conn: Connection, hold_id: uuid.UUID) -> HoldResult:

@@ -6,16 +6,20 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
+from psycopg import AsyncConnection, Pipeline
 from psycopg import Connection as PgConnection
-from psycopg import Pipeline
 from sqlalchemy import Connection
 
 Pg = PgConnection[Any]
+AsyncPg = AsyncConnection[Any]
+R = TypeVar("R")
+Rows = list[tuple[Any, ...]]
 
 UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 """A text that casts to uuid (matched with ~* before the cast, so a broken payload loads nothing)."""
@@ -28,6 +32,47 @@ def compact(statement: str) -> str:
     and re-splitting them was a tenth of the writer's time under a flash sale. (No literal here
     holds "--" or a run of spaces.)"""
     return " ".join(re.sub(r"--[^\n]*", " ", statement).split())
+
+
+@dataclass(frozen=True, slots=True)
+class Statement(Generic[R]):
+    """A statement, its parameters and how its rows become a result: run on a session, or awaited
+    on an event loop's, by the same code (the hold recorder runs both ways: `run_steps`)."""
+
+    sql: str
+    params: Mapping[str, Any]
+    read: Callable[[Rows], R]
+
+    def run(self, pg: Pg) -> R:
+        return self.read(pg.execute(self.sql, self.params).fetchall())
+
+    async def run_async(self, apg: AsyncPg) -> R:
+        cursor = await apg.execute(self.sql, self.params)
+        return self.read(await cursor.fetchall())
+
+
+Steps = Generator[Statement[Any], Any, R]
+"""Work that needs the database: it yields each statement and is sent back its result."""
+
+
+def run_steps(steps: Steps[R], pg: Pg) -> R:
+    """Do the work on a session."""
+    try:
+        statement = next(steps)
+        while True:
+            statement = steps.send(statement.run(pg))
+    except StopIteration as done:
+        return done.value
+
+
+async def run_steps_async(steps: Steps[R], apg: AsyncPg) -> R:
+    """Do the work on an event loop's session: the loop serves other requests while it waits."""
+    try:
+        statement = next(steps)
+        while True:
+            statement = steps.send(await statement.run_async(apg))
+    except StopIteration as done:
+        return done.value
 
 
 def psycopg_of(conn: Connection) -> Pg:

@@ -8,17 +8,22 @@ a transaction per request. No artificial delay: a lone request is recorded at on
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+import psycopg
+from psycopg.types.json import set_json_loads
 from sqlalchemy import Engine
 
+from db.engine import libpq_url
 from db.inbox import NewCommand, NewHold, record_holds, recorded_commands
 from db.reads import load_references
-from db.sql import Pg, psycopg_of
+from db.sql import AsyncPg, Steps, psycopg_of, run_steps, run_steps_async
 from domain.catalog import ProductRef, resolve
 from domain.commands import HoldCommand, line_command_key, payload_digest, shard_of
 from domain.errors import IdempotencyConflict, InvalidCommand, RecordingTimeout, ReferencesChanging
@@ -65,6 +70,10 @@ class HoldGroups:
         # they are still current and writes nothing if not (then they are read again).
         self._products: dict[str, ProductRef] = {}
         self._warehouses: dict[str, int] = {}
+        # The event loop's recorder (the API): its requests, its task and its session.
+        self._on_loop: list[_Pending] = []
+        self._loop_task: asyncio.Task[None] | None = None
+        self._session: AsyncPg | None = None
 
     def record(self, request: HoldRequest, timeout: float = 30.0) -> tuple[str, bool]:
         """Record the request (or find its earlier recording).
@@ -78,8 +87,12 @@ class HoldGroups:
             raise _not_recorded(request, timeout) from None
 
     async def record_async(self, request: HoldRequest, timeout: float = 30.0) -> tuple[str, bool]:
-        """`record` for a coroutine: the event loop waits for the group's commit, not a thread."""
-        pending = self._enqueue(request)
+        """`record` for a coroutine: recorded by the event loop itself, in groups of the requests
+        that arrive while the previous group's statement is on its way."""
+        pending = _Pending(request, payload_digest(HoldCommand.PLACE.value, request.body()))
+        self._on_loop.append(pending)
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop_on_event_loop())
         try:
             return await handed(pending.recorded, timeout), pending.fresh
         except HandoffTimeout:
@@ -123,35 +136,67 @@ class HoldGroups:
                     pg = psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
                     while group:
                         try:
-                            shards = self._record_group(pg, group)
+                            shards = run_steps(self._record_group(group), pg)
                         except Exception:
                             conn.invalidate()  # it may be broken: the next group takes another session
                             raise
-                        # The statement notified the writers; the doorbells behind it make that certain.
-                        if shards:
-                            self.ring(shards, nudge=False)
-                        for pending in group:
-                            if not pending.recorded.done():
-                                pending.recorded.set_result(pending.hold_id)
+                        self._recorded(group, shards)
                         group = []
                         if not stopping:
                             stopping = _take_queued(given, group)
             except Exception as error:  # the group's callers get the error; the next group tries again
-                for pending in group:
-                    if not pending.recorded.done():
-                        pending.recorded.set_exception(error)
+                _failed(group, error)
 
-    def _record_group(self, pg: Pg, group: list[_Pending]) -> set[int]:
+    def _recorded(self, group: list[_Pending], shards: set[int]) -> None:
+        # The statement notified the writers; the doorbells behind it make that certain.
+        if shards:
+            self.ring(shards, nudge=False)
+        for pending in group:
+            if not pending.recorded.done():
+                pending.recorded.set_result(pending.hold_id)
+
+    async def _loop_on_event_loop(self) -> None:
+        """`_loop` for the event loop: the group's statement is awaited on a session of the loop's,
+        and the requests that arrive meanwhile make the next group. No thread, so no hand-over
+        between threads per hold (measured with a prototype: a sixth less CPU per hold in the API)."""
+        while self._on_loop:
+            group, self._on_loop = self._on_loop[:MAX_GROUP], self._on_loop[MAX_GROUP:]
+            try:
+                session = await self._loop_session()
+                try:
+                    shards = await run_steps_async(self._record_group(group), session)
+                except Exception:
+                    self._session = None  # it may be broken: the next group opens another
+                    await session.close()
+                    raise
+                self._recorded(group, shards)
+            except Exception as error:  # the group's callers get the error; the next group tries again
+                _failed(group, error)
+
+    async def _loop_session(self) -> AsyncPg:
+        if self._session is None or self._session.closed:
+            self._session = await psycopg.AsyncConnection.connect(
+                libpq_url(self.engine), autocommit=True, application_name="tessera-api recorder"
+            )
+            set_json_loads(orjson.loads, self._session)
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the event loop's session (the API's shutdown)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _record_group(self, group: list[_Pending]) -> Steps[set[int]]:
         """One statement in autocommit records the group; resends are looked up after it."""
         for attempt in range(REFERENCE_ATTEMPTS):
-            valid = self._resolve(pg, group, refresh=attempt > 0)
+            valid = yield from self._resolve(group, refresh=attempt > 0)
             first: dict[str, _Pending] = {}
             for pending in valid:  # a twin of a key in the group is a resend of the first one
                 first.setdefault(pending.request.idempotency_key, pending)
             holds = [self._new_hold(p) for p in first.values()]
             line_commands = [self._line_command(p, line) for p in first.values() for line in p.lines]
-            recorded = record_holds(
-                pg,
+            recorded = yield record_holds(
                 holds,
                 line_commands,
                 [self._products[line["sku"]] for p in first.values() for line in p.lines],
@@ -163,11 +208,11 @@ class HoldGroups:
             raise ReferencesChanging("products or warehouses kept changing while recording holds; try again")
         for pending in first.values():
             pending.fresh = pending.request.idempotency_key in recorded
-        self._resolve_resends(pg, [p for p in valid if not p.fresh], first)
+        yield from self._resolve_resends([p for p in valid if not p.fresh], first)
         fresh_holds = {p.hold_id for p in first.values() if p.fresh}
         return {c.shard for c in line_commands if c.payload["hold_id"] in fresh_holds}
 
-    def _resolve(self, pg: Pg, group: list[_Pending], *, refresh: bool) -> list[_Pending]:
+    def _resolve(self, group: list[_Pending], *, refresh: bool) -> Steps[list[_Pending]]:
         """Convert each request's lines with the (cached) references; a bad line fails its request.
 
         A refusal is final only once it was made with references just read: with cached ones, a
@@ -176,25 +221,24 @@ class HoldGroups:
         recording statement checks the accepted ones are still current."""
         pendings = [p for p in group if not p.recorded.done()]
         skus, codes = _references(pendings)
-        self._load(
-            pg,
+        yield from self._load(
             skus if refresh else skus - self._products.keys(),
             codes if refresh else codes - self._warehouses.keys(),
         )
         valid, refused = self._convert(pendings)
         if refused and not refresh:
-            self._load(pg, *_references([p for p, _ in refused]))
+            yield from self._load(*_references([p for p, _ in refused]))
             again, refused = self._convert([p for p, _ in refused])
             valid += again
         for pending, error in refused:
             pending.recorded.set_exception(error)
         return valid
 
-    def _load(self, pg: Pg, skus: set[str], codes: set[str]) -> None:
+    def _load(self, skus: set[str], codes: set[str]) -> Steps[None]:
         """Read these products and warehouses again (those no longer active are forgotten)."""
         if not skus and not codes:
             return
-        products, warehouses = load_references(pg, sorted(skus), sorted(codes))
+        products, warehouses = yield load_references(sorted(skus), sorted(codes))
         for sku in skus:
             self._products.pop(sku, None)
         for code in codes:
@@ -247,11 +291,11 @@ class HoldGroups:
         )
 
     @staticmethod
-    def _resolve_resends(pg: Pg, resends: list[_Pending], first: dict[str, _Pending]) -> None:
+    def _resolve_resends(resends: list[_Pending], first: dict[str, _Pending]) -> Steps[None]:
         """A key seen before: the same request gets the same hold; another request is refused."""
         if not resends:
             return
-        earlier = recorded_commands(pg, [p.request.idempotency_key for p in resends])
+        earlier = yield recorded_commands([p.request.idempotency_key for p in resends])
         for pending in resends:
             recorded = earlier[pending.request.idempotency_key]
             if not recorded.same_as(HoldCommand.PLACE, pending.digest):
@@ -259,6 +303,12 @@ class HoldGroups:
             else:
                 twin = first[pending.request.idempotency_key]
                 pending.hold_id = twin.hold_id if twin.fresh else recorded.payload["hold_id"]
+
+
+def _failed(group: list[_Pending], error: Exception) -> None:
+    for pending in group:
+        if not pending.recorded.done():
+            pending.recorded.set_exception(error)
 
 
 def _not_recorded(request: HoldRequest, timeout: float) -> RecordingTimeout:

@@ -31,7 +31,7 @@ Ring = Callable[..., None]
 
 def check_resend(pg: Pg, key: str, kind: str, digest: str) -> None:
     """A key recorded before: the same command is a resend; another one under the key is refused."""
-    if not recorded_commands(pg, [key])[key].same_as(kind, digest):
+    if not recorded_commands([key]).run(pg)[key].same_as(kind, digest):
         raise IdempotencyConflict(key)
 
 
@@ -70,7 +70,7 @@ class Recorder:
         shard = shard_of(request.sku, self.shards)
         with self.engine.begin() as conn:
             pg = psycopg_of(conn)
-            products, warehouses = load_references(pg, [request.sku], [request.warehouse])
+            products, warehouses = load_references([request.sku], [request.warehouse]).run(pg)
             found = resolve(
                 request.sku, request.warehouse, request.quantity, request.unit, products, warehouses
             )

@@ -87,6 +87,9 @@ async def handed(handoff: Handoff[T], timeout: float) -> T:
             woken.set_result(None)
 
     def wake_from_setter() -> None:
+        if _running_loop() is loop:  # set by the loop itself (the API's recorder): no pipe needed
+            wake()
+            return
         with contextlib.suppress(RuntimeError):  # the loop has closed: no one waits any more
             loop.call_soon_threadsafe(wake)
 
@@ -99,3 +102,10 @@ async def handed(handoff: Handoff[T], timeout: float) -> T:
     if not handoff.done():
         raise HandoffTimeout
     return handoff.result(timeout=0)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a thread with no loop
+        return None

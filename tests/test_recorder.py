@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
@@ -69,3 +70,82 @@ def test_a_recorder_that_cannot_reach_postgres_refuses_each_request_at_once_and_
                 client.reserve(idempotency_key=key, lines=[{"sku": SKU, "quantity": "1", "unit": "piece"}])
             assert time.monotonic() - started < 10  # the error itself, not the caller's 30 s timeout
     engine.dispose()
+
+
+# -- the event loop's recorder (the API's) ----------------------------------------------------------
+
+
+def _line(sku: str = SKU) -> list[dict[str, str]]:
+    return [{"sku": sku, "quantity": "1", "unit": "piece"}]
+
+
+def test_the_event_loops_recorder_groups_concurrent_holds_and_tells_resends_and_refusals(
+    catalog: StockClient, engine: Engine
+) -> None:
+    """Requests that arrive together are recorded by one statement (one transaction: one
+    created_at); a resend gets its hold, another cart under a used key is refused, a bad line
+    refuses only its own request; the loop's session is closed at the end."""
+    import asyncio
+
+    from domain.errors import IdempotencyConflict, UnknownSku
+
+    async def scenario() -> list[object]:
+        first = await catalog.reserve_async(idempotency_key="loop-0", lines=_line())
+        outcomes = await asyncio.gather(
+            *(catalog.reserve_async(idempotency_key=f"loop-{i}", lines=_line()) for i in range(1, 9)),
+            catalog.reserve_async(idempotency_key="loop-0", lines=_line()),  # a resend
+            catalog.reserve_async(idempotency_key="loop-0", lines=_line() * 2),  # another cart, same key
+            catalog.reserve_async(idempotency_key="loop-bad", lines=_line("NO-SUCH-SKU")),
+            return_exceptions=True,
+        )
+        await catalog.recorder.holds.aclose()
+        return [first, *outcomes]
+
+    first, *grouped, resend, conflict, bad = asyncio.run(scenario())
+    assert first.fresh and all(t.fresh for t in grouped)  # type: ignore[attr-defined]
+    assert not resend.fresh and resend.hold_id == first.hold_id  # type: ignore[attr-defined]
+    assert isinstance(conflict, IdempotencyConflict)
+    assert isinstance(bad, UnknownSku) and bad.field == "lines[0].sku"
+    with engine.connect() as conn:
+        times = conn.execute(
+            text("SELECT count(DISTINCT created_at) FROM holds WHERE idempotency_key LIKE 'loop-%'")
+        ).scalar_one()
+        holds = conn.execute(
+            text("SELECT count(*) FROM holds WHERE idempotency_key LIKE 'loop-%'")
+        ).scalar_one()
+    assert holds == 9
+    assert times <= 2  # the first alone (nothing in flight), then the eight that came together
+
+
+def test_the_event_loops_recorder_survives_its_session_being_cut(
+    catalog: StockClient, engine: Engine
+) -> None:
+    import asyncio
+
+    async def scenario() -> tuple[str, str]:
+        first = await catalog.reserve_async(idempotency_key="cut-1", lines=_line())
+        with engine.connect() as conn:  # PostgreSQL ends the recorder's session (a restart, a kill)
+            cut = (
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'tessera-api recorder' AND datname = current_database()"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert cut == [True]
+        with pytest.raises(psycopg.OperationalError):  # the group on the cut session: its caller is told
+            await catalog.reserve_async(idempotency_key="cut-2", lines=_line())
+        again = await catalog.reserve_async(idempotency_key="cut-3", lines=_line())
+        await catalog.recorder.holds.aclose()
+        return first.hold_id, again.hold_id
+
+    first, again = asyncio.run(scenario())
+    with engine.connect() as conn:
+        ids = {
+            str(h)
+            for h in conn.execute(text("SELECT id FROM holds WHERE idempotency_key LIKE 'cut-%'")).scalars()
+        }
+    assert {first, again} <= ids  # the next request opened a new session and was recorded

@@ -120,6 +120,7 @@ def create_app(
         _collect_rarely()
         yield
         app.state.tokens.close()
+        await app.state.client.recorder.holds.aclose()
         app.state.client.close()
 
     app = FastAPI(
