@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -28,12 +27,6 @@ class DeadLetter:
     first_failed_at: dt.datetime | None
     last_failed_at: dt.datetime | None
     parked_at: dt.datetime | None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            name: value.isoformat() if isinstance(value, dt.datetime) else value
-            for name, value in zip(self.__slots__, (getattr(self, n) for n in self.__slots__), strict=True)
-        }
 
 
 def list_dead(conn: Connection) -> list[DeadLetter]:

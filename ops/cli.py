@@ -245,12 +245,11 @@ def dead_letters_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON array, for machines."),
 ) -> None:
     """The parked commands, oldest first: key, kind, shard, product, error, tries, first and last failure."""
-    from db.dead_letters import list_dead
+    from ops.views import dead_letters as parked
 
-    with get_engine(get_settings().database_url).connect() as conn:
-        dead = list_dead(conn)
-    if as_json:
-        typer.echo(json.dumps([d.as_json() for d in dead]))
+    dead = parked(get_engine(get_settings().database_url))
+    if as_json:  # the same document as GET /v1/ops/dead-letters
+        typer.echo(json.dumps([d.model_dump(mode="json") for d in dead]))
         return
     if not dead:
         typer.echo("no dead letters")
