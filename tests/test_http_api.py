@@ -427,6 +427,10 @@ ROLE_OF = {
     "/v1/receipts": "warehouse",
     "/v1/stock/{sku}": "warehouse",
     "/v1/payments/webhook": "payments",
+    "/v1/ops/shards": "ops",
+    "/v1/ops/stock/{sku}": "ops",
+    "/v1/ops/dead-letters": "ops",
+    "/v1/ops/dead-letters/{key}/requeue": "ops",
 }
 
 

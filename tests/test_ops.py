@@ -87,7 +87,11 @@ def test_the_stock_page_shows_lots_open_holds_and_pages_the_ledger(stack: Stack)
     older = stack.call("GET", f"/v1/ops/stock/{SKU}?limit=2&before={page['next_before']}", "ops").json()
     assert older["movements"][0]["id"] < page["movements"][-1]["id"]
     unknown = stack.call("GET", "/v1/ops/stock/NO-SUCH-SKU", "ops")
-    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_sku"
+    assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_sku"
+    assert stack.call("GET", f"/v1/ops/stock/{SKU}?before={2**63}", "ops").status_code == 422
+    for nothing in ("/v1/ops/stock/A%00B", "/v1/stock/A%00B"):  # no text in PostgreSQL holds a NUL
+        refused = stack.call("GET", nothing, "ops")
+        assert refused.status_code == 422 and refused.json()["field"] == "sku", refused.text
 
 
 def test_a_dead_letter_is_listed_and_its_requeue_applies_it_once(stack: Stack) -> None:
@@ -106,6 +110,7 @@ def test_a_dead_letter_is_listed_and_its_requeue_applies_it_once(stack: Stack) -
     assert again.status_code == 409 and again.json()["code"] == "not_dead"
     unknown = stack.call("POST", "/v1/ops/dead-letters/no-such-key/requeue", "ops")
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_command"
+    assert stack.call("POST", "/v1/ops/dead-letters/no%00key/requeue", "ops").status_code == 422
     assert movements_of(stack, "ops-poison-1") == 1
     assert all(d["key"] != "ops-poison-1" for d in stack.call("GET", "/v1/ops/dead-letters", "ops").json())
 

@@ -1,4 +1,4 @@
-"""Request bodies as the HTTP API documents them (OpenAPI). Their values are checked by the same
+"""Request bodies and path parameters as the HTTP API documents them (OpenAPI). Their values are checked by the same
 request models as the Python client's (`producers.requests`); here only their shape: the fields a
 body may have (no others), and quantities as decimal strings or exact JSON numbers."""
 
@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 Quantity = str | int | Decimal
+# What a path may name: PostgreSQL's text has no NUL, so a NUL names nothing (and psycopg refuses to
+# send one: a 500, not an answer). Longer than the column, it names nothing either.
+SkuPath = Annotated[str, Path(max_length=64, pattern=r"^[^\x00]+$", examples=["GRS-60x60-GREY"])]
+KeyPath = Annotated[str, Path(max_length=200, pattern=r"^[^\x00]+$", description="an idempotency key")]
 
 
 class Body(BaseModel):

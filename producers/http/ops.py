@@ -10,8 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from ops import views
 from producers.http.auth import OPS, allow
-from producers.http.problems import Problem, documented
+from producers.http.bodies import KeyPath, SkuPath
+from producers.http.problems import Problem, documented, sku_in_path
 
+MAX_BIGINT = 2**63 - 1
+"""Movement ids are BIGINT: a larger cursor would not even cast (a 500, not an answer)."""
 router = APIRouter(
     tags=["ops"], responses=documented(400, 401, 403, 404, 422), dependencies=[Depends(allow(OPS))]
 )
@@ -28,15 +31,19 @@ async def shards(request: Request) -> views.ShardsView:
 @router.get("/v1/ops/stock/{sku}", response_model=views.StockPage)
 async def stock(
     request: Request,
-    sku: str,
-    before: Annotated[int | None, Query(ge=1, description="the `next_before` of the previous page")] = None,
+    sku: SkuPath,
+    before: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_BIGINT, description="the `next_before` of the previous page (a movement id)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 25,
 ) -> views.StockPage:
     """The product by warehouse and lot, its open holds with their time left, and a page of its
-    ledger (newest first)."""
-    return await run_in_threadpool(
-        views.stock_page, request.app.state.engine, sku, before=before, limit=limit
-    )
+    ledger (newest first). 404: no such SKU."""
+    with sku_in_path():
+        return await run_in_threadpool(
+            views.stock_page, request.app.state.engine, sku, before=before, limit=limit
+        )
 
 
 @router.get("/v1/ops/dead-letters", response_model=list[views.DeadLetterView])
@@ -50,7 +57,7 @@ async def dead_letters(request: Request) -> list[views.DeadLetterView]:
     response_model=views.Requeued,
     responses=documented(409),
 )
-async def requeue(request: Request, key: str) -> views.Requeued:
+async def requeue(request: Request, key: KeyPath) -> views.Requeued:
     """Make the parked command pending again: it is applied once, before what its shard has
     pending then. 404: no such command; 409: the command is not parked."""
     state = request.app.state

@@ -4,6 +4,8 @@ with the request id the response carries (`X-Request-Id`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -72,6 +74,15 @@ TITLES = {
     500: "Internal error",
     503: "Not ready",
 }
+
+
+@contextmanager
+def sku_in_path() -> Iterator[None]:
+    """An unknown SKU that the path names is a resource not found (404), not an invalid command."""
+    try:
+        yield
+    except UnknownSku as error:
+        raise Problem(404, "unknown_sku", str(error), field="sku") from None
 
 
 def problem(

@@ -8,14 +8,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from domain.errors import UnknownSku
 from domain.results import StockView
 from producers.client import StockClient
 from producers.http.auth import CHECKOUT, OPS, WAREHOUSE, allow
-from producers.http.bodies import ReceiptBody, Recorded
+from producers.http.bodies import ReceiptBody, Recorded, SkuPath
 from producers.http.exact import exact_json, idempotency_key
 from producers.http.holds import command_answer
-from producers.http.problems import Problem, documented
+from producers.http.problems import documented, sku_in_path
 
 router = APIRouter(tags=["stock"], responses=documented(400, 401, 403, 404, 413, 422))
 
@@ -54,9 +53,7 @@ async def receive(
 @router.get(
     "/v1/stock/{sku}", response_model=StockView, dependencies=[Depends(allow(CHECKOUT, WAREHOUSE, OPS))]
 )
-async def read_stock(request: Request, sku: str) -> StockView:
+async def read_stock(request: Request, sku: SkuPath) -> StockView:
     client: StockClient = request.app.state.client
-    try:
+    with sku_in_path():
         return await run_in_threadpool(client.stock, sku)
-    except UnknownSku as error:
-        raise Problem(404, "unknown_sku", str(error), field="sku") from None
