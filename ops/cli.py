@@ -245,11 +245,14 @@ def dead_letters_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON array, for machines."),
 ) -> None:
     """The parked commands, oldest first: key, kind, shard, product, error, tries, first and last failure."""
+    from pydantic import TypeAdapter
+
+    from db.dead_letters import DeadLetter
     from ops.views import dead_letters as parked
 
     dead = parked(get_engine(get_settings().database_url))
-    if as_json:  # the same document as GET /v1/ops/dead-letters
-        typer.echo(json.dumps([d.model_dump(mode="json") for d in dead]))
+    if as_json:  # the same document as GET /v1/ops/dead-letters, serialized as FastAPI does
+        typer.echo(TypeAdapter(list[DeadLetter]).dump_json(dead).decode())
         return
     if not dead:
         typer.echo("no dead letters")

@@ -74,19 +74,6 @@ class StockPage(BaseModel):
     """Pass as `before` for the next (older) page; None: this was the last."""
 
 
-class DeadLetterView(BaseModel):
-    key: str
-    kind: str
-    shard: int
-    sku: str | None
-    hold_id: str | None
-    error: str | None
-    attempts: int
-    first_failed_at: dt.datetime | None
-    last_failed_at: dt.datetime | None
-    parked_at: dt.datetime | None
-
-
 class Requeued(BaseModel):
     key: str
     shard: int
@@ -164,13 +151,10 @@ def stock_page(engine: Engine, sku: str, *, before: int | None = None, limit: in
     )
 
 
-def dead_letters(engine: Engine) -> list[DeadLetterView]:
+def dead_letters(engine: Engine) -> list[DeadLetter]:
+    """The parked commands, oldest first (the API serves the dataclass as it is)."""
     with engine.connect() as conn:
-        return [_dead_view(d) for d in list_dead(conn)]
-
-
-def _dead_view(dead: DeadLetter) -> DeadLetterView:
-    return DeadLetterView.model_validate(dead, from_attributes=True)
+        return list_dead(conn)
 
 
 def requeue_dead(engine: Engine, redis: Redis, settings: Settings, keys: list[str] | None) -> dict[str, int]:

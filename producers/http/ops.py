@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from db.dead_letters import DeadLetter
 from ops import views
 from producers.http.auth import OPS, allow
 from producers.http.bodies import KeyPath, SkuPath
@@ -46,8 +47,8 @@ async def stock(
         )
 
 
-@router.get("/v1/ops/dead-letters", response_model=list[views.DeadLetterView])
-async def dead_letters(request: Request) -> list[views.DeadLetterView]:
+@router.get("/v1/ops/dead-letters", response_model=list[DeadLetter])
+async def dead_letters(request: Request) -> list[DeadLetter]:
     """The parked commands, oldest first."""
     return await run_in_threadpool(views.dead_letters, request.app.state.engine)
 
