@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from redis import Redis
@@ -19,6 +20,9 @@ from db.migrate import upgrade
 from db.reconcile import reconcile
 from producers import StockClient
 from tessera.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.stack import Stack
 
 PG_ADMIN_URL = os.environ.get("TESSERA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TESSERA_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -226,6 +230,19 @@ def check_invariants(engine: Engine) -> None:
             )
         ).scalar()
         assert bad == 0
+
+
+@pytest.fixture(scope="module")
+def stack(
+    admin_engine: Engine, template_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A running stack for the module (API, a worker, a token per role, goods received); its
+    invariants are checked when the module is done with it."""
+    from tests.stack import running_stack  # tests.stack imports this module
+
+    with running_stack(admin_engine, template_db, tmp_path_factory.mktemp("stack")) as running:
+        yield running
+        check_invariants(running.engine)
 
 
 @pytest.fixture

@@ -9,29 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
 
 from domain.commands import shard_of
-from tests.conftest import check_invariants
-from tests.stack import SKU, Stack, cure_poison, movements_of, park_poison, running_stack, until
+from tests.stack import SKU, Stack, cure_poison, movements_of, park_poison, until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
 )
-
-
-@pytest.fixture(scope="module")
-def stack(
-    admin_engine: Engine, template_db: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    with running_stack(admin_engine, template_db, tmp_path_factory.mktemp("dashboard")) as running:
-        yield running
-        check_invariants(running.engine)
 
 
 def test_ops_see_a_hold_and_its_shard_and_requeue_a_dead_letter(stack: Stack, tmp_path: Path) -> None:

@@ -4,14 +4,13 @@ stack: the shards' queues and leases, a product's stock page, dead letters and t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from domain.commands import shard_of
-from tests.conftest import check_invariants, run_cli
-from tests.stack import SKU, Stack, cure_poison, movements_of, park_poison, running_stack, until
+from tests.conftest import run_cli
+from tests.stack import SKU, Stack, cure_poison, movements_of, park_poison, until
 
 OPS_ROUTES = [
     ("GET", "/v1/ops/shards"),
@@ -19,15 +18,6 @@ OPS_ROUTES = [
     ("GET", "/v1/ops/dead-letters"),
     ("POST", "/v1/ops/dead-letters/nothing/requeue"),
 ]
-
-
-@pytest.fixture(scope="module")
-def stack(
-    admin_engine: Engine, template_db: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    with running_stack(admin_engine, template_db, tmp_path_factory.mktemp("ops")) as running:
-        yield running
-        check_invariants(running.engine)
 
 
 @pytest.mark.parametrize(("method", "path"), OPS_ROUTES)
