@@ -15,7 +15,7 @@ from tessera.logs import configure_logging
 from tessera.settings import get_settings
 
 if TYPE_CHECKING:
-    from ops.views import ShardsView
+    from ops.views import ShardRow, ShardsView
 
 app = typer.Typer(
     help="Tessera: stock management for a tile shop, as single-writer shard queues.", no_args_is_help=True
@@ -202,6 +202,12 @@ def status(
         sys.exit(1)
 
 
+def _holder(row: ShardRow) -> str:
+    if row.holder is None:
+        return "—"
+    return row.holder if row.alive else f"{row.holder} (gone)"
+
+
 def _print_status(view: ShardsView, late: list[int]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -213,7 +219,7 @@ def _print_status(view: ShardsView, late: list[int]) -> None:
         style = "red" if not row.healthy or row.shard in late else None
         table.add_row(
             str(row.shard),
-            row.holder or "—",
+            _holder(row),
             "—" if row.epoch is None else str(row.epoch),
             str(row.pending),
             "—" if row.oldest_age_seconds is None else f"{row.oldest_age_seconds:.1f} s",
@@ -228,7 +234,7 @@ def _print_status(view: ShardsView, late: list[int]) -> None:
     oldest = "—" if view.oldest_age_seconds is None else f"{view.oldest_age_seconds:.1f} s"
     console.print(
         f"total: {view.pending} pending (oldest {oldest}), {view.dead_letters} dead letters; "
-        f"unhealthy shards (work, no lease): {view.unhealthy or 'none'}; "
+        f"unhealthy shards (work, no live worker): {view.unhealthy or 'none'}; "
         f"late (> max age): {late or 'none'}"
     )
 

@@ -1,8 +1,9 @@
 """What ops watch, in one place: the dashboard's JSON (`/v1/ops/…`) and `tessera status` both read
 through these functions, so the page, the CLI and a probe cannot disagree.
 
-A shard's row joins PostgreSQL (its inbox and batch log: `db.ops_reads`) with Redis (its lease and
-its Dramatiq queues: doorbells waiting, delayed, dead-lettered).
+A shard's row joins PostgreSQL (its inbox and batch log: `db.ops_reads`) with Redis (its lease, and
+whether its holder is still connected; its Dramatiq queues: doorbells waiting, delayed,
+dead-lettered).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from db.reads import read_movements, read_stock
 from domain.results import MovementView, StockView
 from tessera.doorbells import DRAMATIQ_NAMESPACE, Doorbells, queue_name
 from tessera.settings import Settings
-from workers.lease import lease_holder, lease_key
+from workers.lease import lease_connection, lease_holder, lease_key, live_connections
 
 log = structlog.get_logger("tessera.ops")
 
@@ -29,8 +30,11 @@ log = structlog.get_logger("tessera.ops")
 class ShardRow(BaseModel):
     shard: int
     holder: str | None
-    """The worker holding the shard's lease (None: nobody)."""
+    """The worker named by the shard's lease (None: nobody)."""
     epoch: int | None
+    alive: bool
+    """Whether a live worker holds the lease: False with no lease, and for a lease whose holder's
+    Redis connection is gone (a killed worker's lease lingers until its TTL or a standby takes it)."""
     pending: int
     oldest_age_seconds: float | None
     dead_letters: int
@@ -44,7 +48,7 @@ class ShardRow(BaseModel):
     per_minute: list[int]
     """Commands applied in each of the last minutes, oldest first."""
     healthy: bool
-    """False when the shard has pending work and no worker holds it."""
+    """False when the shard has pending work and no live worker holds it."""
 
 
 class ShardsView(BaseModel):
@@ -84,7 +88,13 @@ def shards_view(engine: Engine, redis: Redis, settings: Settings) -> ShardsView:
     with engine.connect() as conn:
         now, inboxes = shard_inboxes(conn, settings.shards)
     shards = list(range(settings.shards))
-    leases = redis.mget([lease_key(settings.redis_namespace, s) for s in shards])
+    leases = [
+        value.decode() if value else None
+        for value in redis.mget([lease_key(settings.redis_namespace, s) for s in shards])
+    ]
+    connected = live_connections(
+        redis, [c for value in leases if value and (c := lease_connection(value)) is not None]
+    )
     pipe = redis.pipeline(transaction=False)
     prefix = f"{settings.redis_namespace}:{DRAMATIQ_NAMESPACE}"
     for shard in shards:
@@ -96,13 +106,15 @@ def shards_view(engine: Engine, redis: Redis, settings: Settings) -> ShardsView:
     rows = []
     for shard, lease in zip(shards, leases, strict=True):
         inbox = inboxes[shard]
-        holder, epoch = lease_holder(lease.decode()) if lease else (None, None)
+        holder, epoch = lease_holder(lease) if lease else (None, None)
+        alive = _held_by_the_living(lease, connected)
         age = (now - inbox.oldest_pending_at).total_seconds() if inbox.oldest_pending_at else None
         rows.append(
             ShardRow(
                 shard=shard,
                 holder=holder,
                 epoch=epoch,
+                alive=alive,
                 pending=inbox.pending,
                 oldest_age_seconds=max(age, 0.0) if age is not None else None,
                 dead_letters=inbox.dead_letters,
@@ -111,7 +123,7 @@ def shards_view(engine: Engine, redis: Redis, settings: Settings) -> ShardsView:
                 dead_messages=counts[3 * shard + 2],
                 last_batch_at=inbox.last_batch_at,
                 per_minute=inbox.per_minute,
-                healthy=not (inbox.pending and holder is None),
+                healthy=alive or not inbox.pending,
             )
         )
     ages = [r.oldest_age_seconds for r in rows if r.oldest_age_seconds is not None]
@@ -123,6 +135,15 @@ def shards_view(engine: Engine, redis: Redis, settings: Settings) -> ShardsView:
         oldest_age_seconds=max(ages) if ages else None,
         unhealthy=[r.shard for r in rows if not r.healthy],
     )
+
+
+def _held_by_the_living(lease: str | None, connected: set[int] | None) -> bool:
+    """Whether the lease is held by a worker still connected to Redis; where that cannot be told
+    (CLIENT disabled: `connected` None, or a lease naming no connection) the lease's TTL decides."""
+    if lease is None:
+        return False
+    connection = lease_connection(lease)
+    return connected is None or connection is None or connection in connected
 
 
 def stock_page(engine: Engine, sku: str, *, before: int | None = None, limit: int = 25) -> StockPage:

@@ -1,16 +1,22 @@
 """Ops' JSON (`/v1/ops/…`) and `tessera status`, over real HTTP and the real CLI against a real
-stack: the shards' queues and leases, a product's stock page, dead letters and their requeue."""
+stack: the shards' queues and leases, a product's stock page, dead letters and their requeue; and
+the shards view itself where a lease's holder has to die on cue."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from sqlalchemy import text
+from redis import Redis
+from sqlalchemy import Engine, text
 
 from domain.commands import shard_of
+from ops.views import shards_view
+from producers import StockClient
+from tessera.settings import Settings
 from tests.conftest import run_cli
 from tests.stack import SKU, Stack, cure_poison, movements_of, park_poison, until
+from workers.lease import LeaseManager
 
 OPS_ROUTES = [
     ("GET", "/v1/ops/shards"),
@@ -139,3 +145,29 @@ def test_status_is_a_probe_late_work_with_no_worker_exits_1(stack: Stack) -> Non
         stack.processes.worker()
     until(lambda: movements_of(stack, "ops-waiting-1") == 1, what="the waiting receipt applied")
     assert run_cli(stack.env, "status", "--max-age", "0.5").returncode == 0
+
+
+def test_a_lease_left_by_a_dead_worker_shows_its_waiting_shard_red_before_the_lease_expires(
+    catalog: StockClient, engine: Engine, settings: Settings, assert_consistent
+) -> None:
+    """A worker killed outright leaves its lease in Redis until the TTL (here ten minutes); the view
+    asks whether the holder's Redis connection is still open, as a standby does before taking over."""
+    shard = shard_of(SKU, settings.shards)
+    redis = Redis.from_url(settings.redis_url)
+    doomed = Redis.from_url(settings.redis_url)  # the dying worker's connections
+    assert LeaseManager(doomed, settings.redis_namespace, "doomed", ttl_seconds=600).acquire(shard, 0)
+    catalog.receive(idempotency_key="waits", warehouse="BUC1", sku=SKU, quantity="1", lot="L1")
+
+    row = shards_view(engine, redis, settings).shards[shard]
+    assert (row.holder, row.epoch, row.alive, row.pending, row.healthy) == ("doomed", 1, True, 1, True)
+
+    doomed.connection_pool.disconnect()  # as the kernel closes a killed process's sockets
+    until(lambda: not shards_view(engine, redis, settings).shards[shard].alive, what="the holder seen gone")
+    view = shards_view(engine, redis, settings)
+    assert (view.shards[shard].holder, view.shards[shard].healthy) == (
+        "doomed",
+        False,
+    )  # the lease is still there
+    assert view.unhealthy == [shard]
+    assert all(row.alive is False and row.healthy for row in view.shards if row.shard != shard)
+    assert_consistent()

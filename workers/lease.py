@@ -15,6 +15,7 @@ Postgres has seen.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -144,14 +145,11 @@ class LeaseManager:
         return sorted(free)
 
     def _of_dead_holders(self, held: dict[int, str]) -> list[int]:
-        connections = {shard: _connection_id(value) for shard, value in held.items()}
-        wanted = sorted({str(c) for c in connections.values() if c is not None})
-        if not wanted or not self._liveness_known:
+        connections = {shard: lease_connection(value) for shard, value in held.items()}
+        if not self._liveness_known:
             return []
-        try:
-            alive = {int(c["id"]) for c in self.redis.client_list(client_id=wanted)}
-        except ResponseError as error:  # CLIENT disabled (a managed Redis): the TTL alone decides
-            log.warning("lease.liveness_unknown", error=str(error))
+        alive = live_connections(self.redis, [c for c in connections.values() if c is not None])
+        if alive is None:
             self._liveness_known = False
             return []
         dead = [shard for shard, c in connections.items() if c is not None and c not in alive]
@@ -172,7 +170,21 @@ def lease_holder(value: str) -> tuple[str, int]:
     return holder, int(epoch) if epoch.isdecimal() else 0
 
 
-def _connection_id(value: str) -> int | None:
-    """The connection id in a lease value (None in a value written before leases named one)."""
+def lease_connection(value: str) -> int | None:
+    """The holder's connection id in a lease value (None in a value written before leases named
+    one, or by a holder that could not learn its id)."""
     parts = value.split("|")
     return int(parts[2]) if len(parts) == 3 and parts[2].isdecimal() and parts[2] != "0" else None
+
+
+def live_connections(redis: Redis, connection_ids: Iterable[int]) -> set[int] | None:
+    """Which of these Redis client ids are still connected, in one round trip; None where CLIENT
+    is disabled (a managed Redis): then only a lease's TTL tells that its holder is gone."""
+    wanted = sorted({str(c) for c in connection_ids})
+    if not wanted:
+        return set()
+    try:
+        return {int(c["id"]) for c in redis.client_list(client_id=wanted)}
+    except ResponseError as error:
+        log.warning("lease.liveness_unknown", error=str(error))
+        return None

@@ -74,6 +74,12 @@ function sparkline(values) {
   return td;
 }
 
+function holderCell(shard) {
+  if (!shard.holder) return cell("none", "quiet");
+  // A lease whose worker's Redis connection is gone lingers until its TTL: say so.
+  return shard.alive ? cell(shard.holder) : cell(`${shard.holder} (gone)`, "error");
+}
+
 async function refreshShards() {
   const view = await api("/v1/ops/shards");
   const body = $("#shards tbody");
@@ -81,7 +87,7 @@ async function refreshShards() {
     ...view.shards.map((s) =>
       row(
         [
-          cell(s.shard, "num"), cell(s.holder || "none"), cell(s.epoch, "num"), cell(s.pending, "num"),
+          cell(s.shard, "num"), holderCell(s), cell(s.epoch, "num"), cell(s.pending, "num"),
           cell(seconds(s.oldest_age_seconds), "num"), cell(s.doorbells, "num"), cell(s.delayed, "num"),
           cell(s.dead_messages, "num"), cell(s.dead_letters, "num"), cell(ago(s.last_batch_at, view.at)),
           sparkline(s.per_minute),
@@ -95,7 +101,7 @@ async function refreshShards() {
   const summary = $("#summary");
   summary.textContent =
     `${view.pending} pending · oldest ${seconds(view.oldest_age_seconds)} · ${view.dead_letters} dead letters` +
-    (view.unhealthy.length ? ` · shards without a worker: ${view.unhealthy.join(", ")}` : " · every shard served");
+    (view.unhealthy.length ? ` · work waiting with no live worker on shards ${view.unhealthy.join(", ")}` : " · every shard served");
   summary.className = view.unhealthy.length ? "bad" : "";
 }
 
