@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from sqlalchemy import Connection, text
 
@@ -72,27 +73,44 @@ def shard_inboxes(conn: Connection, shards: int) -> tuple[dt.datetime, dict[int,
 
 @dataclass(frozen=True, slots=True)
 class OpenHold:
+    """A line of an open hold on the product: what it asks for and what it holds, where."""
+
     hold_id: str
     status: str
-    pieces: str
+    """The hold's status: pending, reserved or reallocating."""
+    line_no: int
+    line_status: str
+    """pending (not allocated yet) or reserved."""
+    pieces: Decimal
+    """What the line asks for."""
+    reserved: Decimal
+    """What it holds of the lot below (0 while pending)."""
     warehouse: str | None
     lot: str | None
     expires_at: dt.datetime
+    seconds_left: float
 
 
 def open_holds(conn: Connection, sku: str, limit: int = 50) -> list[OpenHold]:
-    """The product's open holds (pending, reserved or reallocating), soonest to expire first."""
+    """The product's lines in open holds, soonest to expire first.
+
+    Found by the line's status (pending or reserved: the lines' index by product and status), not
+    by the hold's: a busy product has had far more lines than it has open. A reallocating hold's
+    line (paid after it expired) shows again once it is re-reserved.
+    """
     rows = conn.execute(
         text(
             """
-            SELECT h.id::text, h.status, l.pieces::text, w.code, lt.lot_code, h.expires_at
-            FROM hold_lines l
-            JOIN holds h ON h.id = l.hold_id
-            JOIN products p ON p.id = l.product_id AND p.sku = :sku
+            SELECT h.id::text, h.status, l.line_no, l.status, l.pieces,
+                   CASE WHEN l.status = 'reserved' THEN l.allocated ELSE 0 END, w.code, lt.lot_code, h.expires_at,
+                   greatest(extract(epoch FROM h.expires_at - clock_timestamp()), 0)::float8
+            FROM products p
+            JOIN hold_lines l ON l.product_id = p.id AND l.status IN ('pending', 'reserved')
+            JOIN holds h ON h.id = l.hold_id AND h.status IN ('pending', 'reserved', 'reallocating')
             LEFT JOIN warehouses w ON w.id = l.warehouse_id
             LEFT JOIN lots lt ON lt.id = l.lot_id
-            WHERE h.status IN ('pending', 'reserved', 'reallocating')
-            ORDER BY h.expires_at, h.id LIMIT :limit
+            WHERE p.sku = :sku
+            ORDER BY h.expires_at, h.id, l.line_no LIMIT :limit
             """
         ),
         {"sku": sku, "limit": limit},

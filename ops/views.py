@@ -9,7 +9,6 @@ dead-lettered).
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 
 import structlog
 from pydantic import BaseModel
@@ -17,7 +16,7 @@ from redis import Redis
 from sqlalchemy import Engine, text
 
 from db.dead_letters import DeadLetter, list_dead, requeue
-from db.ops_reads import open_holds, shard_inboxes
+from db.ops_reads import OpenHold, open_holds, shard_inboxes
 from db.reads import read_movements, read_stock
 from domain.results import MovementView, StockView
 from tessera.doorbells import DRAMATIQ_NAMESPACE, Doorbells, queue_name
@@ -60,19 +59,9 @@ class ShardsView(BaseModel):
     unhealthy: list[int]
 
 
-class OpenHoldView(BaseModel):
-    hold_id: str
-    status: str
-    pieces: Decimal
-    warehouse: str | None
-    lot: str | None
-    expires_at: dt.datetime
-    seconds_left: float
-
-
 class StockPage(BaseModel):
     stock: StockView
-    holds: list[OpenHoldView]
+    holds: list[OpenHold]
     movements: list[MovementView]
     next_before: int | None
     """Pass as `before` for the next (older) page; None: this was the last."""
@@ -152,21 +141,9 @@ def stock_page(engine: Engine, sku: str, *, before: int | None = None, limit: in
         stock = read_stock(conn, sku)
         holds = open_holds(conn, sku)
         moves = read_movements(conn, sku, limit=limit + 1, before_id=before)
-        now = conn.exec_driver_sql("SELECT now()").scalar_one()
     return StockPage(
         stock=stock,
-        holds=[
-            OpenHoldView(
-                hold_id=h.hold_id,
-                status=h.status,
-                pieces=Decimal(h.pieces),
-                warehouse=h.warehouse,
-                lot=h.lot,
-                expires_at=h.expires_at,
-                seconds_left=max((h.expires_at - now).total_seconds(), 0.0),
-            )
-            for h in holds
-        ],
+        holds=holds,
         movements=moves[:limit],
         next_before=moves[limit - 1].id if len(moves) > limit else None,
     )

@@ -78,7 +78,15 @@ def test_the_stock_page_shows_lots_open_holds_and_pages_the_ledger(stack: Stack)
     assert page["stock"]["lots"][0]["lot"] == "L1"
     opened = {h["hold_id"]: h for h in page["holds"]}
     assert hold["hold_id"] in opened
-    assert 0 < opened[hold["hold_id"]]["seconds_left"] <= 600
+    line = opened[hold["hold_id"]]
+    assert 0 < line["seconds_left"] <= 600
+    assert (line["status"], line["line_status"], line["pieces"], line["reserved"]) == (
+        "reserved",
+        "reserved",
+        "4.000",  # one box of four tiles, all held in L1
+        "4.000",
+    )
+    assert (line["warehouse"], line["lot"]) == ("BUC1", "L1")
     assert len(page["movements"]) == 2 and page["next_before"] is not None
     older = stack.call("GET", f"/v1/ops/stock/{SKU}?limit=2&before={page['next_before']}", "ops").json()
     assert older["movements"][0]["id"] < page["movements"][-1]["id"]
@@ -88,6 +96,16 @@ def test_the_stock_page_shows_lots_open_holds_and_pages_the_ledger(stack: Stack)
     for nothing in ("/v1/ops/stock/A%00B", "/v1/stock/A%00B"):  # no text in PostgreSQL holds a NUL
         refused = stack.call("GET", nothing, "ops")
         assert refused.status_code == 422 and refused.json()["field"] == "sku", refused.text
+
+    released = stack.call(
+        "POST",
+        f"/v1/holds/{hold['hold_id']}/release?wait=10",
+        "checkout",
+        headers={"Idempotency-Key": "ops-rel-1"},
+    )
+    assert released.status_code == 200, released.text
+    still_open = stack.call("GET", f"/v1/ops/stock/{SKU}", "ops").json()["holds"]
+    assert hold["hold_id"] not in {h["hold_id"] for h in still_open}  # a released hold is not open
 
 
 def test_a_dead_letter_is_listed_and_its_requeue_applies_it_once(stack: Stack) -> None:

@@ -156,7 +156,9 @@ async function refreshStock() {
     ...s.lots.map((l) => row([l.warehouse, l.lot, l.shade, l.caliber, cell(l.on_hand, "num"), cell(l.reserved, "num"), cell(l.available, "num")])),
   );
   $("#holds tbody").replaceChildren(
-    ...page.holds.map((h) => row([h.hold_id, h.status, cell(h.pieces, "num"), h.warehouse, h.lot, cell(seconds(h.seconds_left), "num")])),
+    ...page.holds.map((h) =>
+      row([h.hold_id, h.status, cell(h.line_no, "num"), h.line_status, cell(h.pieces, "num"), cell(h.reserved, "num"), h.warehouse, h.lot, cell(seconds(h.seconds_left), "num")]),
+    ),
   );
   $("#movements tbody").replaceChildren(
     ...page.movements.map((m) =>
