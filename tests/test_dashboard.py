@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from domain.commands import shard_of
 from tests.stack import SKU, Stack, cure_poison, movements_of, park_poison, until
@@ -39,19 +40,25 @@ def test_ops_see_a_hold_and_its_shard_and_requeue_a_dead_letter(stack: Stack, tm
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        errors: list[str] = []  # the console's errors, a refused script or style among them
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         try:
             page.goto(f"{stack.url}/dashboard#token={stack.tokens['ops']}")
             expect(page.locator("#board")).to_be_visible()
             assert "token" not in page.url  # the token left the address bar
 
-            shard = page.locator(f"#shards tbody tr[data-shard='{shard_of(SKU, 4)}']")
-            expect(shard).to_be_visible()
-            expect(shard.locator("td").nth(1)).not_to_have_text("none")  # the worker holds the shard
+            applied_in, applied_by = _batch_of(stack, f"line.reserve:{hold_id}:1")
+            assert applied_in == shard_of(SKU, 4)
+            shard = page.locator(f"#shards tbody tr[data-shard='{applied_in}']")
+            expect(shard.locator("td").nth(1)).to_have_text(applied_by)  # the worker that applied the hold
+            expect(shard.locator("td").nth(9)).to_contain_text("ago")  # its last batch
             expect(shard).not_to_have_class("unhealthy")
 
             page.fill("#sku", SKU)
             page.click("#stock-search button[type=submit]")
-            expect(page.locator("#holds tbody")).to_contain_text(hold_id)
+            open_hold = page.locator("#holds tbody tr", has_text=hold_id)
+            expect(open_hold).to_contain_text("reserved")
+            expect(open_hold.locator("td").last).to_contain_text("min")  # time left, of its 15
             expect(page.locator("#lots tbody")).to_contain_text("L1")
             expect(page.locator("#movements tbody")).to_contain_text(hold_id)  # its reservation in the ledger
 
@@ -71,7 +78,29 @@ def test_ops_see_a_hold_and_its_shard_and_requeue_a_dead_letter(stack: Stack, tm
         finally:
             browser.close()
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    assert errors == []
     assert movements_of(stack, "dash-poison-1") == 1  # applied once, not twice
+
+
+def _batch_of(stack: Stack, key: str) -> tuple[int, str]:
+    """The shard and the worker of the batch that applied the command recorded under `key`."""
+    with stack.engine.connect() as conn:
+        shard, holder = conn.execute(
+            text(
+                "SELECT b.shard, b.holder FROM commands c JOIN apply_batches b ON b.id = c.batch_id "
+                "WHERE c.idempotency_key = :k"
+            ),
+            {"k": key},
+        ).one()
+    return int(shard), str(holder)
+
+
+def test_the_page_keeps_other_origins_out(stack: Stack) -> None:
+    """It holds an ops token: no script, style or frame from elsewhere, and no referrer sent out."""
+    headers = stack.call("GET", "/dashboard").headers
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["referrer-policy"] == "no-referrer"
 
 
 def test_a_wrong_token_is_asked_again(stack: Stack) -> None:

@@ -16,14 +16,22 @@ from fastapi.responses import FileResponse, HTMLResponse
 from producers.http.problems import Problem
 
 HERE = Path(__file__).parent
-STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css", "favicon.svg": "image/svg+xml"}
+
+# The page keeps an ops token: nothing from another origin may run in it or frame it, and no link
+# followed from it tells where it was.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
 async def page() -> HTMLResponse:
-    return HTMLResponse((HERE / "templates" / "dashboard.html").read_text())
+    return HTMLResponse((HERE / "templates" / "dashboard.html").read_text(), headers=PAGE_HEADERS)
 
 
 @router.get("/dashboard/static/{name}")
