@@ -180,6 +180,9 @@ def token_revoke(
     typer.echo(f"token {token_id} revoked")
 
 
+PROBE_TIMEOUT_SECONDS = 5
+
+
 @app.command()
 def status(
     as_json: bool = typer.Option(False, "--json", help="The shards view as JSON, for machines."),
@@ -188,11 +191,34 @@ def status(
     ),
 ) -> None:
     """Every shard: lease holder and epoch, pending commands and the oldest one's age, last batch,
-    dead letters; then the totals. Exit code 1 when work has waited past --max-age (a probe)."""
+    dead letters; then the totals. A probe: exit code 1 when work has waited past --max-age, 2 when
+    PostgreSQL or Redis cannot be read within 5 s."""
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import DBAPIError
+
+    from db.engine import make_engine
     from ops.views import shards_view
 
     settings = get_settings()
-    view = shards_view(get_engine(settings.database_url), Redis.from_url(settings.redis_url), settings)
+    # A probe answers in bounded time: a server that hangs is as bad as one that is down.
+    ms = PROBE_TIMEOUT_SECONDS * 1000
+    engine = make_engine(
+        settings.database_url,
+        connect_args={
+            "connect_timeout": PROBE_TIMEOUT_SECONDS,
+            "options": f"-c statement_timeout={ms}",
+            "application_name": "tessera status",
+        },
+    )
+    redis = Redis.from_url(
+        settings.redis_url, socket_connect_timeout=PROBE_TIMEOUT_SECONDS, socket_timeout=PROBE_TIMEOUT_SECONDS
+    )
+    try:
+        view = shards_view(engine, redis, settings)
+    except (DBAPIError, RedisError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        typer.echo(f"tessera status: cannot read the shards: {reason}", err=True)
+        sys.exit(2)
     late = [r.shard for r in view.shards if (r.oldest_age_seconds or 0.0) > max_age]
     if as_json:
         typer.echo(view.model_dump_json())

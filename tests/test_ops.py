@@ -10,11 +10,12 @@ import pytest
 from redis import Redis
 from sqlalchemy import Engine, text
 
+from bench.chaos.servers import free_port
 from domain.commands import shard_of
 from ops.views import shards_view
 from producers import StockClient
 from tessera.settings import Settings
-from tests.conftest import run_cli
+from tests.conftest import run_cli, settings_env
 from tests.stack import SKU, Stack, cure_poison, movements_of, park_poison, until
 from workers.lease import LeaseManager
 
@@ -189,3 +190,17 @@ def test_a_lease_left_by_a_dead_worker_shows_its_waiting_shard_red_before_the_le
     assert view.unhealthy == [shard]
     assert all(row.alive is False and row.healthy for row in view.shards if row.shard != shard)
     assert_consistent()
+
+
+def test_status_out_of_reach_of_its_servers_exits_2_with_a_reason(settings: Settings) -> None:
+    closed = free_port()  # nobody listens there
+    env = {
+        **settings_env(settings),
+        "TESSERA_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{closed}/tessera",
+        "TESSERA_REDIS_URL": f"redis://127.0.0.1:{closed}/0",
+    }
+    done = run_cli(env, "status")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (
+        done.stderr.startswith("tessera status: cannot read the shards:") and "Traceback" not in done.stderr
+    )
