@@ -210,5 +210,9 @@ $("#stock-search").addEventListener("submit", (event) => {
 });
 $("#newer").addEventListener("click", () => { before = null; refreshStock(); });
 window.addEventListener("hashchange", start);
-setInterval(() => token && refresh(), REFRESH_MS);
 start();
+// Each refresh starts 2 s after the last one answered: a slow API is not sent a pile of them.
+setTimeout(async function poll() {
+  if (token) await refresh();
+  setTimeout(poll, REFRESH_MS);
+}, REFRESH_MS);
