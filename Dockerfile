@@ -1,4 +1,4 @@
-# Tessera: one image for every role (migrate, worker, scheduler, reconcile); the command picks the role.
+# Tessera: one image for every role (migrate, worker, scheduler, api, reconcile, token); the command picks the role.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -47,6 +47,7 @@ from bench.common import (
 )
 from bench.workload import Mix, Popularity, Sent, applied_between, seed_catalogue
 from domain.errors import ResultTimeout
+from ops.progress import tracked
 
 NAME = "catalog"
 
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         with BenchEnv(f"{NAME}{shards}", args, pool_size=min(args.producers, 40) + 4, shards=shards) as env:
             facts = facts or machine_facts(env.engine, env.redis)
             _stock_and_warm(env, args, shards)
-            for workers in parse_ints(args.worker_counts):
+            for workers in tracked(parse_ints(args.worker_counts), f"shards={shards}: worker counts"):
                 runs += _worker_runs(env, args, shards, workers, first_seed=args.seed + len(runs))
             env.wait_drained(120)
             reconcile[shards] = env.reconcile()

@@ -33,6 +33,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from db.engine import make_engine
 from db.migrate import upgrade
+from ops.progress import meter
 from producers import StockClient
 from tessera.settings import Settings
 from workers.process import parse_shards
@@ -587,12 +588,14 @@ class BenchEnv:
     def wait_drained(self, timeout: float) -> bool:
         """Wait until no command is left recorded-but-unapplied; False on timeout."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pending_count() == 0:
-                return True
-            self.check_alive()
-            time.sleep(0.2)
-        return self.pending_count() == 0
+        waiting = first = self.pending_count()
+        with meter("applying the inbox", total=first) as applied:
+            while waiting and time.monotonic() < deadline:
+                self.check_alive()
+                time.sleep(0.2)
+                waiting = self.pending_count()
+                applied(max(first - waiting, 0))
+        return waiting == 0
 
     def reconcile(self) -> list[str]:
         """db.reconcile differences (ledger vs balances, reserved vs active hold lines) plus rows that

@@ -42,6 +42,7 @@ from bench.common import (
     write_results,
 )
 from bench.workload import Mix, Popularity, Sent, seed_catalogue
+from ops.progress import tracked
 
 NAME = "latency"
 
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             env.settle()
         runs = [
             _run(env, args, popularity, run=run, rate=rate, seconds=args.seconds, seed=args.seed + run)
-            for run, rate in enumerate(rates)
+            for run, rate in tracked(list(enumerate(rates)), "rates")
         ]
         differences = env.reconcile()
     report(args, runs)

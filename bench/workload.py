@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import text
 
 from bench.common import BenchEnv
+from ops.progress import tracked
 
 WAREHOUSE = "BUC1"
 
@@ -52,7 +53,7 @@ def seed_catalogue(env: BenchEnv, products: int, stock_pieces: int, threads: int
     """
     env.seed_warehouses()
     client = env.client
-    for i in range(products):
+    for i in tracked(range(products), "products"):
         client.upsert_product(sku=sku_of(i), name=f"Tile {i}", pieces_per_box=4, sqm_per_box="1.44")
 
     def receive(i: int) -> None:
@@ -68,7 +69,7 @@ def seed_catalogue(env: BenchEnv, products: int, stock_pieces: int, threads: int
         )
 
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(receive, range(products)))
+        list(tracked(pool.map(receive, range(products)), "receipts", total=products))
     if not env.wait_drained(120):
         raise RuntimeError("stock receipts were not applied within 120 s")
 

@@ -1,5 +1,10 @@
 """Ledger = balances, and reserved = Σ active hold lines, per (product, warehouse, lot); and no
-stock held for a hold that has ended with nothing on its way to give it back."""
+stock held for a hold that has ended with nothing on its way to give it back.
+
+Checked for a range of product ids at a time (every product by default): each statement sees all
+the rows of its products, written together by their writer, and a long check over many products
+can say how far it has come (`tessera reconcile` draws a bar over `product_ranges`).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,16 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, text
 
+PRODUCTS_PER_RANGE = 500
+
 _LEDGER = """
     WITH ledger AS (
         SELECT product_id, warehouse_id, lot_id, sum(d_on_hand) AS on_hand, sum(d_reserved) AS reserved,
                sum(d_in_transit) AS in_transit, sum(d_damaged) AS damaged, sum(d_quarantine) AS quarantine
-        FROM movements GROUP BY 1, 2, 3
+        FROM movements WHERE product_id BETWEEN :first AND :last GROUP BY 1, 2, 3
     )
     SELECT p.sku, w.code AS warehouse, l.lot_code AS lot, bucket, balance, ledger
-    FROM stock_balances b
+    FROM (SELECT * FROM stock_balances WHERE product_id BETWEEN :first AND :last) AS b
     FULL JOIN ledger m USING (product_id, warehouse_id, lot_id)
     JOIN products p ON p.id = coalesce(b.product_id, m.product_id)
     JOIN warehouses w ON w.id = coalesce(b.warehouse_id, m.warehouse_id)
@@ -29,23 +36,21 @@ _LEDGER = """
         ('quarantine', coalesce(b.quarantine, 0), coalesce(m.quarantine, 0))
     ) AS v(bucket, balance, ledger)
     WHERE balance <> ledger
-    ORDER BY 1, 2, 3, 4
 """
 
 _HOLDS = """
     WITH held AS (
         SELECT product_id, warehouse_id, lot_id, sum(allocated) AS reserved
-        FROM hold_lines WHERE status = 'reserved' GROUP BY 1, 2, 3
+        FROM hold_lines WHERE status = 'reserved' AND product_id BETWEEN :first AND :last GROUP BY 1, 2, 3
     )
     SELECT p.sku, w.code AS warehouse, l.lot_code AS lot, 'reserved_vs_holds' AS bucket,
            coalesce(b.reserved, 0) AS balance, coalesce(h.reserved, 0) AS ledger
-    FROM stock_balances b
+    FROM (SELECT * FROM stock_balances WHERE product_id BETWEEN :first AND :last) AS b
     FULL JOIN held h USING (product_id, warehouse_id, lot_id)
     JOIN products p ON p.id = coalesce(b.product_id, h.product_id)
     JOIN warehouses w ON w.id = coalesce(b.warehouse_id, h.warehouse_id)
     JOIN lots l ON l.id = coalesce(b.lot_id, h.lot_id)
     WHERE coalesce(b.reserved, 0) <> coalesce(h.reserved, 0)
-    ORDER BY 1, 2, 3
 """
 
 
@@ -56,13 +61,13 @@ _ENDED = """
            l.allocated AS balance, 0 AS ledger, h.id::text || ' (' || h.status || ')' AS hold
     FROM hold_lines l JOIN holds h ON h.id = l.hold_id JOIN products p ON p.id = l.product_id
     JOIN warehouses w ON w.id = l.warehouse_id JOIN lots lot ON lot.id = l.lot_id
-    WHERE l.status = 'reserved' AND h.status NOT IN ('pending', 'reserved', 'reallocating')
+    WHERE l.status = 'reserved' AND l.product_id BETWEEN :first AND :last
+      AND h.status NOT IN ('pending', 'reserved', 'reallocating')
       AND NOT EXISTS (
           SELECT 1 FROM commands c
           WHERE c.status = 'recorded' AND c.payload->>'hold_id' = l.hold_id::text
             AND (c.payload->>'line_no') = l.line_no::text AND c.kind LIKE 'line.%'
       )
-    ORDER BY 1, 2, 3
 """
 
 
@@ -91,8 +96,43 @@ CHECKS = {
 }
 
 
-def reconcile(conn: Connection, checks: Iterable[str] = CHECKS) -> list[Difference]:
+@dataclass(frozen=True, slots=True)
+class ProductRange:
+    """Products whose id is between `first` and `last` (inclusive); `count` of them at the cut."""
+
+    first: int
+    last: int
+    count: int
+
+
+EVERY_PRODUCT = ProductRange(0, 2**31 - 1, 0)  # product ids are positive int4
+
+
+def product_ranges(conn: Connection, size: int = PRODUCTS_PER_RANGE) -> list[ProductRange]:
+    """Every product id, cut into contiguous ranges of `size` products in id order; the last range
+    is open-ended, so a product created meanwhile is checked too."""
+    ids = conn.execute(text("SELECT id FROM products ORDER BY id")).scalars().all()
+    ranges, first = [], EVERY_PRODUCT.first
+    for start in range(0, len(ids), size):
+        cut = ids[start : start + size]
+        last = cut[-1] if start + size < len(ids) else EVERY_PRODUCT.last
+        ranges.append(ProductRange(first, last, len(cut)))
+        first = last + 1
+    return ranges
+
+
+def reconcile(conn: Connection, ranges: Iterable[ProductRange] = (EVERY_PRODUCT,)) -> list[Difference]:
     """Every disagreement between balances and the ledger or the active holds, and every line
-    holding stock for an ended hold with nothing pending to free it (empty = clean). `checks`
-    (the CHECKS' names, in order) lets a caller follow them one by one."""
-    return [Difference(*row) for check in checks for row in conn.execute(text(CHECKS[check]))]
+    holding stock for an ended hold with nothing pending to free it (empty = clean), check by
+    check, each sorted by SKU, warehouse and lot. `ranges` (every product by default) lets a caller
+    follow the products as they are checked."""
+    found: dict[str, list[Difference]] = {check: [] for check in CHECKS}
+    for products in ranges:
+        bounds = {"first": products.first, "last": products.last}
+        for check, statement in CHECKS.items():
+            found[check] += [Difference(*row) for row in conn.execute(text(statement), bounds)]
+    return [
+        difference
+        for check in CHECKS
+        for difference in sorted(found[check], key=lambda d: (d.sku, d.warehouse, d.lot, d.bucket))
+    ]

@@ -92,13 +92,17 @@ def scheduler(
 
 @app.command()
 def reconcile() -> None:
-    """Check ledger = balances and reserved = Σ active hold lines; exit 1 with a report on any difference."""
-    from db.reconcile import CHECKS
+    """Check ledger = balances and reserved = Σ active hold lines; exit 1 with a report on any difference
+    (a progress bar over the products on a terminal)."""
+    from db.reconcile import product_ranges
     from db.reconcile import reconcile as find_differences
     from ops.progress import tracked
 
     with get_engine(get_settings().database_url).connect() as conn:
-        differences = find_differences(conn, tracked(CHECKS, "reconciling", total=len(CHECKS)))
+        ranges = product_ranges(conn)
+        total = sum(r.count for r in ranges)
+        products = tracked(ranges, "reconciling products", total=total, size=lambda r: r.count)
+        differences = find_differences(conn, products)
     if differences:
         typer.echo(f"{len(differences)} difference(s):")
         for difference in differences:

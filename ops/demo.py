@@ -5,7 +5,9 @@ socket in a temporary directory) and an in-memory Redis (one ``fakeredis`` serve
 support runs Dramatiq's broker scripts and the lease scripts) stand in for the production stack.
 The demo migrates, starts a shard worker and the recovery sweep in threads, seeds a small tile
 catalogue through the producer client, and plays a checkout → payment → expiry story, printing
-what happens. Everything it starts it stops, and the temporary directory is removed.
+what happens. Then it serves the API (the same app as `tessera api`, with the dashboard) on that
+system until Ctrl-C or SIGTERM, unless told not to. Everything it starts it stops, however it ends
+(an interrupt during the story too), and the temporary directory is removed.
 
 ``--database-url`` / ``--redis-url`` run the same story against real servers instead (the
 database must hold no products yet; Redis keys go under a namespace of their own, removed after).
@@ -16,14 +18,15 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from redis import Redis
 from sqlalchemy import Engine, text
@@ -39,8 +42,8 @@ from tessera.settings import Settings
 from workers.process import WorkerProcess
 from workers.sweep import run_sweeper
 
-T = TypeVar("T")
 SHARDS = 4
+
 # -- the servers ---------------------------------------------------------------------------------
 
 
@@ -86,15 +89,23 @@ def run_demo(
     database_url: str | None = None,
     redis_url: str | None = None,
     serve: tuple[str, int] | None = None,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = partial(print, flush=True),  # a pipe gets each line as it is told
 ) -> int:
-    """Play the story; 0 when every step ended as expected, 1 otherwise. With `serve` (host, port),
-    then serve the API and the dashboard on the same system until Ctrl-C."""
+    """Play the story; 0 when every step ended as expected, 1 otherwise, 130 when interrupted
+    (Ctrl-C or SIGTERM) before it ended. With `serve` (host, port), then serve the API and the
+    dashboard on the same system until interrupted (and exit 0)."""
     configure_logging("WARNING")  # the story is the output; worker logs only warnings and errors
     started = time.monotonic()
     say("Tessera demo: the whole system in one process, no servers installed")
+    # SIGTERM stops the demo as Ctrl-C does, unwinding what it started (the default would leave the
+    # embedded PostgreSQL, a process of its own, running).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with contextlib.ExitStack() as stack:
+            # The port is taken first: if it is not free, the demo says so before playing anything.
+            listening = _bind(*serve) if serve else None
+            if listening is not None:
+                stack.callback(listening.close)
             url = normalize_url(database_url) if database_url else stack.enter_context(embedded_postgres(say))
             if database_url:
                 say(f"  postgres  {_redact(url)}")
@@ -126,16 +137,27 @@ def run_demo(
             _start_system(stack, settings, redis, engine, say)
             client = stack.enter_context(StockClient(settings, engine=engine, redis_client=redis))
             tell_story(client, engine, say)
-            if serve:
-                _serve(settings, engine, redis, *serve, say)
+            if listening is not None:
+                _serve(settings, engine, redis, listening, say)
     except TesseraError as failure:  # DemoFailed, or a ticket that timed out
         say(f"demo FAILED: {failure}")
         return 1
-    cleaned = "" if database_url else "embedded PostgreSQL stopped and its temporary directory removed"
-    if not redis_url:
-        cleaned += ", in-memory Redis dropped" if cleaned else "in-memory Redis dropped"
-    say(f"\ndemo finished in {since(started)}" + (f": {cleaned}" if cleaned else ""))
+    except KeyboardInterrupt:
+        say(f"\ndemo interrupted after {since(started)}" + _cleaned(database_url, redis_url))
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    say(f"\ndemo finished in {since(started)}" + _cleaned(database_url, redis_url))
     return 0
+
+
+def _cleaned(database_url: str | None, redis_url: str | None) -> str:
+    """What the demo took down on its way out, as the end of its last line."""
+    cleaned = [
+        *([] if database_url else ["embedded PostgreSQL stopped and its temporary directory removed"]),
+        *([] if redis_url else ["in-memory Redis dropped"]),
+    ]
+    return f": {', '.join(cleaned)}" if cleaned else ""
 
 
 def _start_system(
@@ -170,10 +192,23 @@ def _start_system(
     )
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """The socket the API will listen on, bound now (uvicorn listens on it once the story is told)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise DemoFailed(f"cannot serve on {host}:{port}: {error.strerror} (another port: --port)") from None
+    return sock
+
+
 def _serve(
-    settings: Settings, engine: Engine, redis: Redis, host: str, port: int, say: Callable[[str], None]
+    settings: Settings, engine: Engine, redis: Redis, listening: socket.socket, say: Callable[[str], None]
 ) -> None:
-    """The API and the dashboard on the demo's system, until Ctrl-C (then everything stops)."""
+    """The API and the dashboard on the demo's system, until Ctrl-C or SIGTERM (then the caller
+    stops everything)."""
     import uvicorn
 
     from db.tokens import create_token
@@ -182,27 +217,23 @@ def _serve(
     with engine.begin() as conn:
         _, token = create_token(conn, "ops", "demo")
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine=engine, redis_client=redis), host=host, port=port, log_level="warning"
-        )
+        uvicorn.Config(create_app(settings, engine=engine, redis_client=redis), log_level="warning")
     )
+    host, port = listening.getsockname()[:2]
+    origin = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     say(
         f"\nserving the API and the dashboard until Ctrl-C:\n"
-        f"  dashboard http://{host}:{port}/dashboard#token={token}\n"
-        f"  API docs  http://{host}:{port}/docs\n"
+        f"  dashboard {origin}/dashboard#token={token}\n"
+        f"  API docs  {origin}/docs\n"
+        f"  metrics   {origin}/metrics\n"
         f"  ops token {token}"
     )
     # uvicorn stops gracefully on SIGINT / SIGTERM and then raises the signal again for whoever
-    # handled it before: here, an interrupt, so the demo stops its system and says so.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    except SystemExit:  # uvicorn could not bind
-        raise DemoFailed(f"could not serve on {host}:{port} (is the port taken? try --port)") from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # handled it before: an interrupt either way (see run_demo), which ends serving here.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[listening])
+    if not server.started:
+        raise DemoFailed("the API did not start (its error is above)")
     say("stopped serving")
 
 

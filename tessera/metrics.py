@@ -4,14 +4,23 @@ The writer records per batch, not per command, where it can (a batch's kinds and
 counted first, then added). The API runs in prometheus_client's multi-process mode when
 `tessera api --workers N` sets PROMETHEUS_MULTIPROC_DIR; a worker serves its own `/metrics` on
 `tessera worker --metrics-port`.
+
+Each number has one exporter, so that Prometheus can add them up across processes: a shard's inbox
+gauges come from the worker holding its lease (dropped by a worker that loses it), the holds by
+status from the API, counted when it is scraped.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
+import structlog
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = structlog.get_logger("tessera.metrics")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -31,7 +40,9 @@ BATCH_COMMANDS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 BATCH_SECONDS = Histogram(
-    "tessera_batch_seconds", "A batch's time, from its claim to its commit", buckets=LATENCY_BUCKETS
+    "tessera_batch_seconds",
+    "A batch's time from its claimed commands to its commit: decisions, writes, commit",
+    buckets=LATENCY_BUCKETS,
 )
 COMMAND_LAG = Histogram(
     "tessera_command_lag_seconds",
@@ -39,7 +50,10 @@ COMMAND_LAG = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 LEASE_CHANGES = Counter(
-    "tessera_lease_changes_total", "Shard leases acquired, lost (fenced or expired) and released", ["change"]
+    "tessera_lease_changes_total",
+    "Shard leases acquired (free), taken over (from a worker whose connection is gone), lost (expired), "
+    "fenced (a newer epoch applied) and released (on stop)",
+    ["change"],
 )
 
 # -- the inbox, refreshed by each worker for the shards it holds -----------------------------------
@@ -48,7 +62,7 @@ INBOX_OLDEST_SECONDS = Gauge(
     "tessera_inbox_oldest_pending_seconds", "Age of the oldest waiting command", ["shard"]
 )
 DEAD_LETTERS = Gauge("tessera_dead_letters", "Parked commands (dead letters)", ["shard"])
-HOLDS = Gauge("tessera_holds", "Holds by status", ["status"])
+SHARD_GAUGES = (INBOX_PENDING, INBOX_OLDEST_SECONDS, DEAD_LETTERS)
 
 
 def record_batch(
@@ -64,18 +78,41 @@ def record_batch(
 
 
 def record_inbox(
-    shards: Iterable[int],
     pending: Mapping[int, int],
     oldest_seconds: Mapping[int, float | None],
     dead: Mapping[int, int],
+    *,
+    not_held: Iterable[int],
 ) -> None:
-    for shard in shards:
+    """The inbox of the shards this worker holds (the keys of `pending`); the shards it does not
+    hold any more leave its /metrics (their new holder reports them)."""
+    for shard, count in pending.items():
         label = str(shard)
-        INBOX_PENDING.labels(label).set(pending.get(shard, 0))
+        INBOX_PENDING.labels(label).set(count)
         INBOX_OLDEST_SECONDS.labels(label).set(oldest_seconds.get(shard) or 0.0)
         DEAD_LETTERS.labels(label).set(dead.get(shard, 0))
+    for shard in not_held:
+        for gauge in SHARD_GAUGES:
+            gauge.remove(str(shard))
 
 
-def record_holds(by_status: Mapping[str, int]) -> None:
-    for status, count in by_status.items():
-        HOLDS.labels(status).set(count)
+class HoldsByStatus(Collector):
+    """`tessera_holds{status}`, counted when /metrics is scraped: one statement per scrape, by the
+    API only (no worker scans the holds on a timer, and scaled workers do not report it N times).
+    When the count fails (PostgreSQL away), the scrape goes on without it."""
+
+    def __init__(self, count: Callable[[], Mapping[str, int]]) -> None:
+        self.count = count
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = self.count()
+        except Exception as error:
+            log.warning(
+                "metrics.holds_unavailable", error=str(error).splitlines()[0] if str(error) else repr(error)
+            )
+            return
+        family = GaugeMetricFamily("tessera_holds", "Holds by status", labels=["status"])
+        for status, count in counts.items():
+            family.add_metric([status], count)
+        yield family

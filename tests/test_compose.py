@@ -69,6 +69,24 @@ def test_the_api_serves_the_dashboard_port_and_checks_readiness() -> None:
     assert (ROOT / Path(volume)).is_file()
 
 
+def test_services_start_in_order_and_are_checked_where_they_listen() -> None:
+    """The database and Redis healthy, then the one-shot migration, then the long-running roles;
+    each healthcheck asks the port its command serves on."""
+    ready = {"postgres": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"}}
+    assert SERVICES["migrate"]["depends_on"] == {"postgres": ready["postgres"]}
+    assert SERVICES["migrate"]["restart"] == "no"
+    for name in ("worker", "scheduler", "api"):
+        assert SERVICES[name]["depends_on"] == {
+            **ready,
+            "migrate": {"condition": "service_completed_successfully"},
+        }, name
+    for name in ("postgres", "redis"):
+        assert SERVICES[name]["healthcheck"]["test"], name
+    for name, flag in (("worker", "--metrics-port"), ("api", "--port")):
+        port = _parse(SERVICES[name]["command"]).params[flag.lstrip("-").replace("-", "_")]
+        assert f"http://127.0.0.1:{port}/" in " ".join(SERVICES[name]["healthcheck"]["test"]), name
+
+
 def test_every_process_agrees_on_the_shard_count() -> None:
     shards = {s["environment"]["TESSERA_SHARDS"] for s in TESSERA.values()}
     assert shards == {"16"}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.chaos.servers import free_port
 from tests.conftest import ROOT
@@ -55,43 +60,118 @@ def test_the_demo_plays_checkout_payment_expiry_and_rejection_with_no_servers() 
     assert elapsed < 60, f"the demo took {elapsed:.1f} s"
 
 
-def test_the_demo_then_serves_the_api_and_dashboard_until_interrupted() -> None:
+def test_the_demo_then_serves_the_api_and_dashboard_until_interrupted(tmp_path: Path) -> None:
     port = free_port()
-    demo = subprocess.Popen(
-        [sys.executable, "-u", "-m", "ops.cli", "demo", "--port", str(port)],
-        cwd=ROOT,
-        env=NO_SERVERS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    demo, output = _start_demo(tmp_path, "--port", str(port))
     try:
-        lines: list[str] = []
-        assert demo.stdout is not None
-        while not any(line.startswith("  ops token") for line in lines):
-            line = demo.stdout.readline()
-            assert line, "the demo ended before serving:\n" + "".join(lines)
-            lines.append(line)
-        token = lines[-1].split()[-1]
-        assert any(f"http://127.0.0.1:{port}/dashboard#token={token}" in line for line in lines)
+        told = _wait_for(demo, output, "  ops token ", timeout=90)
+        token = told.split("  ops token ", 1)[1].split()[0]
         url = f"http://127.0.0.1:{port}"
+        assert f"  dashboard {url}/dashboard#token={token}" in told
         until(lambda: _answers(f"{url}/healthz"), what="the demo's API up")
         page = httpx.get(f"{url}/dashboard", timeout=10)
         assert page.status_code == 200 and "Tessera" in page.text
-        shards = httpx.get(f"{url}/v1/ops/shards", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        ops = {"Authorization": f"Bearer {token}"}
+        shards = httpx.get(f"{url}/v1/ops/shards", headers=ops, timeout=10)
         assert shards.status_code == 200
         assert {row["holder"] for row in shards.json()["shards"]} == {"demo-worker"}
-        stock = httpx.get(
-            f"{url}/v1/ops/stock/GRS-60x60-GREY", headers={"Authorization": f"Bearer {token}"}, timeout=10
-        )
+        stock = httpx.get(f"{url}/v1/ops/stock/GRS-60x60-GREY", headers=ops, timeout=10)
         assert stock.json()["stock"]["on_hand"] == "524.000"  # where the story left it
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text  # the worker's counters, served by the API
+        assert 'tessera_commands_applied_total{kind="line.reserve",outcome="reserved"}' in metrics
+        assert 'tessera_holds{status="confirmed"} 1.0' in metrics
         demo.send_signal(signal.SIGINT)
-        rest, _ = demo.communicate(timeout=60)
+        demo.wait(timeout=60)
     finally:
-        if demo.poll() is None:
-            demo.kill()
-    assert demo.returncode == 0, rest
-    assert "stopped serving" in rest and "demo finished" in rest
+        _kill(demo)
+    told = output.read_text()
+    assert demo.returncode == 0, told
+    assert "stopped serving" in told and "demo finished" in told
+    assert "Traceback" not in told
+    _assert_all_stopped(told, port)
+
+
+def test_a_demo_interrupted_during_its_story_stops_everything_it_started(tmp_path: Path) -> None:
+    port = free_port()
+    demo, output = _start_demo(tmp_path, "--port", str(port))
+    try:
+        _wait_for(demo, output, "1. A small tile catalogue", timeout=90)
+        demo.send_signal(signal.SIGTERM)  # as `docker stop` or systemd would
+        demo.wait(timeout=60)
+    finally:
+        _kill(demo)
+    told = output.read_text()
+    assert demo.returncode == 130, told
+    assert "demo interrupted" in told and "Traceback" not in told
+    _assert_all_stopped(told, port)
+
+
+def test_a_busy_port_is_refused_before_the_story(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "demo", "--port", str(port)],
+            cwd=ROOT,
+            env=NO_SERVERS,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"demo FAILED: cannot serve on 127.0.0.1:{port}" in done.stdout
+    assert "postgres" not in done.stdout  # nothing was started
+
+
+def _start_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """`tessera demo ARGS`, its output (stdout and stderr) going to a file the test can poll."""
+    output = tmp_path / "demo.out"
+    with open(output, "wb") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "ops.cli", "demo", *args],
+            cwd=ROOT,
+            env=NO_SERVERS,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return demo, output
+
+
+def _wait_for(demo: subprocess.Popen[bytes], output: Path, text: str, timeout: float) -> str:
+    """The demo's output, once it holds `text`; fails at once if the demo has ended."""
+    until(
+        lambda: text in output.read_text() or demo.poll() is not None,
+        timeout=timeout,
+        what=f"the demo to print {text!r}",
+    )
+    told = output.read_text()
+    assert text in told, f"the demo ended (exit {demo.returncode}) before printing {text!r}:\n{told}"
+    return told
+
+
+def _assert_all_stopped(told: str, port: int) -> None:
+    """The embedded PostgreSQL is gone with its directory, and nothing listens on the port."""
+    workdir = re.search(r"on a socket in (\S+), up in", told)
+    assert workdir is not None, told
+    assert not Path(workdir[1]).exists()
+    assert not [cmd for cmd in _command_lines() if workdir[1] in cmd]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return lines
+
+
+def _kill(demo: subprocess.Popen[bytes]) -> None:
+    if demo.poll() is None:
+        demo.kill()
+        demo.wait()
 
 
 def _answers(url: str) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
 from sqlalchemy import Engine, text
 
+from db.reconcile import EVERY_PRODUCT, product_ranges, reconcile
 from producers import StockClient
 from tessera.settings import Settings
 from tests.conftest import ROOT, Processes, settings_env
@@ -90,3 +92,36 @@ def test_reconcile_reports_stock_still_held_by_a_hold_that_ended_with_nothing_on
         f"GRS-60x60-GREY @ BUC1 lot L1: 4.000 pieces reserved for hold {hold.hold_id} (released)"
         in broken.stdout
     )
+
+
+def test_reconcile_range_by_range_finds_what_one_pass_finds(
+    catalog: StockClient, processes: Processes, engine: Engine
+) -> None:
+    """`tessera reconcile` checks the products a range at a time (for its progress bar): the
+    ranges cover every product, and find the same differences, in the same order, as one pass."""
+    processes.worker()
+    for sku in ("GRS-60x60-GREY", "WALL-20x50-WHITE", "MOSAIC-30"):
+        catalog.receive(
+            idempotency_key=f"rcv-{sku}", warehouse="BUC1", sku=sku, quantity="10", lot="L1"
+        ).wait(timeout=15)
+    hold = catalog.reserve(
+        idempotency_key="cart-1", lines=[{"sku": "MOSAIC-30", "quantity": "4", "unit": "piece"}]
+    ).wait(timeout=15)
+    with engine.begin() as conn:  # two products broken two ways
+        conn.execute(text("UPDATE holds SET status = 'released' WHERE id = :h"), {"h": hold.hold_id})
+        conn.execute(
+            text(
+                "UPDATE stock_balances SET on_hand = on_hand + 1 "
+                "WHERE product_id = (SELECT id FROM products WHERE sku = 'GRS-60x60-GREY')"
+            )
+        )
+
+    with engine.connect() as conn:
+        ranges = product_ranges(conn, size=1)
+        one_pass, by_range = reconcile(conn), reconcile(conn, ranges)
+        products = conn.execute(text("SELECT count(*) FROM products")).scalar_one()
+    assert [r.count for r in ranges] == [1] * products
+    assert ranges[0].first == EVERY_PRODUCT.first and ranges[-1].last == EVERY_PRODUCT.last
+    assert all(later.first == earlier.last + 1 for earlier, later in itertools.pairwise(ranges))
+    assert {d.bucket for d in one_pass} == {"on_hand", "held_by_ended_hold"}
+    assert by_range == one_pass

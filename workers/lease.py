@@ -133,16 +133,19 @@ class LeaseManager:
         values = self.redis.mget([self._keys(shard)[0] for shard in shards])
         return [value.decode() if isinstance(value, bytes) else value for value in values]
 
-    def vacant(self, shards: list[int]) -> list[int]:
-        """The shards whose lease is free, or was held by a worker whose connection is gone (those
-        leases are deleted here, so that the next `acquire` can take them)."""
+    def vacant(self, shards: list[int]) -> dict[int, str | None]:
+        """The shards whose lease is free (→ None), or was held by a worker whose connection is gone
+        (→ that lease's value: those leases are deleted here, so that the next `acquire` can take
+        them), in shard order."""
         values = self.holders(shards)
-        free = [shard for shard, value in zip(shards, values, strict=True) if value is None]
+        vacant: dict[int, str | None] = {
+            shard: None for shard, value in zip(shards, values, strict=True) if value is None
+        }
         held = {shard: value for shard, value in zip(shards, values, strict=True) if value is not None}
         for shard in self._of_dead_holders(held):
             if self._delete_if(keys=self._keys(shard)[:1], args=[held[shard]]):
-                free.append(shard)
-        return sorted(free)
+                vacant[shard] = held[shard]
+        return dict(sorted(vacant.items()))
 
     def _of_dead_holders(self, held: dict[int, str]) -> list[int]:
         connections = {shard: lease_connection(value) for shard, value in held.items()}

@@ -35,7 +35,7 @@ from sqlalchemy import Engine, text
 
 from db.engine import get_engine, libpq_url
 from db.inbox import NUDGE_CHANNEL
-from db.ops_reads import holds_by_status, shard_inboxes
+from db.ops_reads import shard_inboxes
 from domain.errors import InvalidCommand
 from tessera import metrics
 from tessera.answers import Wakeups
@@ -49,7 +49,7 @@ from workers.writer import ShardWriter
 log = structlog.get_logger("tessera.worker")
 REDIS_TIMEOUT_SECONDS = 5.0
 GAUGES_SECONDS = 5.0
-"""How often a worker serving /metrics reads its shards' inbox and the holds by status."""
+"""How often a worker serving /metrics reads the inbox of the shards it holds."""
 
 
 def writer_session_options(lease_ttl_seconds: float) -> str:
@@ -239,15 +239,16 @@ class WorkerProcess:
         unheld = [shard for shard in self.shards if shard not in self.held]
         if not unheld:
             return []
-        return [shard for shard in self.leases.vacant(unheld) if self._take(shard)]
+        return [shard for shard, gone in self.leases.vacant(unheld).items() if self._take(shard, gone)]
 
-    def _take(self, shard: int) -> bool:
+    def _take(self, shard: int, gone_holder: str | None = None) -> bool:
+        """Acquire a free lease; `gone_holder`: the lease it replaces, of a worker whose connection is gone."""
         new = self.leases.acquire(shard, self._epoch_floor(shard))
         if new is None:
             return False
         self.held[shard] = new
-        log.info("lease.acquired", shard=shard, epoch=new.epoch, holder=self.name)
-        metrics.LEASE_CHANGES.labels("acquired").inc()
+        log.info("lease.acquired", shard=shard, epoch=new.epoch, holder=self.name, taken_from=gone_holder)
+        metrics.LEASE_CHANGES.labels("acquired" if gone_holder is None else "taken_over").inc()
         return True
 
     def _nudge(self, payload: str) -> None:
@@ -311,7 +312,7 @@ class WorkerProcess:
         every third of the TTL, a takeover took up to 1.33 TTL, and the expiries due meanwhile waited)."""
         renew_every = self.settings.lease_ttl_seconds / 3
         look_every = min(renew_every, max(self.settings.lease_ttl_seconds / 20, 0.05))
-        renew_at = gauges_at = time.monotonic() + renew_every
+        renew_at = time.monotonic() + renew_every
         while not self._stop.wait(look_every):
             try:
                 if time.monotonic() >= renew_at:
@@ -321,26 +322,31 @@ class WorkerProcess:
                     taken = self.take_free_leases()
                 if taken:
                     self.drain()
-                if self.metrics_port is not None and time.monotonic() >= gauges_at:
-                    gauges_at = time.monotonic() + GAUGES_SECONDS
-                    self._refresh_gauges()
             except Exception as error:  # Redis or PostgreSQL restarting: the next round tries again
                 log.warning("keeper.error", error=str(error).splitlines()[0] if str(error) else repr(error))
 
+    def _gauges_loop(self) -> None:
+        """Every GAUGES_SECONDS, the inbox gauges of the shards this worker holds (for /metrics):
+        a thread of its own, so that a slow read never holds up the renewal of the leases."""
+        while not self._stop.is_set():
+            try:
+                self._refresh_gauges()
+            except Exception as error:  # PostgreSQL restarting: the gauges keep their last values
+                log.warning("gauges.error", error=str(error).splitlines()[0] if str(error) else repr(error))
+            self._stop.wait(GAUGES_SECONDS)
+
     def _refresh_gauges(self) -> None:
-        """The inbox of the shards this worker holds, and the holds by status (for /metrics)."""
         with self.engine.connect() as conn:
             now, inboxes = shard_inboxes(conn, self.settings.shards)
-            metrics.record_holds(holds_by_status(conn))
         held = sorted(self.held)
         metrics.record_inbox(
-            held,
             pending={s: inboxes[s].pending for s in held},
             oldest_seconds={
                 s: (now - oldest).total_seconds() if (oldest := inboxes[s].oldest_pending_at) else None
                 for s in held
             },
             dead={s: inboxes[s].dead_letters for s in held},
+            not_held=[s for s in self.shards if s not in held],
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -363,6 +369,8 @@ class WorkerProcess:
             threading.Thread(target=self._listen_for_nudges, name="nudges", daemon=True),
             threading.Thread(target=self._listen_for_notifies, name="recorded-holds", daemon=True),
         ]
+        if self.metrics_port is not None:
+            self._threads.append(threading.Thread(target=self._gauges_loop, name="gauges", daemon=True))
         for thread in self._threads:
             thread.start()
         self._dramatiq = dramatiq.Worker(
