@@ -45,6 +45,12 @@ def worker(
     threads: int = typer.Option(None, "--threads", help="Dramatiq worker threads (TESSERA_WORKER_THREADS)."),
     metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port."),
+    spread: bool = typer.Option(
+        False,
+        "--spread",
+        help="Share the shards with the other workers serving the same ones (by default the first takes "
+        "them all and the others stand by).",
+    ),
 ) -> None:
     """Lease the shards and apply their commands until stopped (SIGTERM / Ctrl-C)."""
     from workers.process import WorkerProcess, parse_shards
@@ -58,7 +64,7 @@ def worker(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--shards") from None
     WorkerProcess(
-        settings, served, name=name, metrics_port=metrics_port, metrics_host=metrics_host
+        settings, served, name=name, metrics_port=metrics_port, metrics_host=metrics_host, spread=spread
     ).run_forever()
 
 

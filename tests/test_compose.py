@@ -49,7 +49,9 @@ def test_workers_scale_and_are_watched() -> None:
     worker = SERVICES["worker"]
     # `docker compose up --scale worker=N` needs replicas that can coexist
     assert "container_name" not in worker and "ports" not in worker
-    assert "--shards" not in worker["command"] and "--name" not in worker["command"]  # leases spread them
+    # every replica serves every shard and names itself; --spread shares the shards out among them
+    assert "--shards" not in worker["command"] and "--name" not in worker["command"]
+    assert _parse(worker["command"]).params["spread"] is True
     assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "healthcheck" in worker
     port = worker["command"][worker["command"].index("--metrics-port") + 1]

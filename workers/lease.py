@@ -94,7 +94,7 @@ class LeaseManager:
 
     def acquire(self, shard: int, epoch_floor: int) -> ShardLease | None:
         started = time.monotonic()
-        connection_id = self._connection_id()
+        connection_id = self.connection_id()
         epoch = self._acquire(
             keys=self._keys(shard), args=[self.holder, self.ttl_ms, epoch_floor, connection_id]
         )
@@ -102,7 +102,7 @@ class LeaseManager:
             return None
         return ShardLease(shard, int(epoch), self.holder, connection_id, self._valid_until(started))
 
-    def _connection_id(self) -> int:
+    def connection_id(self) -> int:
         """The client id of this worker's own connection; 0 where CLIENT is disabled (then only
         the TTL can free its leases)."""
         try:

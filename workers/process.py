@@ -44,6 +44,7 @@ from tessera.settings import Settings
 from tessera.signals import stop_on_termination
 from workers.announcer import Announcer
 from workers.lease import LeaseManager, ShardLease
+from workers.spread import ShardSpread
 from workers.writer import ShardWriter
 
 log = structlog.get_logger("tessera.worker")
@@ -96,6 +97,9 @@ class WorkerProcess:
       shards: the shards this worker serves (leases decide which it applies right now).
       name: the holder name recorded in leases and batches.
       redis_client / engine: injected by tests and the demo; built from settings otherwise.
+      metrics_port / metrics_host: where to serve Prometheus /metrics (not served by default).
+      spread: share the shards with the other workers that serve the same ones (`workers.spread`),
+        instead of taking every free lease and leaving the others to stand by.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class WorkerProcess:
         engine: Engine | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        spread: bool = False,
     ) -> None:
         self.settings = settings
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
@@ -136,6 +141,18 @@ class WorkerProcess:
         )
         self.leases = LeaseManager(
             self.redis, settings.redis_namespace, self.name, settings.lease_ttl_seconds
+        )
+        self.spread = (
+            ShardSpread(
+                self.redis,
+                settings.redis_namespace,
+                self.name,
+                self.shards,
+                settings.lease_ttl_seconds,
+                self.leases.connection_id,
+            )
+            if spread
+            else None
         )
         self.writer = ShardWriter(
             self.engine,
@@ -241,8 +258,26 @@ class WorkerProcess:
             return []
         return [shard for shard, gone in self.leases.vacant(unheld).items() if self._take(shard, gone)]
 
+    def share_leases(self) -> None:
+        """With --spread: tell the peers how many shards this worker holds, and release one if a peer
+        holds two or more fewer (that peer takes it on its next look)."""
+        if self.spread is None:
+            return
+        self.spread.report(len(self.held))
+        if self.spread.over(len(self.held)):
+            shard = max(self.held)
+            lease = self.held[shard]
+            self._drop(shard)  # no new batch of the shard from here; one under way commits as usual
+            self.leases.release(lease)
+            metrics.LEASE_CHANGES.labels("released").inc()
+            log.info("lease.released", shard=shard, epoch=lease.epoch, peers=self.spread.peers)
+            self.spread.report(len(self.held))
+
     def _take(self, shard: int, gone_holder: str | None = None) -> bool:
-        """Acquire a free lease; `gone_holder`: the lease it replaces, of a worker whose connection is gone."""
+        """Acquire a free lease; `gone_holder`: the lease it replaces, of a worker whose connection is gone.
+        With --spread, a worker leaves it to a peer that holds fewer shards."""
+        if self.spread is not None and not self.spread.may_take(len(self.held)):
+            return False
         new = self.leases.acquire(shard, self._epoch_floor(shard))
         if new is None:
             return False
@@ -320,6 +355,7 @@ class WorkerProcess:
                     taken = self.keep_leases()
                 else:
                     taken = self.take_free_leases()
+                self.share_leases()
                 if taken:
                     self.drain()
             except Exception as error:  # Redis or PostgreSQL restarting: the next round tries again
@@ -362,6 +398,8 @@ class WorkerProcess:
         gc.freeze()
         if self.metrics_port is not None:
             start_http_server(self.metrics_port, addr=self.metrics_host)
+        if self.spread is not None:
+            self.spread.report(0)  # known to the peers before taking anything: they share with it
         self.keep_leases()
         self.drain()
         self._threads = [
@@ -391,6 +429,8 @@ class WorkerProcess:
             thread.join(timeout=5)
         self._nudged.shutdown(wait=True)
         self.foreign_bells.close()  # the writer is done: send the doorbells it still owes other processes
+        if self.spread is not None:
+            self.spread.leave()  # first: a peer at its share takes the released shards only once it is gone
         for lease in list(self.held.values()):
             self.leases.release(lease)
             metrics.LEASE_CHANGES.labels("released").inc()
