@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from db.records import Row
 from db.sql import parse_decimal, parse_time
 from domain.allocation import LotStock, WarehouseRoute
 from domain.quantities import Packaging
 from domain.results import LineShown, LotName
 from domain.states import Hold, HoldLine, HoldMode, HoldStatus, LineStatus, Payment
+from domain.valuation import Valuation
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,12 @@ class BatchState:
     fresh_balance_ids: list[int] = field(default_factory=list)
     """Ids drawn for lots and balances the batch may create (one of each per stock command), so
     that it decides with them in memory and writes them with the rest of its rows."""
+    valuations: dict[tuple[int, int], Valuation] | None = None
+    """(product, warehouse) → its valuation, for the asked products; None: not loaded (a batch
+    without stock commands, whose on_hand changes the writes apply to the valuations themselves;
+    see `db.warehouse_state`)."""
+    records: dict[str, dict[str, Row]] = field(default_factory=dict)
+    """table → id → row, for the operation rows the stock commands name (`db.records`)."""
 
 
 class HoldRow(NamedTuple):
@@ -80,6 +88,7 @@ class LineRow(NamedTuple):
     warehouse_id: int | None
     lot_id: int | None
     allocated: str
+    returned: str
     reason: str | None
     available: str | None
     largest_lot: dict[str, str] | None
@@ -105,6 +114,7 @@ class BalanceRow(NamedTuple):
     expiry: str | None
     on_hand: str
     reserved: str
+    in_transit: str
     damaged: str
     quarantine: str
     shade: str | None
@@ -119,6 +129,7 @@ LINE_SQL = {
     "sku": "p.sku",
     "pieces": "l.pieces::text",
     "allocated": "l.allocated::text",
+    "returned": "l.returned::text",
     "available": "l.available::text",
     "requested_quantity": "l.requested_quantity::text",
     "pieces_per_box": "p.pieces_per_box",
@@ -137,6 +148,7 @@ BALANCE_SQL = {
     "expiry": "l.expiry",
     "on_hand": "b.on_hand::text",
     "reserved": "b.reserved::text",
+    "in_transit": "b.in_transit::text",
     "damaged": "b.damaged::text",
     "quarantine": "b.quarantine::text",
     "shade": "l.shade",
@@ -200,6 +212,7 @@ def _add_line(state: BatchState, row: LineRow) -> None:
             warehouse_id=row.warehouse_id,
             lot_id=row.lot_id,
             allocated=Decimal(row.allocated),
+            returned=Decimal(row.returned),
             reason=row.reason,
             available=parse_decimal(row.available),
             largest_lot=row.largest_lot,
@@ -234,6 +247,7 @@ def _add_balance(state: BatchState, row: BalanceRow) -> None:
             Decimal(row.quarantine),
             row.shade,
             row.caliber,
+            Decimal(row.in_transit),
         )
     )
     state.lot_names[row.lot_id] = LotName(row.lot_code, row.shade, row.caliber)

@@ -25,6 +25,7 @@ from db.batch_state import (
     read_state,
 )
 from db.sql import UUID_PATTERN, Pg, array_param, compact, send_sync
+from db.warehouse_state import STOCK_KINDS, load_warehouse_state
 
 # The shards whose lease this transaction proved: their fence rows, updated by this very transaction
 # (now() is the transaction's start time). Only their commands are taken.
@@ -193,6 +194,8 @@ class ClaimSent:
         loaded = self.loaded.fetchone()
         assert loaded is not None
         commands, state = read_state(loaded)
+        if any(command.kind.startswith(STOCK_KINDS) for command in commands):
+            load_warehouse_state(self.loaded.connection, commands, state)
         deferred = self.deferring.fetchone()
         state.deferring = {str(hold_id) for hold_id in deferred[0]} if deferred else set()
         return Claim(due=set(row[0]), proved=set(row[1]), now=row[2], commands=commands, state=state)

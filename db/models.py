@@ -31,6 +31,8 @@ from sqlalchemy.types import UserDefinedType
 
 Qty = Numeric(18, 3)
 """Quantities in the product's base unit (pieces)."""
+Money = Numeric(18, 4)
+"""Costs: a piece's unit cost, a movement's total cost."""
 
 
 class Base(DeclarativeBase):
@@ -80,6 +82,8 @@ class Warehouse(Base):
     can_ship: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     priority: Mapped[int] = mapped_column(Integer, server_default="100")
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    can_receive: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    """Whether goods may arrive here (receipts, transfers in)."""
 
 
 class Lot(Base):
@@ -147,6 +151,7 @@ class HoldLine(Base):
     __tablename__ = "hold_lines"
     __table_args__ = (
         CheckConstraint("pieces > 0 AND allocated >= 0", name="line_quantities"),
+        CheckConstraint("returned >= 0 AND returned <= allocated", name="line_returned_within_allocated"),
         Index("ix_hold_lines_product_status", "product_id", "status"),
         # An allocated line holds stock of an existing balance (warehouse and lot are set together,
         # on allocation): one check per write, and it implies the warehouse and the lot exist.
@@ -169,6 +174,8 @@ class HoldLine(Base):
     warehouse_id: Mapped[int | None] = mapped_column(Integer)
     lot_id: Mapped[int | None] = mapped_column(Integer)
     allocated: Mapped[Decimal] = mapped_column(Qty, server_default="0")
+    returned: Mapped[Decimal] = mapped_column(Qty, server_default="0")
+    """Pieces of the line's sale that came back (returns), never more than were allocated."""
     reason: Mapped[str | None] = mapped_column(Text)
     available: Mapped[Decimal | None] = mapped_column(Qty)
     largest_lot: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
@@ -217,11 +224,16 @@ class Command(Base):
 
 
 class Movement(Base):
-    """The append-only ledger: Σ movements of a lot balance = the balance."""
+    """The append-only ledger: Σ movements of a lot balance = the balance. Each row says what
+    (kind, deltas), who (actor: a token's name; NULL = the system), why (reason; its command's key
+    through command_seq), what it cost and the balance it left (the `*_after` columns, NULL on rows
+    written before they existed)."""
 
     __tablename__ = "movements"
     __table_args__ = (
         Index("ix_movements_balance", "product_id", "warehouse_id", "lot_id"),
+        # The history of a product, newest first, a page at a time (GET /v1/movements).
+        Index("ix_movements_product_id", "product_id", "id"),
         # Every movement moves an existing balance: one check per row, which implies the product,
         # the warehouse and the lot exist (the balance's own keys).
         ForeignKeyConstraint(
@@ -245,6 +257,136 @@ class Movement(Base):
     hold_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     line_no: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = _now()
+    unit_cost: Mapped[Decimal | None] = mapped_column(Money)
+    total_cost: Mapped[Decimal | None] = mapped_column(Money)
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(Text)
+    on_hand_after: Mapped[Decimal | None] = mapped_column(Qty)
+    reserved_after: Mapped[Decimal | None] = mapped_column(Qty)
+    in_transit_after: Mapped[Decimal | None] = mapped_column(Qty)
+    damaged_after: Mapped[Decimal | None] = mapped_column(Qty)
+    quarantine_after: Mapped[Decimal | None] = mapped_column(Qty)
+
+
+class StockValuation(Base):
+    """Moving weighted-average unit cost per (product, warehouse); `quantity` = Σ on_hand there."""
+
+    __tablename__ = "stock_valuations"
+    __table_args__ = (CheckConstraint("quantity >= 0 AND average_cost >= 0", name="valuation_not_negative"),)
+
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"), primary_key=True)
+    quantity: Mapped[Decimal] = mapped_column(Qty, server_default="0")
+    average_cost: Mapped[Decimal] = mapped_column(Money, server_default="0")
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+def _seq(nullable: bool = False) -> Any:
+    """The inbox command that wrote (or decided) a row."""
+    return mapped_column(BigInteger, ForeignKey("commands.seq"), nullable=nullable)
+
+
+class Transfer(Base):
+    """Stock on its way from one warehouse to another, in one lot: `in_transit` → `received` |
+    `cancelled`. Its id is drawn by the producer; its row is written by the product's writer."""
+
+    __tablename__ = "transfers"
+    __table_args__ = (
+        CheckConstraint("status IN ('in_transit', 'received', 'cancelled')", name="transfer_status"),
+        CheckConstraint("from_warehouse_id <> to_warehouse_id", name="transfer_between_two_warehouses"),
+        CheckConstraint(
+            "quantity > 0 AND received >= 0 AND damaged >= 0 AND received + damaged <= quantity",
+            name="transfer_quantities",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    lot_id: Mapped[int] = mapped_column(ForeignKey("lots.id"))
+    from_warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"))
+    to_warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"))
+    quantity: Mapped[Decimal] = mapped_column(Qty)
+    received: Mapped[Decimal] = mapped_column(Qty, server_default="0")
+    """Pieces that arrived in good condition."""
+    damaged: Mapped[Decimal] = mapped_column(Qty, server_default="0")
+    """Pieces that arrived damaged (quantity − received − damaged never arrived)."""
+    status: Mapped[str] = mapped_column(String(16))
+    unit_cost: Mapped[Decimal | None] = mapped_column(Money)
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_by_token_id: Mapped[int | None] = mapped_column(Integer)
+    requested_by: Mapped[str | None] = mapped_column(Text)
+    decided_by_token_id: Mapped[int | None] = mapped_column(Integer)
+    decided_by: Mapped[str | None] = mapped_column(Text)
+    command_seq: Mapped[int] = _seq()
+    decided_seq: Mapped[int | None] = _seq(nullable=True)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Adjustment(Base):
+    """A signed change to a lot's on_hand, with its reason: `applied`, or above the threshold
+    `awaiting_approval` → `approved` | `rejected` (by another token than the one that asked)."""
+
+    __tablename__ = "adjustments"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('applied', 'awaiting_approval', 'approved', 'rejected')", name="adjustment_status"
+        ),
+        CheckConstraint("quantity <> 0", name="adjustment_changes_something"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"))
+    lot_id: Mapped[int] = mapped_column(ForeignKey("lots.id"))
+    quantity: Mapped[Decimal] = mapped_column(Qty)
+    """The signed change to on_hand."""
+    status: Mapped[str] = mapped_column(String(24))
+    unit_cost: Mapped[Decimal | None] = mapped_column(Money)
+    reason: Mapped[str] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    """Why an approved adjustment could not change the stock, if it could not."""
+    requested_by_token_id: Mapped[int | None] = mapped_column(Integer)
+    requested_by: Mapped[str | None] = mapped_column(Text)
+    decided_by_token_id: Mapped[int | None] = mapped_column(Integer)
+    decided_by: Mapped[str | None] = mapped_column(Text)
+    command_seq: Mapped[int] = _seq()
+    decided_seq: Mapped[int | None] = _seq(nullable=True)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Quarantine(Base):
+    """A receipt line that arrived in quarantine, and what became of it: released to stock or
+    written off as damaged. Its id is drawn by the producer and returned with the receipt."""
+
+    __tablename__ = "quarantines"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('quarantined', 'released', 'written_off', 'settled')", name="quarantine_status"
+        ),
+        CheckConstraint(
+            "quantity > 0 AND released >= 0 AND written_off >= 0 AND released + written_off <= quantity",
+            name="quarantine_quantities",
+        ),
+        ForeignKeyConstraint(
+            ["product_id", "warehouse_id", "lot_id"],
+            ["stock_balances.product_id", "stock_balances.warehouse_id", "stock_balances.lot_id"],
+            name="quarantines_balance_fkey",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    product_id: Mapped[int] = mapped_column(Integer, index=True)
+    warehouse_id: Mapped[int] = mapped_column(Integer)
+    lot_id: Mapped[int] = mapped_column(Integer)
+    quantity: Mapped[Decimal] = mapped_column(Qty)
+    released: Mapped[Decimal] = mapped_column(Qty, server_default="0")
+    written_off: Mapped[Decimal] = mapped_column(Qty, server_default="0")
+    status: Mapped[str] = mapped_column(String(16))
+    command_seq: Mapped[int] = _seq()
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
 
 
 class OutboxEvent(Base):

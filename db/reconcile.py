@@ -1,5 +1,6 @@
-"""Ledger = balances, and reserved = Σ active hold lines, per (product, warehouse, lot); and no
-stock held for a hold that has ended with nothing on its way to give it back.
+"""Ledger = balances, and reserved = Σ active hold lines, per (product, warehouse, lot); no stock
+held for a hold that has ended with nothing on its way to give it back; and each valuation's
+quantity = the on_hand of its product at its warehouse.
 
 Checked for a range of product ids at a time (every product by default): each statement sees all
 the rows of its products, written together by their writer, and a long check over many products
@@ -70,6 +71,18 @@ _ENDED = """
       )
 """
 
+# A valuation's quantity is the product's on_hand at its warehouse (every lot), however it moved.
+_VALUATIONS = """
+    SELECT p.sku, w.code AS warehouse, '*' AS lot, 'valuation_quantity' AS bucket, v.quantity AS balance,
+           coalesce(b.on_hand, 0) AS ledger
+    FROM stock_valuations v JOIN products p ON p.id = v.product_id JOIN warehouses w ON w.id = v.warehouse_id
+    LEFT JOIN LATERAL (
+        SELECT sum(on_hand) AS on_hand FROM stock_balances
+        WHERE product_id = v.product_id AND warehouse_id = v.warehouse_id
+    ) AS b ON true
+    WHERE v.product_id BETWEEN :first AND :last AND v.quantity <> coalesce(b.on_hand, 0)
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Difference:
@@ -85,7 +98,9 @@ class Difference:
         where = f"{self.sku} @ {self.warehouse} lot {self.lot}"
         if self.bucket == "held_by_ended_hold":
             return f"{where}: {self.balance} pieces reserved for hold {self.hold}, with nothing pending to free them"
-        source = "active hold lines" if self.bucket == "reserved_vs_holds" else "ledger"
+        source = {"reserved_vs_holds": "active hold lines", "valuation_quantity": "on_hand there"}.get(
+            self.bucket, "ledger"
+        )
         return f"{where}: {self.bucket} balance {self.balance} ≠ {source} {self.expected}"
 
 
@@ -93,6 +108,7 @@ CHECKS = {
     "ledger = balances": _LEDGER,
     "reserved = active hold lines": _HOLDS,
     "nothing held for ended holds": _ENDED,
+    "valuation quantity = on_hand": _VALUATIONS,
 }
 
 

@@ -7,6 +7,7 @@ commit are one round trip, whatever its size. No business rule lives here.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,11 +15,13 @@ from typing import Any
 
 from db.batch_state import InboxCommand
 from db.inbox import INSERT_COMMANDS, NewCommand, command_rows
+from db.records import RECORD_TABLES, Row
 from db.sql import Pg, array_param, compact, json_param
 from domain.allocation import LotStock
-from domain.lines import Movement
+from domain.movements import Movement
 from domain.receipts import LotFacts
 from domain.states import UNSETTLED, Hold, HoldLine
+from domain.valuation import Valuation
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,8 @@ class LedgerEntry:
     command_seq: int
     hold_id: str | None = None
     line_no: int | None = None
+    actor: str | None = None
+    """Who asked (a token's name); None: the system."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,18 @@ class HoldAlert:
     hold_id: str
     detail: dict[str, Any]
     resolved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StockAlert:
+    """An alert about a product in a warehouse (`count_below_reserved`, …): raised, or if one is
+    open already, its details added to."""
+
+    kind: str
+    severity: str
+    product_id: int
+    warehouse_id: int | None
+    details: list[dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -60,6 +77,12 @@ class BatchWrites:
     """The balance ids, among `stocks`, that the batch created."""
     lot_facts: Mapping[int, LotFacts] = field(default_factory=dict)
     """Known lots whose missing facts a receipt stated: lot id → the facts to fill in."""
+    valuations: Sequence[Valuation] | None = None
+    """The valuations the batch changed, written whole; None: the batch loaded none (no stock
+    command), and its ledger's on_hand changes are added to the valuations' quantities in SQL."""
+    stock_alerts: Sequence[StockAlert] = ()
+    records: Mapping[str, Sequence[Row]] = field(default_factory=dict)
+    """table → the operation rows the batch wrote (`db.records`), upserted whole."""
 
 
 # A batch's writes are one statement, each table a data-modifying part of it (a part with no rows
@@ -69,27 +92,41 @@ class BatchWrites:
 # tables whose statistics lag behind, and each batch gets slower than the last.
 # Every row the batch writes carries one time, taken as the batch is written: when its commands were
 # applied (never before a command was recorded, as the transaction's start can be).
+# One open alert per (kind, product, warehouse, hold): the unique index alerts' upserts conflict on.
+_OPEN_ALERT = (
+    "kind, coalesce(product_id, 0), coalesce(warehouse_id, 0), "
+    "coalesce(hold_id, '00000000-0000-0000-0000-000000000000'::uuid)"
+)
 _SAVE_BATCH_TEMPLATE = f"""
-    WITH clock AS (SELECT clock_timestamp() AS at), {{lots}}stocks AS (
-        UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, updated_at = (SELECT at FROM clock)
-        FROM unnest(%(stock_ids)s::bigint[], %(stock_on_hand)s::numeric[], %(stock_reserved)s::numeric[])
-             AS v(id, on_hand, reserved)
+    WITH clock AS (SELECT clock_timestamp() AS at), {{parts}}stocks AS (
+        UPDATE stock_balances b SET on_hand = v.on_hand, reserved = v.reserved, in_transit = v.in_transit,
+               damaged = v.damaged, quarantine = v.quarantine, updated_at = (SELECT at FROM clock)
+        FROM unnest(%(stock_ids)s::bigint[], %(stock_on_hand)s::numeric[], %(stock_reserved)s::numeric[],
+                    %(stock_in_transit)s::numeric[], %(stock_damaged)s::numeric[], %(stock_quarantine)s::numeric[])
+             AS v(id, on_hand, reserved, in_transit, damaged, quarantine)
         WHERE b.id = v.id AND b.id = ANY(%(stock_ids)s::bigint[])
         RETURNING 1
     ), ledger AS (
-        INSERT INTO movements (product_id, warehouse_id, lot_id, kind, d_on_hand, d_reserved, command_seq, hold_id,
-                               line_no, created_at)
+        INSERT INTO movements (product_id, warehouse_id, lot_id, kind, d_on_hand, d_reserved, d_in_transit, d_damaged,
+                               d_quarantine, unit_cost, total_cost, reason, actor, on_hand_after, reserved_after,
+                               in_transit_after, damaged_after, quarantine_after, command_seq, hold_id, line_no,
+                               created_at)
         SELECT m.*, (SELECT at FROM clock)
         FROM unnest(%(move_product_ids)s::int[], %(move_warehouse_ids)s::int[], %(move_lot_ids)s::int[],
                     %(move_kinds)s::text[], %(move_on_hand)s::numeric[], %(move_reserved)s::numeric[],
+                    %(move_in_transit)s::numeric[], %(move_damaged)s::numeric[], %(move_quarantine)s::numeric[],
+                    %(move_unit_costs)s::numeric[], %(move_total_costs)s::numeric[], %(move_reasons)s::text[],
+                    %(move_actors)s::text[], %(on_hand_after)s::numeric[], %(reserved_after)s::numeric[],
+                    %(in_transit_after)s::numeric[], %(damaged_after)s::numeric[], %(quarantine_after)s::numeric[],
                     %(move_seqs)s::bigint[], %(move_hold_ids)s::uuid[], %(move_line_nos)s::int[]) AS m
         RETURNING 1
     ), lines AS (
         UPDATE hold_lines h SET status = v.status, warehouse_id = v.warehouse_id, lot_id = v.lot_id,
-               allocated = v.allocated, reason = v.reason, available = v.available, largest_lot = v.largest_lot
+               allocated = v.allocated, returned = v.returned, reason = v.reason, available = v.available,
+               largest_lot = v.largest_lot
         FROM jsonb_to_recordset(%(lines)s::jsonb)
              AS v(hold_id uuid, line_no int, status text, warehouse_id int, lot_id int, allocated numeric,
-                  reason text, available numeric, largest_lot jsonb)
+                  returned numeric, reason text, available numeric, largest_lot jsonb)
         WHERE h.hold_id = v.hold_id AND h.line_no = v.line_no AND h.hold_id = ANY(%(line_hold_ids)s::uuid[])
         RETURNING 1
     ), holds AS (
@@ -107,8 +144,7 @@ _SAVE_BATCH_TEMPLATE = f"""
                (SELECT at FROM clock), (SELECT at FROM clock),
                CASE WHEN v.status = 'resolved' THEN (SELECT at FROM clock) END
         FROM jsonb_to_recordset(%(alerts)s::jsonb) AS v(hold_id uuid, detail jsonb, status text)
-        ON CONFLICT (kind, coalesce(product_id, 0), coalesce(warehouse_id, 0),
-                     coalesce(hold_id, '00000000-0000-0000-0000-000000000000'::uuid)) WHERE status <> 'resolved'
+        ON CONFLICT ({_OPEN_ALERT}) WHERE status <> 'resolved'
         DO UPDATE SET details = alerts.details || EXCLUDED.details, occurrences = alerts.occurrences + 1,
                       updated_at = EXCLUDED.updated_at
         RETURNING 1
@@ -133,8 +169,9 @@ _SAVE_BATCH_TEMPLATE = f"""
     WHERE c.seq = v.seq AND c.seq = ANY(%(seqs)s::bigint[])
 """
 
-# A batch that received goods into a lot it creates, or completed a known lot's facts, writes those
-# first; the others (nearly all) send the statement without these parts.
+# The parts a batch sends only when it has their rows, written before the others (each ends in ", ").
+# A batch that received goods into a lot it creates, or completed a known lot's facts, writes those;
+# the others (nearly all) send the statement without them.
 _LOT_PARTS = """new_lots AS (
         INSERT INTO lots (id, product_id, lot_code, shade, caliber, expiry, received_at)
         SELECT v.*, (SELECT at FROM clock)
@@ -149,24 +186,67 @@ _LOT_PARTS = """new_lots AS (
         WHERE l.id = v.id AND l.id = ANY(%(lot_fact_ids)s::int[])
         RETURNING 1
     ), new_stocks AS (
-        INSERT INTO stock_balances (id, product_id, warehouse_id, lot_id, on_hand, reserved, updated_at)
+        INSERT INTO stock_balances (id, product_id, warehouse_id, lot_id, on_hand, reserved, in_transit, damaged,
+                                    quarantine, updated_at)
         SELECT v.*, (SELECT at FROM clock)
         FROM jsonb_to_recordset(%(new_stocks)s::jsonb)
-             AS v(id bigint, product_id int, warehouse_id int, lot_id int, on_hand numeric, reserved numeric)
+             AS v(id bigint, product_id int, warehouse_id int, lot_id int, on_hand numeric, reserved numeric,
+                  in_transit numeric, damaged numeric, quarantine numeric)
         RETURNING 1), """
-_SAVE_BATCH = compact(_SAVE_BATCH_TEMPLATE.replace("{lots}", ""))
-_SAVE_BATCH_WITH_LOTS = compact(_SAVE_BATCH_TEMPLATE.replace("{lots}", _LOT_PARTS))
+# A batch of stock commands loaded the valuations of its products and writes those it changed, whole.
+_VALUATIONS = """valuations AS (
+        INSERT INTO stock_valuations AS s (product_id, warehouse_id, quantity, average_cost, updated_at)
+        SELECT v.*, (SELECT at FROM clock)
+        FROM jsonb_to_recordset(%(valuations)s::jsonb)
+             AS v(product_id int, warehouse_id int, quantity numeric, average_cost numeric)
+        ON CONFLICT (product_id, warehouse_id) DO UPDATE SET quantity = EXCLUDED.quantity,
+            average_cost = EXCLUDED.average_cost, updated_at = EXCLUDED.updated_at
+        RETURNING 1), """
+# Any other batch (holds: a sale, a refund) loaded none: what its ledger moved in or out of on_hand
+# is added to the quantity of the valuations there are, from the ledger's own parameters.
+_VALUATION_QUANTITIES = """valuation_quantities AS (
+        UPDATE stock_valuations s SET quantity = s.quantity + v.on_hand, updated_at = (SELECT at FROM clock)
+        FROM (SELECT product_id, warehouse_id, sum(on_hand) AS on_hand
+              FROM unnest(%(move_product_ids)s::int[], %(move_warehouse_ids)s::int[], %(move_on_hand)s::numeric[])
+                   AS m(product_id, warehouse_id, on_hand)
+              GROUP BY 1, 2 HAVING sum(on_hand) <> 0) AS v
+        WHERE s.product_id = v.product_id AND s.warehouse_id = v.warehouse_id
+          AND s.product_id = ANY(%(move_product_ids)s::int[])
+        RETURNING 1), """
+_STOCK_ALERTS = f"""stock_alerts AS (
+        INSERT INTO alerts (kind, severity, product_id, warehouse_id, details, raised_at, updated_at)
+        SELECT v.*, (SELECT at FROM clock), (SELECT at FROM clock)
+        FROM jsonb_to_recordset(%(stock_alerts)s::jsonb)
+             AS v(kind text, severity text, product_id int, warehouse_id int, details jsonb)
+        ON CONFLICT ({_OPEN_ALERT}) WHERE status <> 'resolved'
+        DO UPDATE SET details = alerts.details || EXCLUDED.details, occurrences = alerts.occurrences + 1,
+                      updated_at = EXCLUDED.updated_at
+        RETURNING 1), """
+_PARTS = {
+    "lots": _LOT_PARTS,
+    "valuations": _VALUATIONS,
+    "valuation_quantities": _VALUATION_QUANTITIES,
+    "stock_alerts": _STOCK_ALERTS,
+    **{name: table.upsert() for name, table in RECORD_TABLES.items()},
+}
+
+
+@functools.cache
+def _statement(parts: tuple[str, ...]) -> str:
+    """The batch's statement with these optional parts (a few texts in all, each made once)."""
+    return compact(_SAVE_BATCH_TEMPLATE.replace("{parts}", "".join(_PARTS[part] for part in parts)))
 
 
 def send_writes(
     pg: Pg, writes: BatchWrites, *, leases: Mapping[int, int], holder: str, started_at: dt.datetime
 ) -> None:
     """Send every write of the batch, one statement (in the caller's pipeline and transaction)."""
-    with_lots = bool(writes.new_lots or writes.new_stocks or writes.lot_facts)
+    parts, params = _optional_parts(writes)
     pg.execute(
-        _SAVE_BATCH_WITH_LOTS if with_lots else _SAVE_BATCH,
+        _statement(parts),
         {
-            **_stock_params(writes, with_lots=with_lots),
+            **params,
+            **_stock_params(writes),
             **_ledger_params(writes),
             **_hold_params(writes),
             "commands": command_rows(writes.commands),
@@ -195,14 +275,59 @@ def send_writes(
     )
 
 
-def _stock_params(writes: BatchWrites, *, with_lots: bool) -> dict[str, str]:
+def _optional_parts(writes: BatchWrites) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The optional parts this batch needs, and their parameters."""
+    parts: list[str] = []
+    params: dict[str, str] = {}
+    if writes.new_lots or writes.new_stocks or writes.lot_facts:
+        parts.append("lots")
+        params.update(_lot_params(writes))
+    if writes.valuations is None:
+        parts.append("valuation_quantities")
+    elif writes.valuations:
+        parts.append("valuations")
+        params["valuations"] = json_param(
+            [
+                {
+                    "product_id": v.product_id,
+                    "warehouse_id": v.warehouse_id,
+                    "quantity": v.quantity,
+                    "average_cost": v.average_cost,
+                }
+                for v in writes.valuations
+            ]
+        )
+    if writes.stock_alerts:
+        parts.append("stock_alerts")
+        params["stock_alerts"] = json_param(
+            [
+                {
+                    "kind": a.kind,
+                    "severity": a.severity,
+                    "product_id": a.product_id,
+                    "warehouse_id": a.warehouse_id,
+                    "details": a.details,
+                }
+                for a in writes.stock_alerts
+            ]
+        )
+    for table, rows in writes.records.items():
+        if rows:
+            parts.append(table)
+            params[table] = json_param(list(rows))
+    return tuple(parts), params
+
+
+def _stock_params(writes: BatchWrites) -> dict[str, str]:
     changed = [s for s in writes.stocks if s.balance_id not in writes.new_stocks]
-    params = {
+    return {
         "stock_ids": array_param(s.balance_id for s in changed),
         "stock_on_hand": array_param(s.on_hand for s in changed),
         "stock_reserved": array_param(s.reserved for s in changed),
+        "stock_in_transit": array_param(s.in_transit for s in changed),
+        "stock_damaged": array_param(s.damaged for s in changed),
+        "stock_quarantine": array_param(s.quarantine for s in changed),
     }
-    return {**params, **_lot_params(writes)} if with_lots else params
 
 
 def _lot_params(writes: BatchWrites) -> dict[str, str]:
@@ -217,6 +342,9 @@ def _lot_params(writes: BatchWrites) -> dict[str, str]:
                     "lot_id": s.lot_id,
                     "on_hand": s.on_hand,
                     "reserved": s.reserved,
+                    "in_transit": s.in_transit,
+                    "damaged": s.damaged,
+                    "quarantine": s.quarantine,
                 }
                 for s in created
             ]
@@ -246,6 +374,7 @@ def _lot_params(writes: BatchWrites) -> dict[str, str]:
 
 def _ledger_params(writes: BatchWrites) -> dict[str, str]:
     moves = [e.movement for e in writes.ledger]
+    after = list(zip(*(m.after for m in moves), strict=True)) or [()] * 5
     return {
         "move_product_ids": array_param(m.stock.product_id for m in moves),
         "move_warehouse_ids": array_param(m.stock.warehouse_id for m in moves),
@@ -253,6 +382,18 @@ def _ledger_params(writes: BatchWrites) -> dict[str, str]:
         "move_kinds": array_param(m.kind.value for m in moves),
         "move_on_hand": array_param(m.on_hand for m in moves),
         "move_reserved": array_param(m.reserved for m in moves),
+        "move_in_transit": array_param(m.in_transit for m in moves),
+        "move_damaged": array_param(m.damaged for m in moves),
+        "move_quarantine": array_param(m.quarantine for m in moves),
+        "move_unit_costs": array_param(m.unit_cost for m in moves),
+        "move_total_costs": array_param(m.total_cost for m in moves),
+        "move_reasons": array_param(m.reason for m in moves),
+        "move_actors": array_param(e.actor for e in writes.ledger),
+        "on_hand_after": array_param(after[0]),
+        "reserved_after": array_param(after[1]),
+        "in_transit_after": array_param(after[2]),
+        "damaged_after": array_param(after[3]),
+        "quarantine_after": array_param(after[4]),
         "move_seqs": array_param(e.command_seq for e in writes.ledger),
         "move_hold_ids": array_param(e.hold_id for e in writes.ledger),
         "move_line_nos": array_param(e.line_no for e in writes.ledger),
@@ -270,6 +411,7 @@ def _hold_params(writes: BatchWrites) -> dict[str, str]:
                     "warehouse_id": line.warehouse_id,
                     "lot_id": line.lot_id,
                     "allocated": line.allocated,
+                    "returned": line.returned,
                     "reason": line.reason,
                     "available": line.available,
                     "largest_lot": line.largest_lot or None,

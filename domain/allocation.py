@@ -36,6 +36,8 @@ class LotStock:
     quarantine: Decimal = ZERO
     shade: str | None = None
     caliber: str | None = None
+    in_transit: Decimal = ZERO
+    """Pieces on their way to this balance (not in its on_hand: transfers)."""
 
     @property
     def available(self) -> Decimal:

@@ -25,7 +25,20 @@ class HoldCommand(enum.StrEnum):
 
 
 class StockCommand(enum.StrEnum):
+    """Warehouse operations, applied by the product's shard writer (docs/warehouse.md)."""
+
     RECEIVE = "stock.receive"
+    QUARANTINE_RELEASE = "stock.quarantine_release"
+    DAMAGE = "stock.damage"
+    WRITE_OFF = "stock.write_off"
+    TRANSFER = "stock.transfer"
+    TRANSFER_RECEIVE = "stock.transfer_receive"
+    TRANSFER_CANCEL = "stock.transfer_cancel"
+    COUNT = "stock.count"
+    ADJUST = "stock.adjust"
+    ADJUST_APPROVE = "stock.adjust_approve"
+    ADJUST_REJECT = "stock.adjust_reject"
+    RETURN = "stock.return"
 
 
 CommandKind = HoldCommand | StockCommand | LineAction

@@ -7,33 +7,13 @@ explain the change. A rejection is an outcome, never an exception.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from domain.allocation import LotStock, Pick, WarehouseRoute, allocate_line
 from domain.errors import InvariantBroken
+from domain.movements import Movement, MovementKind, move
 from domain.outcomes import Outcome
 from domain.states import MOVES, HoldLine, LineAction, LineStatus
-
-
-class MovementKind(enum.StrEnum):
-    RECEIPT = "receipt"
-    SALE = "sale"
-    RETURN = "return"
-    RESERVATION = "reservation"
-    RELEASE = "release"
-    EXPIRY = "expiry"
-
-
-@dataclass(frozen=True, slots=True)
-class Movement:
-    """One ledger row: a signed change to a lot balance's buckets."""
-
-    kind: MovementKind
-    stock: LotStock
-    on_hand: Decimal = Decimal(0)
-    reserved: Decimal = Decimal(0)
 
 
 @dataclass(slots=True)
@@ -41,19 +21,6 @@ class LineOutcome:
     outcome: Outcome
     note: str = ""
     movements: list[Movement] = field(default_factory=list)
-
-
-def move(
-    kind: MovementKind, stock: LotStock, *, on_hand: Decimal = Decimal(0), reserved: Decimal = Decimal(0)
-) -> Movement:
-    """Apply a signed change to a balance, keeping its invariants, and say it in a ledger row."""
-    new_on_hand, new_reserved = stock.on_hand + on_hand, stock.reserved + reserved
-    if new_on_hand < 0 or new_reserved < 0 or new_reserved + stock.damaged + stock.quarantine > new_on_hand:
-        raise InvariantBroken(
-            f"{kind} on lot {stock.lot_code}: on_hand {stock.on_hand}{on_hand:+}, reserved {stock.reserved}{reserved:+}"
-        )
-    stock.on_hand, stock.reserved = new_on_hand, new_reserved
-    return Movement(kind, stock, on_hand=on_hand, reserved=reserved)
 
 
 def _held_stock(line: HoldLine, stocks: list[LotStock]) -> LotStock:
@@ -104,8 +71,11 @@ def apply_line(
     line.status = leaves
     if action is LineAction.CONFIRM:
         movement = move(MovementKind.SALE, stock, on_hand=-qty, reserved=-qty)
-    elif action is LineAction.RETURN:  # a refunded sale comes back to the lot it left
-        movement = move(MovementKind.RETURN, stock, on_hand=qty)
+    elif (
+        action is LineAction.RETURN
+    ):  # a refunded sale comes back to the lot it left, but for what came back already
+        movement = move(MovementKind.RETURN, stock, on_hand=qty - line.returned)
+        line.returned = qty
     else:
         kind = MovementKind.EXPIRY if action is LineAction.EXPIRE else MovementKind.RELEASE
         movement = move(kind, stock, reserved=-qty)

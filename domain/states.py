@@ -110,6 +110,8 @@ class HoldLine:
     lot_id: int | None = None
     allocated: Decimal = Decimal(0)
     """Pieces taken from the chosen lot (reserved, then sold, then maybe returned)."""
+    returned: Decimal = Decimal(0)
+    """Pieces of the sold line that came back (returns): never more than `allocated`."""
     reason: str | None = None
     available: Decimal | None = None
     largest_lot: dict[str, str] | None = None

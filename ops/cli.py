@@ -98,8 +98,8 @@ def scheduler(
 
 @app.command()
 def reconcile() -> None:
-    """Check ledger = balances and reserved = Σ active hold lines; exit 1 with a report on any difference
-    (a progress bar over the products on a terminal)."""
+    """Check ledger = balances (every bucket), reserved = Σ active hold lines and valuation quantities =
+    on_hand; exit 1 with a report on any difference (a progress bar over the products on a terminal)."""
     from db.reconcile import product_ranges
     from db.reconcile import reconcile as find_differences
     from ops.progress import tracked
@@ -114,7 +114,7 @@ def reconcile() -> None:
         for difference in differences:
             typer.echo(f"  {difference}")
         sys.exit(1)
-    typer.echo("reconcile: clean (ledger = balances, reserved = active hold lines)")
+    typer.echo("reconcile: clean (ledger = balances, reserved = active hold lines, valuations = on_hand)")
 
 
 @app.command()

@@ -24,7 +24,7 @@ from domain.errors import InvalidCommand
 from domain.results import HoldResult, MovementView, StockView
 from domain.states import parse_hold_id
 from producers import tickets
-from producers.recording import Recorder
+from producers.recording import Actor, Recorder
 from producers.requests import (
     HoldRequest,
     PaymentEvent,
@@ -49,12 +49,20 @@ class StockClient:
     Parameters:
       settings: configuration (``StockClient.from_env()`` reads it from the environment).
       engine / redis_client: injected by tests and the demo; built from settings otherwise.
+      actor: who the warehouse operations of this client are done by, as their ledger rows name
+        them (None: the system); a call's own `actor=` wins.
     """
 
     def __init__(
-        self, settings: Settings, *, engine: Engine | None = None, redis_client: Redis | None = None
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        redis_client: Redis | None = None,
+        actor: str | Actor | None = None,
     ) -> None:
         self.settings = settings
+        self.actor = _as_actor(actor)
         self.engine = engine or get_engine(settings.database_url)
         self.redis = redis_client or Redis.from_url(settings.redis_url)
         self.bells = CoalescingDoorbells(Doorbells.of(self.redis, settings))
@@ -156,6 +164,7 @@ class StockClient:
         shade: str | None = None,
         caliber: str | None = None,
         expiry: dt.date | str | None = None,
+        actor: str | Actor | None = None,
     ) -> CommandTicket:
         """Goods arrive into a warehouse and lot: a purchase receipt movement."""
         request = ReceiptRequest.parse(
@@ -169,7 +178,7 @@ class StockClient:
             caliber=caliber,
             expiry=expiry,
         )
-        self.recorder.receipt(request)
+        self.recorder.receipt(request, self.actor_of(actor))
         return CommandTicket(self, request.idempotency_key)
 
     def reserve(
@@ -222,6 +231,10 @@ class StockClient:
         self.recorder.hold_command(request)
         return CommandTicket(self, request.key)
 
+    def actor_of(self, actor: str | Actor | None) -> Actor | None:
+        """Who does an operation: the call's actor, else the client's."""
+        return _as_actor(actor) or self.actor
+
     # -- reads -----------------------------------------------------------------------------------
 
     def hold(self, hold_id: str) -> HoldResult:
@@ -259,3 +272,11 @@ class StockClient:
             from_token=from_token,
             wake=wake or self.wakeups.wait,
         )
+
+
+def _as_actor(actor: str | Actor | None) -> Actor | None:
+    if actor is None or isinstance(actor, Actor):
+        return actor
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > 100:
+        raise InvalidCommand("must be a non-empty name of at most 100 characters", field="actor")
+    return Actor(actor.strip())

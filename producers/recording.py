@@ -10,7 +10,9 @@ receipts and hold commands one statement each.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -27,6 +29,27 @@ from producers.requests import HoldRequest, PaymentEvent, ReceiptRequest, Releas
 
 Ring = Callable[..., None]
 """ring(shards, nudge=True): doorbells for the shards that got commands."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks for a warehouse operation: a token's name (and id, over HTTP), put into the
+    command's payload and so onto its ledger rows."""
+
+    name: str
+    token_id: int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {"actor": self.name, "actor_token_id": self.token_id}
+
+
+def stock_command(
+    key: str, kind: StockCommand, payload: dict[str, Any], sku: str, actor: Actor | None, *, shards: int
+) -> NewCommand:
+    """A warehouse command on its product's shard, saying who asked (no actor: the system)."""
+    return NewCommand.of(
+        key, kind.value, {**payload, **(actor.payload() if actor else {})}, shard_of(sku, shards)
+    )
 
 
 def check_resend(pg: Pg, key: str, kind: str, digest: str) -> None:
@@ -65,11 +88,10 @@ class Recorder:
         """`hold` for a coroutine: the event loop waits for the group's commit."""
         return await self.holds.record_async(request)
 
-    def receipt(self, request: ReceiptRequest) -> None:
+    def receipt(self, request: ReceiptRequest, actor: Actor | None = None) -> None:
         """Record goods in; a known lot must carry the same facts (else `LotMismatch`)."""
-        shard = shard_of(request.sku, self.shards)
-        with self.engine.begin() as conn:
-            pg = psycopg_of(conn)
+
+        def build(pg: Pg) -> list[NewCommand]:
             products, warehouses = load_references([request.sku], [request.warehouse]).run(pg)
             found = resolve(
                 request.sku, request.warehouse, request.quantity, request.unit, products, warehouses
@@ -78,30 +100,49 @@ class Recorder:
             known = lot_facts(pg, found.product.id, request.lot)
             if known is not None and (why := lot_conflict(request.lot, known, facts)):
                 raise LotMismatch(why, lot=request.lot)
-            command = NewCommand.of(
-                request.idempotency_key,
-                StockCommand.RECEIVE.value,
-                {
-                    "product_id": found.product.id,
-                    "sku": request.sku,
-                    "warehouse_id": found.warehouse_id,
-                    "lot": request.lot,
-                    "shade": facts.shade,
-                    "caliber": facts.caliber,
-                    "expiry": request.expiry.isoformat() if request.expiry else None,
-                    "quantity": decimal_str(request.quantity),
-                    "unit": request.unit.value,
-                    "pieces": decimal_str(found.conversion.pieces),
-                },
-                shard,
-            )
+            payload = {
+                "product_id": found.product.id,
+                "sku": request.sku,
+                "warehouse_id": found.warehouse_id,
+                "lot": request.lot,
+                "shade": facts.shade,
+                "caliber": facts.caliber,
+                "expiry": request.expiry.isoformat() if request.expiry else None,
+                "quantity": decimal_str(request.quantity),
+                "unit": request.unit.value,
+                "pieces": decimal_str(found.conversion.pieces),
+            }
+            return [
+                stock_command(
+                    request.idempotency_key,
+                    StockCommand.RECEIVE,
+                    payload,
+                    request.sku,
+                    actor,
+                    shards=self.shards,
+                )
+            ]
+
+        self.stock_commands(build)
+
+    def stock_commands(self, build: Callable[[Pg], Sequence[NewCommand]]) -> list[str]:
+        """Record warehouse commands, all or none, in one transaction: `build` reads what it needs
+        on that transaction (products, warehouses, lots) and returns the commands, or raises an
+        `InvalidCommand` and nothing is recorded. A key recorded before is a resend (the same
+        command) or refused (`IdempotencyConflict`). Returns the keys recorded now."""
+        with self.engine.begin() as conn:
+            pg = psycopg_of(conn)
+            commands = build(pg)
             # A concurrent first request with the same key makes this wait until that one commits
             # (the unique index), so a resend never sees a half-recorded command.
-            fresh = bool(insert_commands(pg, [command]).fetchall())
-            if not fresh:
-                check_resend(pg, command.key, command.kind, command.payload_hash)
-        if fresh:
-            self.ring({shard})  # a lost doorbell only delays: the sweep rings again
+            fresh = {row[0] for row in insert_commands(pg, commands).fetchall()}
+            for command in commands:
+                if command.key not in fresh:
+                    check_resend(pg, command.key, command.kind, command.payload_hash)
+        shards = {command.shard for command in commands if command.key in fresh}
+        if shards:
+            self.ring(shards)  # a lost doorbell only delays: the sweep rings again
+        return [command.key for command in commands if command.key in fresh]
 
     def hold_command(self, request: ReleaseRequest | PaymentEvent) -> None:
         """Record a command about an existing hold, on the hold's home shard."""

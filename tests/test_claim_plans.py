@@ -9,6 +9,7 @@ The sweep, over the same backlog, counts each shard's waiting commands.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -149,11 +150,13 @@ def test_a_writer_session_replans_early_then_every_replan_interval(
     assert replanned == [0.5, 1.5, 3.5, 7.5, 15.5, 25.5, 35.5, 45.5]
 
 
-def test_the_writers_hot_statements_stay_short_enough_for_psycopg_to_cache_their_conversion() -> None:
-    """psycopg re-splits a statement's placeholders on every run when it is over this length."""
+def test_the_writers_hot_statements_stay_within_what_psycopg_caches_the_conversion_of() -> None:
+    """psycopg re-splits a statement's placeholders on every run when it is longer, or has more
+    parameters, than it caches (`db.sql` raises the length): the claim and a batch of holds' writes."""
     from psycopg import _queries
 
-    from db.writes import _SAVE_BATCH
+    from db.writes import _statement
 
-    for statement in (_STATE, _SAVE_BATCH):
+    for statement in (_STATE, _statement(("valuation_quantities",))):
         assert len(statement.encode()) <= _queries.MAX_CACHED_STATEMENT_LENGTH
+        assert len(set(re.findall(r"%\((\w+)\)s", statement))) <= _queries.MAX_CACHED_STATEMENT_PARAMS

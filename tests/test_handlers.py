@@ -13,7 +13,7 @@ from db.batch_state import InboxCommand
 from db.inbox import NewCommand, insert_commands
 from db.sql import psycopg_of
 from domain.commands import shard_of
-from domain.lines import MovementKind, move
+from domain.movements import MovementKind, move
 from producers import StockClient
 from workers.batch import Batch, Result
 from workers.handlers import HANDLERS, handles
@@ -31,7 +31,7 @@ def found_handler() -> Iterator[None]:
     def found(batch: Batch, command: InboxCommand) -> Result:
         p = command.payload
         stock = next(s for s in batch.stocks(p["product_id"]) if s.lot_code == p["lot"])
-        batch.record(move(MovementKind.RECEIPT, stock, on_hand=Decimal(p["pieces"])), command.seq)
+        batch.record(move(MovementKind.RECEIPT, stock, on_hand=Decimal(p["pieces"])), command)
         return {"outcome": "found", "on_hand": str(stock.on_hand)}
 
     yield

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from domain.allocation import LotStock, WarehouseRoute
 from domain.errors import InvariantBroken
 from domain.holds import Alert, FanOut, HoldDecision, expire, is_expired, pay, release, settle
-from domain.lines import MovementKind, apply_line, fail_line, move
+from domain.lines import apply_line, fail_line
+from domain.movements import MovementKind, move
 from domain.states import Hold, HoldLine, HoldMode, HoldStatus, LineAction, LineStatus, Payment, line_after
 
 S, L = HoldStatus, LineStatus

@@ -14,18 +14,20 @@ from typing import Any
 
 from db.batch_state import BatchState, InboxCommand
 from db.inbox import NewCommand
-from db.writes import BatchWrites, HoldAlert, LedgerEntry
+from db.records import Row
+from db.writes import BatchWrites, HoldAlert, LedgerEntry, StockAlert
 from domain import holds as hold_rules
 from domain.allocation import LotStock
 from domain.commands import HoldCommand, expiry_key, line_answered_key, line_command_key, shard_of
 from domain.errors import InvariantBroken
 from domain.holds import Alert, HoldDecision
-from domain.lines import Movement
+from domain.movements import Movement
 from domain.outcomes import Outcome
 from domain.quantities import decimal_str
 from domain.receipts import LotFacts
 from domain.results import HoldView, LotName, hold_result
 from domain.states import Hold, HoldLine, LineAction, line_after
+from domain.valuation import Valuation
 
 Result = dict[str, Any]
 
@@ -52,6 +54,9 @@ class Batch:
         self.new_lots: list[LotStock] = []
         self.new_stocks: set[int] = set()
         self.lot_facts: dict[int, LotFacts] = {}
+        self.dirty_valuations: dict[tuple[int, int], Valuation] = {}
+        self.stock_alerts: dict[tuple[str, int, int | None], StockAlert] = {}
+        self.saved: dict[str, dict[str, Row]] = {}  # table → id → the operation row to write
 
     # -- what the commands act on --------------------------------------------------------------
 
@@ -99,6 +104,15 @@ class Batch:
         self.state.lot_names[lot_id] = LotName(lot_code, facts.shade, facts.caliber)
         return stock
 
+    def balance_in(self, lot: LotStock, warehouse_id: int) -> LotStock:
+        """The balance of `lot` (its product and lot) at a warehouse, created empty if it has none
+        there (a transfer's destination)."""
+        for stock in self.stocks(lot.product_id):
+            if stock.lot_id == lot.lot_id and stock.warehouse_id == warehouse_id:
+                return stock
+        facts = LotFacts(lot.shade, lot.caliber, lot.expiry)
+        return self.new_stock(lot.product_id, warehouse_id, lot.lot_code, facts, lot)
+
     def complete_lot_facts(self, product_id: int, lot_id: int, facts: LotFacts) -> None:
         """A known lot's facts, as a receipt completed them: on each of its balances, and written."""
         for stock in self.stocks(product_id):
@@ -110,10 +124,60 @@ class Batch:
     # -- what the commands did -----------------------------------------------------------------
 
     def record(
-        self, movement: Movement, seq: int, hold_id: str | None = None, line_no: int | None = None
+        self,
+        movement: Movement,
+        command: InboxCommand,
+        hold_id: str | None = None,
+        line_no: int | None = None,
     ) -> None:
+        """A movement the command made, written to the ledger with who asked for it (the payload's
+        `actor`, a token's name; None: the system)."""
         self.dirty_stocks[movement.stock.balance_id] = movement.stock
-        self.ledger.append(LedgerEntry(movement, seq, hold_id, line_no))
+        self.ledger.append(LedgerEntry(movement, command.seq, hold_id, line_no, command.payload.get("actor")))
+
+    def valuation(self, product_id: int, warehouse_id: int) -> Valuation | None:
+        """The product's valuation at the warehouse (None: no cost known there yet). Only a batch
+        with stock commands loads valuations."""
+        if self.state.valuations is None:
+            raise InvariantBroken("valuations are loaded for stock commands only")
+        return self.state.valuations.get((product_id, warehouse_id))
+
+    def set_average_cost(self, product_id: int, warehouse_id: int, average_cost: Decimal) -> Valuation:
+        """Give the product at the warehouse this average unit cost (its valuation is created if
+        it had none); its quantity is set from the balances when the batch is written."""
+        valuation = self.valuation(product_id, warehouse_id)
+        if valuation is None:
+            valuation = Valuation(product_id, warehouse_id, Decimal(0), average_cost)
+            assert self.state.valuations is not None
+            self.state.valuations[(product_id, warehouse_id)] = valuation
+        valuation.average_cost = average_cost
+        self.dirty_valuations[(product_id, warehouse_id)] = valuation
+        return valuation
+
+    def operation(self, table: str, row_id: str) -> Row | None:
+        """An operation row (`db.records`: a transfer, an adjustment, a quarantine) as this batch
+        left it, or as loaded; None if there is none with that id."""
+        saved = self.saved.get(table, {}).get(row_id)
+        return saved if saved is not None else self.state.records.get(table, {}).get(row_id)
+
+    def save(self, table: str, row: Row) -> None:
+        """Write an operation row (whole: every column of its table's declaration) with the batch."""
+        self.saved.setdefault(table, {})[str(row["id"])] = row
+
+    def raise_alert(
+        self,
+        kind: str,
+        product_id: int,
+        warehouse_id: int | None,
+        detail: dict[str, Any],
+        severity: str = "warning",
+    ) -> None:
+        """Raise an alert about a product in a warehouse, or add to the one open (one per kind,
+        product and warehouse)."""
+        key = (kind, product_id, warehouse_id)
+        raised = self.stock_alerts.get(key)
+        details = [*raised.details, detail] if raised is not None else [detail]
+        self.stock_alerts[key] = StockAlert(kind, severity, product_id, warehouse_id, details)
 
     def line_changed(self, hold: Hold, line: HoldLine) -> None:
         self.dirty_lines[(hold.id, line.line_no)] = line
@@ -275,4 +339,22 @@ class Batch:
             new_lots=self.new_lots,
             new_stocks=self.new_stocks,
             lot_facts=self.lot_facts,
+            valuations=self._valuations_written(),
+            stock_alerts=list(self.stock_alerts.values()),
+            records={table: list(rows.values()) for table, rows in self.saved.items()},
         )
+
+    def _valuations_written(self) -> list[Valuation] | None:
+        """The valuations to write, each with its quantity = on_hand at its warehouse now (None:
+        the batch loaded none; the statement follows the ledger's on_hand changes itself)."""
+        loaded = self.state.valuations
+        if loaded is None:
+            return None
+        touched = {(s.product_id, s.warehouse_id) for s in self.dirty_stocks.values()}
+        for key in touched & loaded.keys():
+            self.dirty_valuations[key] = loaded[key]
+        for (product_id, warehouse_id), valuation in self.dirty_valuations.items():
+            valuation.quantity = sum(
+                (s.on_hand for s in self.stocks(product_id) if s.warehouse_id == warehouse_id), Decimal(0)
+            )
+        return list(self.dirty_valuations.values())

@@ -58,7 +58,8 @@ TRANSIENT_CLASSES = {"08", "40", "53", "57", "58"}
 """Connection exception, transaction rollback, insufficient resources, operator intervention, system error."""
 TRANSIENT_STATES = {"55P03", "25P03", "25P04"}
 """Lock not available (lock_timeout), idle-in-transaction and transaction timeouts."""
-NOTIFIED_KINDS = {StockCommand.RECEIVE.value, HoldCommand.RELEASE.value, HoldCommand.PAY.value}
+NOTIFIED_KINDS = {*(kind.value for kind in StockCommand), HoldCommand.RELEASE.value, HoldCommand.PAY.value}
+"""The kinds whose callers wait on a command ticket: woken with a token once applied."""
 
 
 @dataclass(slots=True)

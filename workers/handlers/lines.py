@@ -16,7 +16,7 @@ def apply(batch: Batch, command: InboxCommand) -> Result:
     hold, line = batch.line(command)
     outcome = apply_line(action, line, batch.stocks(line.product_id), batch.state.routes)
     for movement in outcome.movements:
-        batch.record(movement, command.seq, hold.id, line.line_no)
+        batch.record(movement, command, hold.id, line.line_no)
     result: Result = {"outcome": outcome.outcome, "note": outcome.note, "line": line.line_no}
     if outcome.outcome is not Outcome.NOOP:
         batch.line_changed(hold, line)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from db.batch_state import InboxCommand
 from domain.commands import StockCommand
-from domain.lines import MovementKind, move
+from domain.movements import MovementKind, move
 from domain.outcomes import Outcome
 from domain.quantities import decimal_str
 from domain.receipts import LotFacts, lot_conflict, merged_facts
@@ -36,7 +36,7 @@ def receive(batch: Batch, command: InboxCommand) -> Result:
     stock = next(
         (s for s in stocks if s.warehouse_id == warehouse_id and s.lot_code == lot_code), None
     ) or batch.new_stock(product_id, warehouse_id, lot_code, facts, known)
-    batch.record(move(MovementKind.RECEIPT, stock, on_hand=Decimal(p["pieces"])), command.seq)
+    batch.record(move(MovementKind.RECEIPT, stock, on_hand=Decimal(p["pieces"])), command)
     return {
         "outcome": Outcome.RECEIVED,
         "pieces": p["pieces"],
