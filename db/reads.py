@@ -1,5 +1,5 @@
 """Reads, straight from PostgreSQL (reads never queue): reference data for recording, a hold's
-answer, a product's stock and its ledger."""
+answer and a product's stock (its ledger: `db.movements`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from db.sql import Pg, Rows, Statement
 from domain.allocation import available
 from domain.catalog import ProductRef
 from domain.commands import AGAIN
-from domain.errors import UnknownHold, UnknownSku
+from domain.errors import UnknownHold, UnknownSku, UnknownWarehouse
 from domain.quantities import Packaging
 from domain.receipts import LotFacts
 from domain.results import (
@@ -23,8 +23,8 @@ from domain.results import (
     LineShown,
     LotBalance,
     LotName,
-    MovementView,
     StockView,
+    WarehouseStock,
     hold_result,
 )
 from domain.states import MOVES, Hold, HoldLine, HoldMode, HoldStatus, LineAction, LineStatus, Payment
@@ -56,6 +56,22 @@ def load_references(
 def _references(rows: Rows) -> tuple[dict[str, ProductRef], dict[str, int]]:
     products = {r[2]: ProductRef(r[1], r[2], Packaging(r[3], r[4], r[5])) for r in rows if r[0] == "product"}
     return products, {r[2]: r[1] for r in rows if r[0] == "warehouse"}
+
+
+def product_id_of(conn: Connection, sku: str) -> int:
+    """The id of the product with this SKU (else UnknownSku)."""
+    found = conn.execute(text("SELECT id FROM products WHERE sku = :sku"), {"sku": sku}).scalar()
+    if found is None:
+        raise UnknownSku(sku, field="sku")
+    return int(found)
+
+
+def warehouse_id_of(conn: Connection, code: str) -> int:
+    """The id of the warehouse with this code (else UnknownWarehouse)."""
+    found = conn.execute(text("SELECT id FROM warehouses WHERE code = :code"), {"code": code}).scalar()
+    if found is None:
+        raise UnknownWarehouse(code, field="warehouse")
+    return int(found)
 
 
 def read_hold(conn: Connection, hold_id: uuid.UUID) -> HoldResult:
@@ -168,36 +184,23 @@ def read_stock(conn: Connection, sku: str) -> StockView:
         )
         for r in rows
     ]
+    by_warehouse: dict[str, list[LotBalance]] = {}
+    for lot in lots:
+        by_warehouse.setdefault(lot.warehouse, []).append(lot)
     return StockView(
         sku=product.sku,
         name=product.name,
         pieces_per_box=product.pieces_per_box,
         sqm_per_box=product.sqm_per_box,
-        on_hand=sum((lot.on_hand for lot in lots), Decimal(0)),
-        reserved=sum((lot.reserved for lot in lots), Decimal(0)),
-        available=sum((lot.available for lot in lots), Decimal(0)),
+        **_totals(lots),
+        warehouses=[WarehouseStock(warehouse=code, **_totals(held)) for code, held in by_warehouse.items()],
         lots=lots,
     )
 
 
-def read_movements(
-    conn: Connection, sku: str, *, limit: int = 100, before_id: int | None = None
-) -> list[MovementView]:
-    """A product's ledger, newest first, `limit` rows at most, older than `before_id` if given."""
-    product = conn.execute(text("SELECT id FROM products WHERE sku = :sku"), {"sku": sku}).scalar()
-    if product is None:
-        raise UnknownSku(sku)
-    rows = conn.execute(
-        text(
-            """
-            SELECT m.id, m.created_at, m.kind, w.code, l.lot_code, m.d_on_hand, m.d_reserved, m.hold_id::text,
-                   m.line_no, c.idempotency_key, c.kind, c.recorded_at, c.applied_at
-            FROM movements m JOIN commands c ON c.seq = m.command_seq
-            JOIN warehouses w ON w.id = m.warehouse_id JOIN lots l ON l.id = m.lot_id
-            WHERE m.product_id = :p AND (CAST(:before AS bigint) IS NULL OR m.id < :before)
-            ORDER BY m.id DESC LIMIT :limit
-            """
-        ),
-        {"p": product, "before": before_id, "limit": limit},
-    )
-    return [MovementView(**dict(zip(MovementView.model_fields, row, strict=True))) for row in rows]
+BUCKETS = ("on_hand", "reserved", "available", "in_transit", "damaged", "quarantine")
+
+
+def _totals(lots: Sequence[LotBalance]) -> dict[str, Decimal]:
+    """Each bucket summed over `lots`."""
+    return {bucket: sum((getattr(lot, bucket) for lot in lots), Decimal(0)) for bucket in BUCKETS}

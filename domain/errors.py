@@ -6,6 +6,8 @@ for commands that cannot be accepted at all and for broken invariants.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 
 class TesseraError(Exception):
     """Root of every Tessera error."""
@@ -58,9 +60,33 @@ class ResultTimeout(TesseraError):
 class LotMismatch(InvalidCommand):
     """A receipt names a lot the product already has, with another shade, caliber or expiry."""
 
-    def __init__(self, message: str, *, lot: str) -> None:
-        super().__init__(message, field="lot")
+    def __init__(self, message: str, *, lot: str, field: str = "lot") -> None:
+        super().__init__(message, field=field)
         self.lot = lot
+
+
+class CannotReceive(InvalidCommand):
+    """Goods may not arrive at this warehouse (`warehouses.can_receive` is false)."""
+
+    def __init__(self, code: str, *, field: str | None = None) -> None:
+        super().__init__(f"warehouse {code!r} does not receive goods", field=field)
+        self.code = code
+
+
+class NotEnoughStock(InvalidCommand):
+    """A warehouse operation asks for more than there is (in quarantine, available in a lot)."""
+
+    def __init__(self, message: str, *, available: Decimal, field: str | None = "quantity") -> None:
+        super().__init__(message, field=field)
+        self.available = available
+
+
+class UnknownQuarantine(InvalidCommand):
+    def __init__(self, quarantine_id: str) -> None:
+        super().__init__(
+            f"unknown quarantine {quarantine_id!r} (or its receipt is not applied yet)", field="quarantine_id"
+        )
+        self.quarantine_id = quarantine_id
 
 
 class CommandDead(TesseraError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from decimal import Decimal
 
 
 class Outcome(enum.StrEnum):
@@ -27,8 +29,18 @@ class Outcome(enum.StrEnum):
     UNFULFILLED = "unfulfilled"
     # stock commands
     RECEIVED = "received"
+    DAMAGED = "damaged"
     # any command
     NOOP = "noop"
     """Nothing to do in the state found: recorded, changes nothing."""
     DEAD = "dead"
     """Parked as a dead letter after failing too often."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A warehouse command the stock cannot take (more than is there): a result, never an exception."""
+
+    reason: str
+    available: Decimal
+    """What there was to take."""

@@ -146,7 +146,21 @@ class LotBalance(BaseModel):
     available: Decimal
 
 
+class WarehouseStock(BaseModel):
+    """A product's buckets summed over its lots in one warehouse."""
+
+    warehouse: str
+    on_hand: Decimal
+    reserved: Decimal
+    available: Decimal
+    in_transit: Decimal
+    damaged: Decimal
+    quarantine: Decimal
+
+
 class StockView(BaseModel):
+    """A product's stock: totals of every bucket, per warehouse, and per warehouse and lot."""
+
     sku: str
     name: str
     pieces_per_box: int | None
@@ -154,24 +168,76 @@ class StockView(BaseModel):
     on_hand: Decimal
     reserved: Decimal
     available: Decimal
+    in_transit: Decimal
+    damaged: Decimal
+    quarantine: Decimal
+    warehouses: list[WarehouseStock]
     lots: list[LotBalance]
 
 
+class BalanceAfter(BaseModel):
+    """A lot balance as a movement left it."""
+
+    on_hand: Decimal
+    reserved: Decimal
+    in_transit: Decimal
+    damaged: Decimal
+    quarantine: Decimal
+
+
 class MovementView(BaseModel):
-    """One ledger row, with the command that explains it: an audit reads back from any number to
-    the request that made it, when that request was recorded and when it was applied."""
+    """One ledger row: what (kind and the change to each bucket), who (a token's name, or
+    "system"), why (reason, and the command that made it), what it cost, and the balance it left
+    (None on rows written before balances were kept). An audit reads back from any number to the
+    request that made it, when that request was recorded and when it was applied."""
 
     id: int
     at: dt.datetime
     """When its command was applied (the batch's clock as it wrote it: never before `recorded_at`)."""
     kind: str
+    sku: str
     warehouse: str
     lot: str
     on_hand: Decimal
     reserved: Decimal
+    in_transit: Decimal
+    damaged: Decimal
+    quarantine: Decimal
+    unit_cost: Decimal | None
+    total_cost: Decimal | None
+    reason: str | None
+    actor: str
+    balance_after: BalanceAfter | None
     hold_id: str | None
     line_no: int | None
     command_key: str
     command_kind: str
     recorded_at: dt.datetime
     applied_at: dt.datetime | None
+
+
+class MovementPage(BaseModel):
+    movements: list[MovementView]
+    next_cursor: str | None
+    """Pass as `cursor` for the next (older) page; None: this is the last."""
+
+
+class ProductValue(BaseModel):
+    sku: str
+    quantity: Decimal
+    average_cost: Decimal
+    value: Decimal
+    """quantity × average_cost, to the cent."""
+
+
+class WarehouseValue(BaseModel):
+    warehouse: str
+    value: Decimal
+    products: list[ProductValue]
+
+
+class ValuationView(BaseModel):
+    """Stock value at moving-average cost, per warehouse and product."""
+
+    value: Decimal
+    warehouses: list[WarehouseValue]

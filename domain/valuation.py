@@ -12,8 +12,11 @@ Stock that was on hand before any cost was known takes the first cost given.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+
+from domain.allocation import LotStock
 
 COST_PLACES = Decimal("0.0001")  # stock_valuations.average_cost is NUMERIC(18, 4)
 
@@ -34,3 +37,8 @@ def averaged_in(average: Decimal | None, on_hand: Decimal, quantity: Decimal, un
         return unit_cost.quantize(COST_PLACES, ROUND_HALF_EVEN)
     total = on_hand + quantity
     return ((on_hand * average + quantity * unit_cost) / total).quantize(COST_PLACES, ROUND_HALF_EVEN)
+
+
+def on_hand_at(stocks: Iterable[LotStock], warehouse_id: int) -> Decimal:
+    """A product's on_hand at a warehouse, every lot: what its valuation's quantity is."""
+    return sum((s.on_hand for s in stocks if s.warehouse_id == warehouse_id), Decimal(0))

@@ -16,8 +16,9 @@ from redis import Redis
 from sqlalchemy import Engine, text
 
 from db.dead_letters import DeadLetter, list_dead, requeue
+from db.movements import read_movements
 from db.ops_reads import OpenHold, open_holds, shard_inboxes
-from db.reads import read_movements, read_stock
+from db.reads import read_stock
 from domain.results import MovementView, StockView
 from tessera.doorbells import DRAMATIQ_NAMESPACE, Doorbells, queue_name
 from tessera.settings import Settings

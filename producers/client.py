@@ -19,28 +19,37 @@ from redis import Redis
 from sqlalchemy import Engine, text
 
 from db.engine import get_engine
-from db.reads import read_hold, read_movements, read_stock
+from db.inbox import NewCommand
+from db.movements import read_movements
+from db.reads import read_hold, read_stock
+from db.sql import Pg
+from db.valuation import read_valuation
 from domain.errors import InvalidCommand
-from domain.results import HoldResult, MovementView, StockView
+from domain.results import HoldResult, MovementView, StockView, ValuationView
 from domain.states import parse_hold_id
 from producers import tickets
+from producers.goods_in import damage_commands, quarantine_commands, receipt_commands
 from producers.recording import Actor, Recorder
 from producers.requests import (
+    DamageRequest,
+    GoodsReceiptRequest,
     HoldRequest,
     PaymentEvent,
     ProductRequest,
-    ReceiptRequest,
+    QuarantineRequest,
+    QuarantineWriteOffRequest,
     ReleaseRequest,
     WarehouseRequest,
 )
-from producers.tickets import CommandTicket, HoldTicket
+from producers.tickets import CommandTicket, HoldTicket, ReceiptLineTicket, ReceiptTicket
 from tessera.answers import AnswerChannel, Wakeups
 from tessera.doorbells import CoalescingDoorbells, Doorbells
 from tessera.settings import Settings, get_settings
 
 T = TypeVar("T")
+R = TypeVar("R")
 
-__all__ = ["CommandTicket", "HoldTicket", "StockClient"]
+__all__ = ["CommandTicket", "HoldTicket", "ReceiptTicket", "StockClient"]
 
 
 class StockClient:
@@ -104,18 +113,26 @@ class StockClient:
         priority: int = 100,
         type: str = "warehouse",
         active: bool = True,
+        can_receive: bool = True,
     ) -> None:
         request = WarehouseRequest.parse(
-            code=code, name=name, can_ship=can_ship, priority=priority, type=type, active=active
+            code=code,
+            name=name,
+            can_ship=can_ship,
+            priority=priority,
+            type=type,
+            active=active,
+            can_receive=can_receive,
         )
         with self.engine.begin() as conn:
             conn.execute(
                 text(
                     """
-                    INSERT INTO warehouses (code, name, type, can_ship, priority, active)
-                    VALUES (:code, :name, :type, :can_ship, :priority, :active)
+                    INSERT INTO warehouses (code, name, type, can_ship, priority, active, can_receive)
+                    VALUES (:code, :name, :type, :can_ship, :priority, :active, :can_receive)
                     ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, type = EXCLUDED.type,
-                        can_ship = EXCLUDED.can_ship, priority = EXCLUDED.priority, active = EXCLUDED.active
+                        can_ship = EXCLUDED.can_ship, priority = EXCLUDED.priority, active = EXCLUDED.active,
+                        can_receive = EXCLUDED.can_receive
                     """
                 ),
                 request.model_dump(),
@@ -164,22 +181,129 @@ class StockClient:
         shade: str | None = None,
         caliber: str | None = None,
         expiry: dt.date | str | None = None,
+        unit_cost: str | int | Decimal | None = None,
+        quarantine: bool = False,
         actor: str | Actor | None = None,
     ) -> CommandTicket:
-        """Goods arrive into a warehouse and lot: a purchase receipt movement."""
-        request = ReceiptRequest.parse(
+        """Goods arrive into a warehouse and lot (into quarantine if `quarantine`): a receipt of one
+        line, recorded under the key itself (`receive_goods` records several)."""
+        line: dict[str, Any] = {
+            "warehouse": warehouse,
+            "sku": sku,
+            "quantity": quantity,
+            "unit": unit,
+            "lot": lot,
+        }
+        optional = {"shade": shade, "caliber": caliber, "expiry": expiry, "unit_cost": unit_cost}
+        line.update({name: value for name, value in optional.items() if value is not None})
+        if quarantine:
+            line["quarantine"] = True
+        request = GoodsReceiptRequest.parse(idempotency_key=idempotency_key, lines=[line], numbered=False)
+        return self.record_receipt(request, actor).lines[0].ticket
+
+    def receive_goods(
+        self,
+        *,
+        idempotency_key: str,
+        lines: Sequence[Mapping[str, Any]],
+        supplier: str | None = None,
+        purchase_order: str | None = None,
+        invoice: str | None = None,
+        actor: str | Actor | None = None,
+    ) -> ReceiptTicket:
+        """A receipt of several lines (each: warehouse, sku, quantity, unit, lot, shade, caliber,
+        expiry, unit_cost, quarantine), recorded all or none: one `stock.receive` per line, keyed
+        `{idempotency_key}:{n}`. A quarantined line's id is in the ticket at once."""
+        request = GoodsReceiptRequest.parse(
+            idempotency_key=idempotency_key,
+            lines=lines,
+            supplier=supplier,
+            purchase_order=purchase_order,
+            invoice=invoice,
+        )
+        return self.record_receipt(request, actor)
+
+    def record_receipt(self, request: GoodsReceiptRequest, actor: str | Actor | None = None) -> ReceiptTicket:
+        """Record a receipt as validated (the front doors' way in: `receive`, `receive_goods`, HTTP)."""
+        who, shards = self.actor_of(actor), self.settings.shards
+        commands = self.recorder.stock_commands(lambda pg: receipt_commands(pg, request, who, shards))
+        return ReceiptTicket(
+            request.idempotency_key,
+            [
+                ReceiptLineTicket(n, CommandTicket(self, c.key), c.payload.get("quarantine_id"))
+                for n, c in enumerate(commands, start=1)
+            ],
+        )
+
+    def release_quarantine(
+        self,
+        quarantine_id: str,
+        *,
+        idempotency_key: str,
+        quantity: str | int | Decimal | None = None,
+        unit: str = "piece",
+        actor: str | Actor | None = None,
+    ) -> CommandTicket:
+        """Release a quarantined receipt line to sellable stock: `quantity` of it, or all that is left."""
+        request = QuarantineRequest.parse(
+            quarantine_id=quarantine_id, idempotency_key=idempotency_key, quantity=quantity, unit=unit
+        )
+        return self._warehouse_command(request.idempotency_key, quarantine_commands, request, actor)
+
+    def write_off_quarantine(
+        self,
+        quarantine_id: str,
+        *,
+        idempotency_key: str,
+        reason: str,
+        quantity: str | int | Decimal | None = None,
+        unit: str = "piece",
+        actor: str | Actor | None = None,
+    ) -> CommandTicket:
+        """Write a quarantined receipt line (`quantity` of it, or all that is left) off as damaged."""
+        request = QuarantineWriteOffRequest.parse(
+            quarantine_id=quarantine_id,
+            idempotency_key=idempotency_key,
+            quantity=quantity,
+            unit=unit,
+            reason=reason,
+        )
+        return self._warehouse_command(request.idempotency_key, quarantine_commands, request, actor)
+
+    def damage(
+        self,
+        *,
+        idempotency_key: str,
+        warehouse: str,
+        sku: str,
+        lot: str,
+        quantity: str | int | Decimal,
+        reason: str,
+        unit: str = "piece",
+        actor: str | Actor | None = None,
+    ) -> CommandTicket:
+        """Pieces of a lot found damaged: from its available stock (reserved ones are the holds')."""
+        request = DamageRequest.parse(
             idempotency_key=idempotency_key,
             warehouse=warehouse,
             sku=sku,
+            lot=lot,
             quantity=quantity,
             unit=unit,
-            lot=lot,
-            shade=shade,
-            caliber=caliber,
-            expiry=expiry,
+            reason=reason,
         )
-        self.recorder.receipt(request, self.actor_of(actor))
-        return CommandTicket(self, request.idempotency_key)
+        return self._warehouse_command(request.idempotency_key, damage_commands, request, actor)
+
+    def _warehouse_command(
+        self,
+        key: str,
+        build: Callable[[Pg, R, Actor | None, int], list[NewCommand]],
+        request: R,
+        actor: str | Actor | None,
+    ) -> CommandTicket:
+        who, shards = self.actor_of(actor), self.settings.shards
+        self.recorder.stock_commands(lambda pg: build(pg, request, who, shards))
+        return CommandTicket(self, key)
 
     def reserve(
         self,
@@ -245,12 +369,43 @@ class StockClient:
         with self.reader.connect() as conn:
             return read_stock(conn, sku)
 
-    def movements(self, sku: str, *, limit: int = 100, before_id: int | None = None) -> list[MovementView]:
-        """The product's ledger, newest first, each row with the command that explains it."""
+    def movements(
+        self,
+        sku: str | None = None,
+        *,
+        warehouse: str | None = None,
+        lot: str | None = None,
+        kind: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        hold_id: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[MovementView]:
+        """The ledger, newest first, each row with who, why, what it cost, the balance it left and
+        the command that explains it; of a product, a warehouse, a lot, a kind, a time (since ≤ at <
+        until), a hold, each if given; `before_id`: older than that movement (the next page)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidCommand("must be a whole number from 1 to 1000", field="limit")
+        hold = uuid.UUID(parse_hold_id(hold_id)) if hold_id is not None else None
         with self.reader.connect() as conn:
-            return read_movements(conn, sku, limit=limit, before_id=before_id)
+            return read_movements(
+                conn,
+                sku,
+                warehouse=warehouse,
+                limit=limit,
+                lot=lot,
+                kind=kind,
+                since=since,
+                until=until,
+                hold_id=hold,
+                before_id=before_id,
+            )
+
+    def valuation(self, warehouse: str | None = None) -> ValuationView:
+        """Stock value at moving-average cost, per warehouse and product (one warehouse's if given)."""
+        with self.reader.connect() as conn:
+            return read_valuation(conn, warehouse)
 
     def wait_for(
         self,

@@ -4,7 +4,8 @@ A command is recorded durably (PostgreSQL's clock stamps it) before its caller g
 its shard is rung. The same key with the same command again is a resend: nothing more is recorded
 and the caller gets the same ticket; the key with another command is refused
 (`IdempotencyConflict`). Holds are recorded in groups by a thread of their own (`HoldGroups`);
-receipts and hold commands one statement each.
+hold commands one statement each; warehouse commands (`stock_commands`) a request's all in one
+transaction.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from db.inbox import NewCommand, insert_commands, record_hold_command, recorded_commands
-from db.reads import load_references, lot_facts
 from db.sql import Pg, psycopg_of
-from domain.catalog import resolve
 from domain.commands import StockCommand, payload_digest, shard_of
-from domain.errors import IdempotencyConflict, LotMismatch, UnknownHold
-from domain.quantities import decimal_str
-from domain.receipts import LotFacts, lot_conflict
+from domain.errors import IdempotencyConflict, UnknownHold
 from producers.hold_groups import HoldGroups
-from producers.requests import HoldRequest, PaymentEvent, ReceiptRequest, ReleaseRequest
+from producers.requests import HoldRequest, PaymentEvent, ReleaseRequest
 
 Ring = Callable[..., None]
 """ring(shards, nudge=True): doorbells for the shards that got commands."""
@@ -88,48 +85,11 @@ class Recorder:
         """`hold` for a coroutine: the event loop waits for the group's commit."""
         return await self.holds.record_async(request)
 
-    def receipt(self, request: ReceiptRequest, actor: Actor | None = None) -> None:
-        """Record goods in; a known lot must carry the same facts (else `LotMismatch`)."""
-
-        def build(pg: Pg) -> list[NewCommand]:
-            products, warehouses = load_references([request.sku], [request.warehouse]).run(pg)
-            found = resolve(
-                request.sku, request.warehouse, request.quantity, request.unit, products, warehouses
-            )
-            facts = LotFacts(request.shade, request.caliber, request.expiry)
-            known = lot_facts(pg, found.product.id, request.lot)
-            if known is not None and (why := lot_conflict(request.lot, known, facts)):
-                raise LotMismatch(why, lot=request.lot)
-            payload = {
-                "product_id": found.product.id,
-                "sku": request.sku,
-                "warehouse_id": found.warehouse_id,
-                "lot": request.lot,
-                "shade": facts.shade,
-                "caliber": facts.caliber,
-                "expiry": request.expiry.isoformat() if request.expiry else None,
-                "quantity": decimal_str(request.quantity),
-                "unit": request.unit.value,
-                "pieces": decimal_str(found.conversion.pieces),
-            }
-            return [
-                stock_command(
-                    request.idempotency_key,
-                    StockCommand.RECEIVE,
-                    payload,
-                    request.sku,
-                    actor,
-                    shards=self.shards,
-                )
-            ]
-
-        self.stock_commands(build)
-
-    def stock_commands(self, build: Callable[[Pg], Sequence[NewCommand]]) -> list[str]:
+    def stock_commands(self, build: Callable[[Pg], Sequence[NewCommand]]) -> Sequence[NewCommand]:
         """Record warehouse commands, all or none, in one transaction: `build` reads what it needs
         on that transaction (products, warehouses, lots) and returns the commands, or raises an
         `InvalidCommand` and nothing is recorded. A key recorded before is a resend (the same
-        command) or refused (`IdempotencyConflict`). Returns the keys recorded now."""
+        command) or refused (`IdempotencyConflict`). Returns the commands."""
         with self.engine.begin() as conn:
             pg = psycopg_of(conn)
             commands = build(pg)
@@ -142,7 +102,7 @@ class Recorder:
         shards = {command.shard for command in commands if command.key in fresh}
         if shards:
             self.ring(shards)  # a lost doorbell only delays: the sweep rings again
-        return [command.key for command in commands if command.key in fresh]
+        return commands
 
     def hold_command(self, request: ReleaseRequest | PaymentEvent) -> None:
         """Record a command about an existing hold, on the hold's home shard."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Self
@@ -17,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Self
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from domain.commands import HoldCommand
-from domain.errors import InvalidCommand
+from domain.errors import InvalidCommand, UnknownQuarantine
 from domain.quantities import Unit, decimal_str, parse_quantity, parse_unit
 from domain.states import HoldMode, Payment, parse_hold_id
 
@@ -202,20 +203,6 @@ class HoldRequest(Request):
         }
 
 
-class ReceiptRequest(Request):
-    """Goods in: a quantity of a product into a warehouse and a lot."""
-
-    idempotency_key: IdempotencyKey
-    warehouse: Annotated[str, _text("warehouse", max_len=32)]
-    sku: Annotated[str, _text("sku")]
-    quantity: Quantity
-    unit: UnitName = Unit.PIECE
-    lot: Annotated[str, _text("lot")]
-    shade: Annotated[str | None, _text("shade", max_len=32, required=False)] = None
-    caliber: Annotated[str | None, _text("caliber", max_len=32, required=False)] = None
-    expiry: Annotated[dt.date | None, _date("expiry")] = None
-
-
 class ReleaseRequest(Request):
     """The checkout gives a hold back."""
 
@@ -290,3 +277,147 @@ class WarehouseRequest(Request):
         "warehouse"
     )
     active: Annotated[bool, _flag("active")] = True
+    can_receive: Annotated[bool, _flag("can_receive")] = True
+
+
+# -- warehouse operations ------------------------------------------------------------------------
+
+MONEY_PLACES = 4  # costs are NUMERIC(18, 4)
+MAX_UNIT_COST = Decimal("100000000")
+
+
+def _money(field: str) -> BeforeValidator:
+    def check(value: object) -> Decimal | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+            raise InvalidCommand("must be a decimal number given as a string or an integer", field=field)
+        try:
+            cost = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+        except ArithmeticError:
+            raise InvalidCommand(f"{value!r} is not a number", field=field) from None
+        if not cost.is_finite() or cost < 0 or cost > MAX_UNIT_COST:
+            raise InvalidCommand(f"must be a number from 0 to {MAX_UNIT_COST}", field=field)
+        if cost != cost.quantize(Decimal(1).scaleb(-MONEY_PLACES)):
+            raise InvalidCommand(f"has more than {MONEY_PLACES} decimal places", field=field)
+        return cost
+
+    return BeforeValidator(check)
+
+
+def _receipt_lines(value: object) -> list[Any]:
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes) or not value:
+        raise InvalidCommand("a receipt needs at least one line", field="lines")
+    if len(value) > MAX_LINES:
+        raise InvalidCommand(f"at most {MAX_LINES} lines per receipt", field="lines")
+    return list(value)
+
+
+Reason = Annotated[str, _text("reason", max_len=500)]
+OptionalQuantity = Annotated[
+    Decimal | None, BeforeValidator(lambda v: None if v is None else parse_quantity(v))
+]
+
+
+class ReceiptLine(BaseModel):
+    """One line of goods in: a quantity of a product into a warehouse and a lot, maybe costed,
+    maybe into quarantine."""
+
+    model_config = ConfigDict(frozen=True, validate_default=True)
+
+    warehouse: Annotated[str, _text("warehouse", max_len=32)]
+    sku: Annotated[str, _text("sku")]
+    quantity: Quantity
+    unit: UnitName = Unit.PIECE
+    lot: Annotated[str, _text("lot")]
+    shade: Annotated[str | None, _text("shade", max_len=32, required=False)] = None
+    caliber: Annotated[str | None, _text("caliber", max_len=32, required=False)] = None
+    expiry: Annotated[dt.date | None, _date("expiry")] = None
+    unit_cost: Annotated[Decimal | None, _money("unit_cost")] = None
+    quarantine: Annotated[bool, _flag("quarantine")] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object_of_known_fields(cls, value: object) -> object:
+        if not isinstance(value, Mapping):
+            raise InvalidCommand("must be an object with warehouse, sku, quantity, unit and lot")
+        unknown = set(value) - set(cls.model_fields)
+        if unknown:
+            raise InvalidCommand(f"unknown fields {sorted(map(str, unknown))}")
+        return {"warehouse": None, "sku": None, "quantity": None, "lot": None, **value}
+
+
+class GoodsReceiptRequest(Request):
+    """Goods in: one or more lines, with the supplier's documents. Each line is one `stock.receive`
+    command, keyed `{key}:{n}` (line n, from 1); a receipt of one line sent the old way (`numbered`
+    False: `StockClient.receive`, the one-line body of POST /v1/receipts) keeps the key itself."""
+
+    idempotency_key: IdempotencyKey
+    lines: Annotated[tuple[ReceiptLine, ...], BeforeValidator(_receipt_lines)]
+    supplier: Annotated[str | None, _text("supplier", max_len=200, required=False)] = None
+    purchase_order: Annotated[str | None, _text("purchase_order", max_len=64, required=False)] = None
+    invoice: Annotated[str | None, _text("invoice", max_len=64, required=False)] = None
+    numbered: bool = True
+
+    @classmethod
+    def parse(cls, **fields: Any) -> Self:
+        """As `Request.parse`; a one-line receipt sent the old way names its fields as it sent them
+        (``quantity``, not ``lines[0].quantity``)."""
+        try:
+            return super().parse(**fields)
+        except InvalidCommand as error:
+            if fields.get("numbered") is not False or not (error.field or "").startswith("lines[0]"):
+                raise
+            field = (error.field or "").removeprefix("lines[0]").lstrip(".") or None
+            raise InvalidCommand(error.message, field=field) from None
+
+    def line_key(self, line_no: int) -> str:
+        return f"{self.idempotency_key}:{line_no}" if self.numbered else self.idempotency_key
+
+    def reason(self) -> str | None:
+        """Why the goods came, as their ledger rows say it: the supplier's documents."""
+        named = [
+            f"{name} {value}"
+            for name, value in (
+                ("supplier", self.supplier),
+                ("purchase order", self.purchase_order),
+                ("invoice", self.invoice),
+            )
+            if value is not None
+        ]
+        return ", ".join(named) or None
+
+
+class QuarantineRequest(Request):
+    """Release a quarantined receipt line to stock: `quantity` of it (None: all that is left)."""
+
+    quarantine_id: Annotated[str, BeforeValidator(parse_quarantine_id)]
+    idempotency_key: IdempotencyKey
+    quantity: OptionalQuantity = None
+    unit: UnitName = Unit.PIECE
+
+
+class QuarantineWriteOffRequest(QuarantineRequest):
+    """Write a quarantined receipt line (or `quantity` of it) off as damaged, saying why."""
+
+    reason: Reason
+
+
+class DamageRequest(Request):
+    """Pieces of a lot found damaged in a warehouse, from its available stock, saying why."""
+
+    idempotency_key: IdempotencyKey
+    warehouse: Annotated[str, _text("warehouse", max_len=32)]
+    sku: Annotated[str, _text("sku")]
+    lot: Annotated[str, _text("lot")]
+    quantity: Quantity
+    unit: UnitName = Unit.PIECE
+    reason: Reason
+
+
+def parse_quarantine_id(value: object) -> str:
+    """A quarantine id in its canonical form; anything that is not a UUID names none."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise UnknownQuarantine(str(value)) from None

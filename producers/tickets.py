@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import text
@@ -48,6 +49,26 @@ class CommandTicket:
 
     def wait(self, timeout: float = 5.0) -> dict[str, Any]:
         return self.client.wait_for(self.key, self.result, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptLineTicket:
+    line_no: int
+    ticket: CommandTicket
+    quarantine_id: str | None
+    """The id of the line's quarantine, if it arrives in quarantine (to release or write off)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptTicket:
+    """A receipt's lines, each a command with its own ticket; `wait()` returns their results."""
+
+    key: str
+    lines: list[ReceiptLineTicket]
+
+    def wait(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        return [line.ticket.wait(max(deadline - time.monotonic(), 0.0)) for line in self.lines]
 
 
 class HoldTicket:

@@ -232,6 +232,22 @@ def check_invariants(engine: Engine) -> None:
         assert bad == 0
 
 
+def fingerprint(engine: Engine, tables: tuple[str, ...]) -> dict[str, tuple[int, str]]:
+    """Row count and a fingerprint of the contents of each table: what a refused request must leave
+    as it was."""
+    with engine.connect() as conn:
+        return {
+            table: tuple(
+                conn.execute(
+                    text(
+                        f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+                    )
+                ).one()
+            )
+            for table in tables
+        }
+
+
 @pytest.fixture(scope="module")
 def stack(
     admin_engine: Engine, template_db: str, tmp_path_factory: pytest.TempPathFactory

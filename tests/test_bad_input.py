@@ -17,23 +17,14 @@ from sqlalchemy import Engine, text
 from domain.errors import IdempotencyConflict, InvalidCommand, UnknownHold, UnknownSku, UnknownWarehouse
 from producers import StockClient
 from producers.client import CommandTicket
+from tests.conftest import fingerprint
 
 TABLES = ("commands", "holds", "hold_lines", "movements", "stock_balances", "lots", "products", "warehouses")
 
 
 def snapshot(engine: Engine) -> dict[str, tuple[int, str]]:
     """Row count and a fingerprint of the contents of every table a client call may write."""
-    with engine.connect() as conn:
-        return {
-            table: tuple(
-                conn.execute(
-                    text(
-                        f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
-                    )
-                ).one()
-            )
-            for table in TABLES
-        }
+    return fingerprint(engine, TABLES)
 
 
 def assert_refused(

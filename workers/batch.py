@@ -27,7 +27,7 @@ from domain.quantities import decimal_str
 from domain.receipts import LotFacts
 from domain.results import HoldView, LotName, hold_result
 from domain.states import Hold, HoldLine, LineAction, line_after
-from domain.valuation import Valuation
+from domain.valuation import Valuation, on_hand_at
 
 Result = dict[str, Any]
 
@@ -354,7 +354,5 @@ class Batch:
         for key in touched & loaded.keys():
             self.dirty_valuations[key] = loaded[key]
         for (product_id, warehouse_id), valuation in self.dirty_valuations.items():
-            valuation.quantity = sum(
-                (s.on_hand for s in self.stocks(product_id) if s.warehouse_id == warehouse_id), Decimal(0)
-            )
+            valuation.quantity = on_hand_at(self.stocks(product_id), warehouse_id)
         return list(self.dirty_valuations.values())

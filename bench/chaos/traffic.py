@@ -213,7 +213,7 @@ class Checkouts:
 def seed_catalogue(client: StockClient, clock: DbClock, journal: Journal, probes: list[str]) -> None:
     """Warehouses, products and their stock, and the probe products; waits until the receipts are applied."""
     seed_warehouses(client)
-    receipts: list[dict[str, str]] = []
+    receipts: list[dict[str, Any]] = []
     for sku in PLENTY:
         client.upsert_product(sku=sku, name=f"Tile {sku}", pieces_per_box=4, sqm_per_box="1.44")
         receipts.append({"sku": sku, "warehouse": "BUC1", "lot": "L1", "shade": "A", "quantity": "20000"})

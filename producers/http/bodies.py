@@ -37,15 +37,64 @@ class HoldBody(Body):
     idempotency_key: str | None = None
 
 
-class ReceiptBody(Body):
-    warehouse: str
-    sku: str
-    quantity: Quantity
+class ReceiptLineBody(Body):
+    warehouse: str = Field(examples=["BUC1"])
+    sku: str = Field(examples=["GRS-60x60-GREY"])
+    quantity: Quantity = Field(examples=["40"])
     unit: Literal["piece", "box", "sqm"] = "piece"
-    lot: str
+    lot: str = Field(examples=["L2026-11"])
     shade: str | None = None
     caliber: str | None = None
     expiry: dt.date | None = None
+    unit_cost: Quantity | None = Field(default=None, examples=["12.5"], description="per piece")
+    quarantine: bool = Field(default=False, description="arrives in quarantine, not sellable until released")
+
+
+class ReceiptBody(Body):
+    """Goods in: `lines` (each one `stock.receive`, keyed `{key}:{n}`), or one line at the top level
+    (the original contract, recorded under the key itself). The supplier's documents are the
+    receipt's."""
+
+    lines: list[ReceiptLineBody] | None = None
+    warehouse: str | None = None
+    sku: str | None = None
+    quantity: Quantity | None = None
+    unit: Literal["piece", "box", "sqm"] = "piece"
+    lot: str | None = None
+    shade: str | None = None
+    caliber: str | None = None
+    expiry: dt.date | None = None
+    unit_cost: Quantity | None = None
+    quarantine: bool = False
+    supplier: str | None = None
+    purchase_order: str | None = None
+    invoice: str | None = None
+    idempotency_key: str | None = None
+
+
+class QuarantineBody(Body):
+    """How much of the quarantined line (all that is left if no quantity)."""
+
+    quantity: Quantity | None = None
+    unit: Literal["piece", "box", "sqm"] = "piece"
+    idempotency_key: str | None = None
+
+
+class WriteOffBody(QuarantineBody):
+    reason: str = Field(examples=["cracked in transport"])
+
+
+class DamageBody(Body):
+    """Pieces of a lot found damaged: from its available stock (warehouse, sku, lot, quantity), or
+    from a quarantined receipt line (quarantine_id, quantity or all that is left)."""
+
+    reason: str = Field(examples=["dropped by the forklift"])
+    warehouse: str | None = None
+    sku: str | None = None
+    lot: str | None = None
+    quarantine_id: str | None = None
+    quantity: Quantity | None = None
+    unit: Literal["piece", "box", "sqm"] = "piece"
     idempotency_key: str | None = None
 
 
@@ -66,6 +115,20 @@ class Recorded(BaseModel):
     idempotency_key: str
     status: Literal["recorded", "applied"]
     result: dict[str, object] | None = None
+
+
+class ReceiptLineRecorded(Recorded):
+    line_no: int
+    quarantine_id: str | None = None
+    """The id to release or write off the line by, if it arrives in quarantine."""
+
+
+class ReceiptRecorded(BaseModel):
+    """A receipt's lines recorded (all or none); `applied` once every line is."""
+
+    idempotency_key: str
+    status: Literal["recorded", "applied"]
+    lines: list[ReceiptLineRecorded]
 
 
 def model_response(

@@ -20,6 +20,7 @@ from domain.errors import (
     InvalidCommand,
     RecordingTimeout,
     UnknownHold,
+    UnknownQuarantine,
     UnknownSku,
 )
 from producers.requests import field_path
@@ -112,6 +113,8 @@ def _field(loc: tuple[int | str, ...]) -> str | None:
 def _invalid(error: InvalidCommand) -> JSONResponse:
     if isinstance(error, UnknownHold):
         return problem(404, "unknown_hold", str(error), field=error.field)
+    if isinstance(error, UnknownQuarantine):
+        return problem(404, "unknown_quarantine", error.message, field=error.field)
     code = "unknown_sku" if isinstance(error, UnknownSku) else type(error).__name__
     return problem(422, _snake(code), error.message, field=error.field)
 
