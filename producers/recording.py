@@ -90,15 +90,27 @@ class Recorder:
         on that transaction (products, warehouses, lots) and returns the commands, or raises an
         `InvalidCommand` and nothing is recorded. A key recorded before is a resend (the same
         command) or refused (`IdempotencyConflict`). Returns the commands."""
-        with self.engine.begin() as conn:
-            pg = psycopg_of(conn)
-            commands = build(pg)
-            # A concurrent first request with the same key makes this wait until that one commits
-            # (the unique index), so a resend never sees a half-recorded command.
-            fresh = {row[0] for row in insert_commands(pg, commands).fetchall()}
-            for command in commands:
-                if command.key not in fresh:
-                    check_resend(pg, command.key, command.kind, command.payload_hash)
+        with self.engine.connect() as conn:
+            recording = conn.begin()
+            try:
+                pg = psycopg_of(conn)
+                commands = build(pg)
+                # A concurrent first request with the same key makes this wait until that one commits
+                # (the unique index), so a resend never sees a half-recorded command.
+                fresh = {row[0] for row in insert_commands(pg, commands).fetchall()}
+                for command in commands:
+                    if command.key not in fresh:
+                        check_resend(pg, command.key, command.kind, command.payload_hash)
+            except Exception:
+                recording.rollback()
+                raise
+            except BaseException:
+                # An interrupt (Ctrl-C, the demo's SIGTERM) inside a statement leaves the session
+                # unable to roll back ("another command is already in progress"): closing it rolls
+                # back, and the interrupt goes on as itself.
+                conn.invalidate()
+                raise
+            recording.commit()
         shards = {command.shard for command in commands if command.key in fresh}
         if shards:
             self.ring(shards)  # a lost doorbell only delays: the sweep rings again
