@@ -1,5 +1,14 @@
 """Goods in: what a receipt may say about a lot the product already has.
 
+Transitions of a receipt line of q pieces into lot L of a product at warehouse W:
+  L unknown                  --receipt-->  lot L with the line's facts; a balance at W of q on hand
+  L known, facts agree       --receipt-->  W's balance of L (created if none): on_hand + q
+  L known, a fact unstated   --receipt stating it-->  L takes that fact (on every balance of it)
+  L known, a fact differs    --receipt-->  refused (lot_mismatch), nothing changes
+  any of the above, into quarantine      -->  on_hand + q and quarantine + q (not sellable until
+                                              released: `domain.quarantine`)
+  any of the above, with a unit cost c   -->  W's average cost takes q at c in (`domain.valuation`)
+
 A lot is one production run: one shade, one caliber, one expiry. Tiles of two shades must never be
 merged into one lot (a floor laid from it shows it), so a receipt that names a known lot code with
 another shade, caliber or expiry is refused, with the lot's facts in the message. A fact the

@@ -27,6 +27,42 @@ from workers.handlers.registry import handles
 @handles(StockCommand.RECEIVE)
 def receive(batch: Batch, command: InboxCommand) -> Result:
     p = command.payload
+    stock = _receiving_balance(batch, p)
+    if isinstance(stock, Refused):
+        # The recording checked the lot too; two receipts recorded at once can still differ.
+        return {"outcome": Outcome.REJECTED, "reason": stock.reason, "lot": p["lot"]}
+    pieces, unit_cost, quarantine_id = (
+        Decimal(p["pieces"]),
+        _decimal(p.get("unit_cost")),
+        p.get("quarantine_id"),
+    )
+    if unit_cost is not None:
+        _average_in(batch, stock, pieces, unit_cost)
+    quarantined = pieces if quarantine_id else Decimal(0)
+    movement = move(
+        MovementKind.RECEIPT,
+        stock,
+        on_hand=pieces,
+        quarantine=quarantined,
+        unit_cost=unit_cost,
+        reason=p.get("reason"),
+    )
+    batch.record(movement, command)
+    result: Result = {
+        "outcome": Outcome.RECEIVED,
+        "pieces": p["pieces"],
+        "lot": p["lot"],
+        "on_hand": decimal_str(stock.on_hand),
+    }
+    if quarantine_id:
+        _save_quarantine(batch, QuarantinedLine(quarantine_id, pieces), stock, command.seq)
+        result["quarantine_id"] = quarantine_id
+    return result
+
+
+def _receiving_balance(batch: Batch, p: dict[str, Any]) -> LotStock | Refused:
+    """The balance a receipt goes into: of its lot (created, or its missing facts completed) at its
+    warehouse (created if none); refused if the lot is known with other facts."""
     product_id, warehouse_id, lot_code = p["product_id"], p["warehouse_id"], p["lot"]
     stocks = batch.stocks(product_id)
     received = LotFacts(
@@ -37,44 +73,22 @@ def receive(batch: Batch, command: InboxCommand) -> Result:
     if known is not None:
         lot = LotFacts(known.shade, known.caliber, known.expiry)
         if why := lot_conflict(lot_code, lot, received):
-            # The recording checked this too; two receipts recorded at once can still differ.
-            return {"outcome": Outcome.REJECTED, "reason": why, "lot": lot_code}
+            return Refused(why, available=Decimal(0))
         facts = merged_facts(lot, received)
         if facts != lot:
             batch.complete_lot_facts(product_id, known.lot_id, facts)
-    stock = next(
-        (s for s in stocks if s.warehouse_id == warehouse_id and s.lot_code == lot_code), None
-    ) or batch.new_stock(product_id, warehouse_id, lot_code, facts, known)
-    pieces, unit_cost, quarantine_id = (
-        Decimal(p["pieces"]),
-        _decimal(p.get("unit_cost")),
-        p.get("quarantine_id"),
+    here = next((s for s in stocks if s.warehouse_id == warehouse_id and s.lot_code == lot_code), None)
+    return here or batch.new_stock(product_id, warehouse_id, lot_code, facts, known)
+
+
+def _average_in(batch: Batch, stock: LotStock, pieces: Decimal, unit_cost: Decimal) -> None:
+    """Pieces received at a cost join the warehouse's average (`domain.valuation`)."""
+    valuation = batch.valuation(stock.product_id, stock.warehouse_id)
+    average = valuation.average_cost if valuation is not None else None
+    on_hand = on_hand_at(batch.stocks(stock.product_id), stock.warehouse_id)
+    batch.set_average_cost(
+        stock.product_id, stock.warehouse_id, averaged_in(average, on_hand, pieces, unit_cost)
     )
-    if unit_cost is not None:
-        valuation = batch.valuation(product_id, warehouse_id)
-        average = valuation.average_cost if valuation is not None else None
-        on_hand = on_hand_at(stocks, warehouse_id)
-        batch.set_average_cost(product_id, warehouse_id, averaged_in(average, on_hand, pieces, unit_cost))
-    movement = move(
-        MovementKind.RECEIPT,
-        stock,
-        on_hand=pieces,
-        quarantine=pieces if quarantine_id else Decimal(0),
-        unit_cost=unit_cost,
-        reason=p.get("reason"),
-    )
-    batch.record(movement, command)
-    result: Result = {
-        "outcome": Outcome.RECEIVED,
-        "pieces": p["pieces"],
-        "lot": lot_code,
-        "on_hand": decimal_str(stock.on_hand),
-    }
-    if quarantine_id:
-        line = QuarantinedLine(quarantine_id, pieces)
-        _save_quarantine(batch, line, stock, command.seq)
-        result["quarantine_id"] = quarantine_id
-    return result
 
 
 @handles(StockCommand.QUARANTINE_RELEASE)
