@@ -137,6 +137,14 @@ async function requeue(key, button) {
   await refreshDead();
 }
 
+// A movement's changes to the buckets other than on hand and reserved ("damaged +3 · quarantine -3").
+function otherBuckets(m) {
+  return [["in transit", m.in_transit], ["damaged", m.damaged], ["quarantine", m.quarantine]]
+    .filter(([, delta]) => Number(delta) !== 0)
+    .map(([name, delta]) => `${name} ${Number(delta) > 0 ? "+" : ""}${delta}`)
+    .join(" · ") || null;
+}
+
 async function refreshStock() {
   if (!sku) return;
   let page;
@@ -151,9 +159,12 @@ async function refreshStock() {
   const s = page.stock;
   $("#stock").hidden = false;
   $("#stock-title").textContent =
-    `${s.sku} — ${s.name}: on hand ${s.on_hand}, reserved ${s.reserved}, available ${s.available} pieces`;
+    `${s.sku} — ${s.name}: on hand ${s.on_hand}, reserved ${s.reserved}, available ${s.available}, ` +
+    `damaged ${s.damaged}, in quarantine ${s.quarantine}, in transit ${s.in_transit} pieces`;
   $("#lots tbody").replaceChildren(
-    ...s.lots.map((l) => row([l.warehouse, l.lot, l.shade, l.caliber, cell(l.on_hand, "num"), cell(l.reserved, "num"), cell(l.available, "num")])),
+    ...s.lots.map((l) =>
+      row([l.warehouse, l.lot, l.shade, l.caliber, ...[l.on_hand, l.reserved, l.available, l.damaged, l.quarantine, l.in_transit].map((n) => cell(n, "num"))]),
+    ),
   );
   $("#holds tbody").replaceChildren(
     ...page.holds.map((h) =>
@@ -162,7 +173,7 @@ async function refreshStock() {
   );
   $("#movements tbody").replaceChildren(
     ...page.movements.map((m) =>
-      row([cell(m.id, "num"), new Date(m.at).toLocaleString(), m.kind, m.warehouse, m.lot, cell(m.on_hand, "num"), cell(m.reserved, "num"), m.hold_id, m.command_key]),
+      row([cell(m.id, "num"), new Date(m.at).toLocaleString(), m.kind, m.warehouse, m.lot, cell(m.on_hand, "num"), cell(m.reserved, "num"), otherBuckets(m), m.actor, m.reason, m.hold_id, m.command_key]),
     ),
   );
   $("#older").disabled = page.next_before === null;
