@@ -258,6 +258,8 @@ def _quarantined(api: Stack, key: str, boxes: str = "3") -> str:
 def test_a_quarantined_line_is_released_in_part_then_whole_and_then_has_nothing_left(api: Stack) -> None:
     quarantine_id = _quarantined(api, "q-release")  # 30 pieces
     path = f"/v1/quarantine/{quarantine_id}/release"
+    _refused(api, lambda: _post(api, path, "rel-0", {"quantity": "31"}), 422, "not_enough_stock", "quantity")
+    _refused(api, lambda: _post(api, path, "rel-0", {"quantity": "0.5"}), 422, "invalid_command", "quantity")
 
     part = _post(api, path, "rel-1", {"quantity": "1", "unit": "box"})
     assert part.status_code == 200, part.text
