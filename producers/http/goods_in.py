@@ -34,8 +34,11 @@ from producers.tickets import ReceiptTicket
 
 router = APIRouter(tags=["goods in"], responses=documented(400, 401, 403, 404, 413, 422))
 Warehouse = Annotated[ApiToken, Depends(allow(WAREHOUSE))]
-LINE_FIELDS = tuple(name for name in ReceiptBody.model_fields if name not in ("lines", "idempotency_key"))
 DOCUMENTS = ("supplier", "purchase_order", "invoice")
+LINE_FIELDS = tuple(
+    name for name in ReceiptBody.model_fields if name not in ("lines", "idempotency_key", *DOCUMENTS)
+)
+"""The fields of the one line a receipt without `lines` has at its top level."""
 
 
 def _client(request: Request) -> StockClient:
@@ -68,13 +71,13 @@ async def receive(
     key = idempotency_key(key, body.idempotency_key)
     documents = {name: data[name] for name in DOCUMENTS if name in data}
     if "lines" in data:
-        if stray := [name for name in LINE_FIELDS if name in data and name not in DOCUMENTS]:
+        if stray := [name for name in LINE_FIELDS if name in data]:
             raise Problem(
                 422, "invalid_request", "a receipt with lines has its line fields in them", field=stray[0]
             )
         parsed = GoodsReceiptRequest.parse(idempotency_key=key, lines=data["lines"], **documents)
     else:
-        line = {name: data[name] for name in LINE_FIELDS if name in data and name not in DOCUMENTS}
+        line = {name: data[name] for name in LINE_FIELDS if name in data}
         parsed = GoodsReceiptRequest.parse(idempotency_key=key, lines=[line], numbered=False, **documents)
     ticket = await run_in_threadpool(_client(request).record_receipt, parsed, _actor(caller))
     if not parsed.numbered:
