@@ -119,15 +119,15 @@ def request(
     return AdjustmentDecision(Outcome.ADJUSTED, movements=movements)
 
 
-def same_approver(adjustment: Adjustment, approver: str | None) -> bool:
-    """Whether `approver` may not decide this adjustment: it asked, or nobody is named."""
-    return approver is None or approver == adjustment.requested_by
+def same_approver(asker: str | None, approver: str | None) -> bool:
+    """Whether `approver` may not decide an adjustment `asker` asked for: the same, or nobody named."""
+    return approver is None or approver == asker
 
 
 def _decided_by_asker(adjustment: Adjustment, approver: str | None) -> AdjustmentDecision | None:
     if adjustment.status is not AdjustmentStatus.AWAITING_APPROVAL:
         return AdjustmentDecision(Outcome.NOOP, f"adjustment is {adjustment.status.value}")
-    if same_approver(adjustment, approver):
+    if same_approver(adjustment.requested_by, approver):
         return AdjustmentDecision(
             Outcome.REJECTED,
             "an adjustment is approved or rejected by another actor than the one who asked",

@@ -29,6 +29,7 @@ from domain.results import HoldResult, MovementView, StockView, ValuationView
 from domain.states import parse_hold_id
 from producers import tickets
 from producers.goods_in import damage_commands, quarantine_commands, receipt_commands
+from producers.operations import OperationRecorder
 from producers.recording import Actor, Recorder
 from producers.requests import (
     DamageRequest,
@@ -42,6 +43,7 @@ from producers.requests import (
     WarehouseRequest,
 )
 from producers.tickets import CommandTicket, HoldTicket, ReceiptLineTicket, ReceiptTicket
+from producers.warehouse_client import WarehouseCalls
 from tessera.answers import AnswerChannel, Wakeups
 from tessera.doorbells import CoalescingDoorbells, Doorbells
 from tessera.settings import Settings, get_settings
@@ -52,8 +54,8 @@ R = TypeVar("R")
 __all__ = ["CommandTicket", "HoldTicket", "ReceiptTicket", "StockClient"]
 
 
-class StockClient:
-    """Reserve, release, confirm and read stock.
+class StockClient(WarehouseCalls):
+    """Reserve, release, confirm and read stock; the warehouse's operations (`WarehouseCalls`).
 
     Parameters:
       settings: configuration (``StockClient.from_env()`` reads it from the environment).
@@ -83,6 +85,7 @@ class StockClient:
         self.recorder = Recorder(
             self.engine, shards=settings.shards, ring=self.bells.ring, reply_to=self.client_id
         )
+        self.operations = OperationRecorder(self.recorder, settings)
 
     @classmethod
     def from_env(cls) -> StockClient:
