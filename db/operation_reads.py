@@ -44,9 +44,9 @@ class Origin:
     requested_by_token_id: int | None
 
 
-# The operation's row once its creation applied; before that, the recorded command that creates it
-# (found by the id in its payload: an index of its own, see migration 0011); a creation refused
-# left no row.
+# The operation's row once its creation applied; before that, the recorded command that creates it,
+# found by the id in its payload (the kind and key written out, as the partial index on that
+# expression is declared: migration 0011); a creation refused left no row.
 _ORIGIN = """
     SELECT t.product_id, p.sku, t.status, t.requested_by, t.requested_by_token_id
     FROM {table} t JOIN products p ON p.id = t.product_id WHERE t.id = %(id)s
@@ -54,17 +54,19 @@ _ORIGIN = """
     SELECT (c.payload->>'product_id')::int, c.payload->>'sku',
            CASE WHEN c.status = 'applied' THEN 'refused' ELSE c.status END,
            c.payload->>'actor', (c.payload->>'actor_token_id')::int
-    FROM commands c WHERE c.kind = %(kind)s AND c.payload->>%(key)s = %(id_text)s
+    FROM commands c WHERE c.kind = '{kind}' AND c.payload->>'{key}' = %(id_text)s
       AND NOT EXISTS (SELECT 1 FROM {table} WHERE id = %(id)s)
     LIMIT 1
 """
+ORIGINS = {
+    "transfer": _ORIGIN.format(table="transfers", kind="stock.transfer", key="transfer_id"),
+    "adjustment": _ORIGIN.format(table="adjustments", kind="stock.adjust", key="adjustment_id"),
+}
 
 
-def operation_origin(pg: Pg, table: str, kind: str, payload_key: str, operation_id: str) -> Origin | None:
-    row = pg.execute(
-        _ORIGIN.format(table=table),
-        {"id": uuid.UUID(operation_id), "id_text": operation_id, "kind": kind, "key": payload_key},
-    ).fetchone()
+def operation_origin(pg: Pg, what: str, operation_id: str) -> Origin | None:
+    """Where the transfer or adjustment (`what`) with this id lives, and who asked for it."""
+    row = pg.execute(ORIGINS[what], {"id": uuid.UUID(operation_id), "id_text": operation_id}).fetchone()
     return Origin(*row) if row else None
 
 

@@ -86,12 +86,20 @@ class AdjustmentDecision:
     movements: list[Movement] = field(default_factory=list)
 
 
-def _apply(adjustment: Adjustment, stock: LotStock) -> list[Movement] | None:
+def _apply(adjustment: Adjustment, stock: LotStock, unit_cost: Decimal | None) -> list[Movement] | None:
     """The movement, or None if it would take on_hand below what is held (or below zero)."""
     held = stock.reserved + stock.damaged + stock.quarantine
     if stock.on_hand + adjustment.quantity < held:
         return None
-    return [move(MovementKind.ADJUSTMENT, stock, on_hand=adjustment.quantity, reason=adjustment.reason)]
+    return [
+        move(
+            MovementKind.ADJUSTMENT,
+            stock,
+            on_hand=adjustment.quantity,
+            unit_cost=unit_cost,
+            reason=adjustment.reason,
+        )
+    ]
 
 
 def _short(adjustment: Adjustment, stock: LotStock) -> AdjustmentDecision:
@@ -111,12 +119,19 @@ def request(
     if threshold.needs_approval(adjustment.quantity, unit_cost):
         adjustment.status = AdjustmentStatus.AWAITING_APPROVAL
         return AdjustmentDecision(Outcome.AWAITING_APPROVAL, "above the approval threshold")
-    movements = _apply(adjustment, stock)
+    movements = _apply(adjustment, stock, unit_cost)
     if movements is None:
         adjustment.status = AdjustmentStatus.REJECTED
         return _short(adjustment, stock)
     adjustment.status = AdjustmentStatus.APPLIED
     return AdjustmentDecision(Outcome.ADJUSTED, movements=movements)
+
+
+def asked_by(token_id: int | None, name: str | None) -> str | None:
+    """Who asked, as an approval compares it: the token if there is one, else the name given."""
+    if token_id is not None:
+        return f"token {token_id}"
+    return f"name {name}" if name is not None else None
 
 
 def same_approver(asker: str | None, approver: str | None) -> bool:
@@ -136,11 +151,13 @@ def _decided_by_asker(adjustment: Adjustment, approver: str | None) -> Adjustmen
     return None
 
 
-def approve(adjustment: Adjustment, stock: LotStock, approver: str | None) -> AdjustmentDecision:
+def approve(
+    adjustment: Adjustment, stock: LotStock, approver: str | None, unit_cost: Decimal | None = None
+) -> AdjustmentDecision:
     """A second person approves: the adjustment changes stock now (once, however often approved)."""
     if refused := _decided_by_asker(adjustment, approver):
         return refused
-    movements = _apply(adjustment, stock)
+    movements = _apply(adjustment, stock, unit_cost)
     if movements is None:  # stock moved meanwhile: it waits, to be rejected or approved later
         return _short(adjustment, stock)
     adjustment.status, adjustment.decided_by = AdjustmentStatus.APPROVED, approver

@@ -76,12 +76,23 @@ def check_counted(counted: Decimal, *, field: str = "counted") -> Decimal:
     return counted
 
 
-def count(stock: LotStock, counted: Decimal, holding: Sequence[HeldLine] = ()) -> CountDecision:
+def count(
+    stock: LotStock,
+    counted: Decimal,
+    holding: Sequence[HeldLine] = (),
+    *,
+    reason: str | None = None,
+    unit_cost: Decimal | None = None,
+) -> CountDecision:
     """Bring the lot balance's on_hand to what was counted, never below what is held."""
     check_counted(counted)
     held = stock.reserved + stock.damaged + stock.quarantine
     target = max(counted, held)
     difference = target - stock.on_hand
-    movements = [move(MovementKind.COUNT_ADJUSTMENT, stock, on_hand=difference)] if difference else []
+    movements = (
+        [move(MovementKind.COUNT_ADJUSTMENT, stock, on_hand=difference, unit_cost=unit_cost, reason=reason)]
+        if difference
+        else []
+    )
     below = BelowHeld(counted, held, stock.reserved, tuple(holding)) if counted < held else None
     return CountDecision(Outcome.ADJUSTED, difference, movements, below)

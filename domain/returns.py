@@ -67,13 +67,21 @@ def refusal(
 
 
 def take_back(
-    line: HoldLine, stock: LotStock, quantity: Decimal, condition: Condition, reason: str | None = None
+    line: HoldLine,
+    stock: LotStock,
+    quantity: Decimal,
+    condition: Condition,
+    reason: str | None = None,
+    *,
+    unit_cost: Decimal | None = None,
 ) -> ReturnDecision:
     """Take `quantity` pieces of a sold line back into the lot it was sold from."""
     if refused := refusal(line, quantity, condition, reason):
         return ReturnDecision(Outcome.REJECTED, refused[1], refused[0])
     damaged = quantity if condition is Condition.DAMAGED else Decimal(0)
-    movement = move(MovementKind.RETURN, stock, on_hand=quantity, damaged=damaged, reason=reason)
+    movement = move(
+        MovementKind.RETURN, stock, on_hand=quantity, damaged=damaged, unit_cost=unit_cost, reason=reason
+    )
     line.returned += quantity
     if line.returned == line.allocated:
         line.status = LineStatus.RETURNED

@@ -113,6 +113,8 @@ def create(
     source: LotStock | None,
     routes: dict[int, WarehouseRoute],
     destination: Callable[[], LotStock],
+    *,
+    unit_cost: Decimal | None = None,
 ) -> TransferDecision:
     """Send the pieces: out of the source lot's available stock, into the destination's in_transit.
 
@@ -135,8 +137,8 @@ def create(
     return TransferDecision(
         Outcome.IN_TRANSIT,
         movements=[
-            move(MovementKind.TRANSFER_OUT, source, on_hand=-q),
-            move(MovementKind.TRANSFER_OUT, destination(), in_transit=q),
+            move(MovementKind.TRANSFER_OUT, source, on_hand=-q, unit_cost=unit_cost),
+            move(MovementKind.TRANSFER_OUT, destination(), in_transit=q, unit_cost=unit_cost),
         ],
     )
 
@@ -148,6 +150,7 @@ def receive(
     good: Decimal | None = None,
     damaged: Decimal = ZERO,
     reason: str | None = None,
+    unit_cost: Decimal | None = None,
 ) -> TransferDecision:
     """The pieces arrive: `good` (all that was sent when not said) and `damaged` into on_hand, the
     damaged ones also into ``damaged``; the shortfall is written off. Damage and shortfall need a
@@ -173,17 +176,22 @@ def receive(
                 on_hand=arrived,
                 in_transit=-arrived,
                 damaged=damaged,
+                unit_cost=unit_cost,
                 reason=reason if damaged else None,
             )
         )
     if short:
-        movements.append(move(MovementKind.WRITE_OFF, destination, in_transit=-short, reason=reason))
+        movements.append(
+            move(MovementKind.WRITE_OFF, destination, in_transit=-short, unit_cost=unit_cost, reason=reason)
+        )
     transfer.status = TransferStatus.RECEIVED
     transfer.received, transfer.damaged, transfer.written_off, transfer.reason = good, damaged, short, reason
     return TransferDecision(Outcome.RECEIVED, movements=movements)
 
 
-def cancel(transfer: Transfer, source: LotStock, destination: LotStock) -> TransferDecision:
+def cancel(
+    transfer: Transfer, source: LotStock, destination: LotStock, *, unit_cost: Decimal | None = None
+) -> TransferDecision:
     """Call the pieces back before they are received: into the source lot's on_hand again."""
     if transfer.status is not TransferStatus.IN_TRANSIT:
         return _noop(transfer)
@@ -192,7 +200,7 @@ def cancel(transfer: Transfer, source: LotStock, destination: LotStock) -> Trans
     return TransferDecision(
         Outcome.CANCELLED,
         movements=[
-            move(MovementKind.TRANSFER_CANCEL, source, on_hand=q),
-            move(MovementKind.TRANSFER_CANCEL, destination, in_transit=-q),
+            move(MovementKind.TRANSFER_CANCEL, source, on_hand=q, unit_cost=unit_cost),
+            move(MovementKind.TRANSFER_CANCEL, destination, in_transit=-q, unit_cost=unit_cost),
         ],
     )

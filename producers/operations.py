@@ -18,7 +18,7 @@ from db.operation_reads import Origin, hold_lines, lot_id, operation_origin, war
 from db.reads import load_references
 from db.sql import Pg
 from domain import returns
-from domain.adjustments import same_approver
+from domain.adjustments import asked_by, same_approver
 from domain.catalog import ProductRef
 from domain.commands import StockCommand
 from domain.errors import OperationRefused, UnknownHold, UnknownOperation, UnknownSku
@@ -77,8 +77,8 @@ class OperationRecorder:
                     code.value, message, field="to_warehouse" if source else "from_warehouse"
                 )
             assert source is not None and destination is not None
-            lot = _lot(pg, product, request.lot)
             pieces = to_pieces(request.quantity, request.unit, product.packaging).pieces
+            lot = _lot(pg, product, request.lot)
             payload = {
                 "transfer_id": request.transfer_id,
                 "product_id": product.id,
@@ -272,13 +272,6 @@ class OperationRecorder:
         ]
 
 
-def asked_by(token_id: int | None, name: str | None) -> str | None:
-    """Who asked, as an approval compares it: the token if there is one, else the name given."""
-    if token_id is not None:
-        return f"token {token_id}"
-    return f"name {name}" if name is not None else None
-
-
 def _product(pg: Pg, sku: str) -> ProductRef:
     products, _ = load_references([sku], []).run(pg)
     return _known(products, sku, "")
@@ -298,8 +291,7 @@ def _lot(pg: Pg, product: ProductRef, code: str, *, field: str = "lot") -> int:
 
 
 def _origin(pg: Pg, what: str, operation_id: str) -> Origin:
-    kind = StockCommand.TRANSFER if what == "transfer" else StockCommand.ADJUST
-    origin = operation_origin(pg, f"{what}s", kind.value, f"{what}_id", operation_id)
+    origin = operation_origin(pg, what, operation_id)
     if origin is None or origin.status == "refused":
         raise UnknownOperation(what, operation_id)
     return origin

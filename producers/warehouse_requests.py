@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
-from domain.errors import InvalidCommand
+from domain.errors import InvalidCommand, OperationRefused
 from domain.quantities import Sign, Unit, parse_quantity
 from domain.returns import Condition
 from producers.requests import (
@@ -96,7 +96,9 @@ class TransferRequest(Request):
     @model_validator(mode="after")
     def _two_warehouses(self) -> TransferRequest:
         if self.from_warehouse == self.to_warehouse:
-            raise InvalidCommand("a transfer goes to another warehouse than it leaves", field="to_warehouse")
+            raise OperationRefused(
+                "same_warehouse", "a transfer goes to another warehouse than it leaves", field="to_warehouse"
+            )
         return self
 
     @property

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
         (the first signs; any of them verifies, so a secret can be rotated).
     """
 
-    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
+    # "None" reads as None, as str() writes an unset setting (tests and benches pass settings on so).
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore", env_parse_none_str="None")
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/tessera"
     redis_url: str = "redis://127.0.0.1:6379/0"

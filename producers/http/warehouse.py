@@ -40,6 +40,7 @@ router = APIRouter(tags=["warehouse"], responses=documented(400, 401, 403, 404, 
 Wait = Annotated[float, Query(ge=0, le=30, description="seconds to wait for the result")]
 KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 Warehouse = Annotated[ApiToken, Depends(allow(WAREHOUSE))]
+Adjusts = Annotated[ApiToken, Depends(allow(WAREHOUSE, OPS))]
 Ops = Annotated[ApiToken, Depends(allow(OPS))]
 Returns = Annotated[ApiToken, Depends(allow(WAREHOUSE, CHECKOUT))]
 
@@ -186,10 +187,11 @@ async def count(
     responses={200: {"model": AdjustmentRecorded}},
 )
 async def adjust(
-    request: Request, body: AdjustmentBody, caller: Warehouse, key: KeyHeader = None, wait: Wait = 0
+    request: Request, body: AdjustmentBody, caller: Adjusts, key: KeyHeader = None, wait: Wait = 0
 ) -> Response:
     """Correct a lot's on_hand by a signed quantity with a reason; above the approval threshold it
-    waits for another token's approval (status `awaiting_approval`)."""
+    waits for another token's approval (status `awaiting_approval`). Ops may adjust too (and then
+    not approve their own)."""
     data = await exact_json(request)
     ticket = await run_in_threadpool(
         _client(request).adjust,
