@@ -1,6 +1,6 @@
 """What recording a warehouse operation reads first: the warehouses it names (open or not), the
 lot it names, the operation a follow-up names (a transfer to receive, an adjustment to approve) and
-the sold lines a return names. One statement each, on the recorder's connection."""
+the sold lines a return names, a product's approval thresholds. One statement each, on the recorder's connection."""
 
 from __future__ import annotations
 
@@ -30,6 +30,15 @@ def lot_id(pg: Pg, product_id: int, lot_code: str) -> int | None:
         {"p": product_id, "lot": lot_code},
     ).fetchone()
     return int(row[0]) if row else None
+
+
+def adjustment_thresholds(pg: Pg, product_id: int) -> tuple[Decimal | None, Decimal | None]:
+    """The product's own adjustment approval thresholds (pieces, value); None: the global one."""
+    row = pg.execute(
+        "SELECT adjustment_approval_pieces, adjustment_approval_value FROM products WHERE id = %(p)s",
+        {"p": product_id},
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
 
 
 @dataclass(frozen=True, slots=True)

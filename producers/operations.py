@@ -10,11 +10,17 @@ race) it decides again there: a refusal there is a recorded result that changes 
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from db.inbox import NewCommand
-from db.operation_reads import Origin, hold_lines, lot_id, operation_origin, warehouse_routes
+from db.operation_reads import (
+    Origin,
+    adjustment_thresholds,
+    hold_lines,
+    lot_id,
+    operation_origin,
+    warehouse_routes,
+)
 from db.reads import load_references
 from db.sql import Pg
 from domain import returns
@@ -185,7 +191,7 @@ class OperationRecorder:
             lot = _lot(pg, product, request.lot)
             size = to_pieces(abs(request.quantity), request.unit, product.packaging).pieces
             pieces = size if request.quantity > 0 else -size
-            pieces_limit, value_limit = _thresholds(pg, product.id)
+            pieces_limit, value_limit = adjustment_thresholds(pg, product.id)
             payload = {
                 "adjustment_id": request.adjustment_id,
                 "product_id": product.id,
@@ -295,11 +301,3 @@ def _origin(pg: Pg, what: str, operation_id: str) -> Origin:
     if origin is None or origin.status == "refused":
         raise UnknownOperation(what, operation_id)
     return origin
-
-
-def _thresholds(pg: Pg, product_id: int) -> tuple[Decimal | None, Decimal | None]:
-    row = pg.execute(
-        "SELECT adjustment_approval_pieces, adjustment_approval_value FROM products WHERE id = %(p)s",
-        {"p": product_id},
-    ).fetchone()
-    return (row[0], row[1]) if row else (None, None)

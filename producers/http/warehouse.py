@@ -8,6 +8,8 @@ caller's token says who asks (ledger rows name it; an adjustment is decided by a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -19,7 +21,7 @@ from producers.client import StockClient
 from producers.http.auth import CHECKOUT, OPS, WAREHOUSE, allow
 from producers.http.bodies import Recorded, model_response
 from producers.http.exact import exact_json, idempotency_key
-from producers.http.holds import recorded_within
+from producers.http.holds import command_answer, recorded_within
 from producers.http.problems import documented
 from producers.http.warehouse_bodies import (
     AdjustmentBody,
@@ -54,19 +56,10 @@ def _actor(token: ApiToken) -> Actor:
     return Actor(name=token.name, token_id=token.id)
 
 
-def _answered(recorded: Recorded) -> int:
-    return 200 if recorded.status == "applied" else 202
-
-
-async def _transfer_answer(ticket: OperationTicket, wait: float) -> Response:
+async def _created(ticket: OperationTicket, wait: float, answer: Callable[..., Recorded]) -> Response:
+    """A command that creates a transfer or an adjustment: answered with its id at once."""
     recorded = await recorded_within(ticket, wait)
-    answer = TransferRecorded(**recorded.model_dump(), transfer_id=ticket.operation_id)
-    return model_response(answer, _answered(recorded))
-
-
-async def _command_answer(ticket: CommandTicket, wait: float) -> Response:
-    recorded = await recorded_within(ticket, wait)
-    return model_response(recorded, _answered(recorded))
+    return model_response(answer(**recorded.model_dump()), 200 if recorded.status == "applied" else 202)
 
 
 async def _lines_answer(key: str, tickets: list[CommandTicket], wait: float) -> Response:
@@ -107,7 +100,7 @@ async def send_transfer(
         unit=data.get("unit", "piece"),
         actor=_actor(caller),
     )
-    return await _transfer_answer(ticket, wait)
+    return await _created(ticket, wait, partial(TransferRecorded, transfer_id=ticket.operation_id))
 
 
 @router.post(
@@ -133,7 +126,7 @@ async def receive_transfer(
         reason=data.get("reason"),
         actor=_actor(caller),
     )
-    return await _command_answer(ticket, wait)
+    return await command_answer(ticket, wait)
 
 
 @router.post(
@@ -154,7 +147,7 @@ async def cancel_transfer(
         idempotency_key=idempotency_key(key, body.idempotency_key if body else None),
         actor=_actor(caller),
     )
-    return await _command_answer(ticket, wait)
+    return await command_answer(ticket, wait)
 
 
 # -- counts and adjustments ---------------------------------------------------------------------
@@ -204,9 +197,7 @@ async def adjust(
         reason=data["reason"],
         actor=_actor(caller),
     )
-    recorded = await recorded_within(ticket, wait)
-    answer = AdjustmentRecorded(**recorded.model_dump(), adjustment_id=ticket.operation_id)
-    return model_response(answer, _answered(recorded))
+    return await _created(ticket, wait, partial(AdjustmentRecorded, adjustment_id=ticket.operation_id))
 
 
 async def _decide(
@@ -228,7 +219,7 @@ async def _decide(
         note=body.note if body else None,
         actor=_actor(caller),
     )
-    return await _command_answer(ticket, wait)
+    return await command_answer(ticket, wait)
 
 
 @router.post(

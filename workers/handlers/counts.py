@@ -31,15 +31,18 @@ from workers.handlers.registry import handles
 COUNT_BELOW_RESERVED = "count_below_reserved"
 
 
-def _balance(
-    batch: Batch, product_id: int, warehouse_id: int, lot_id: int, *, create: bool
-) -> LotStock | None:
-    """The lot's balance at the warehouse; if it has none there, one created empty when `create`."""
+def _found(batch: Batch, product_id: int, warehouse_id: int, lot_id: int) -> LotStock | None:
+    """The lot's balance at the warehouse, if it has one there."""
     stocks = batch.stocks(product_id)
-    found = next((s for s in stocks if s.warehouse_id == warehouse_id and s.lot_id == lot_id), None)
-    if found is not None or not create:
+    return next((s for s in stocks if s.warehouse_id == warehouse_id and s.lot_id == lot_id), None)
+
+
+def _found_or_new(batch: Batch, product_id: int, warehouse_id: int, lot_id: int) -> LotStock:
+    """The lot's balance at the warehouse, created empty if it has none there."""
+    found = _found(batch, product_id, warehouse_id, lot_id)
+    if found is not None:
         return found
-    of_lot = next((s for s in stocks if s.lot_id == lot_id), None)
+    of_lot = next((s for s in batch.stocks(product_id) if s.lot_id == lot_id), None)
     if of_lot is None:  # a lot is created with its first balance
         raise InvariantBroken(f"lot {lot_id} of product {product_id} has no balance")
     return batch.balance_in(of_lot, warehouse_id)
@@ -55,7 +58,8 @@ def count(batch: Batch, command: InboxCommand) -> Result:
     p = command.payload
     product_id, warehouse_id, lot_id = p["product_id"], p["warehouse_id"], p["lot_id"]
     counted = Decimal(p["counted"])
-    stock = _balance(batch, product_id, warehouse_id, lot_id, create=counted > 0)
+    balance = _found_or_new if counted > 0 else _found
+    stock = balance(batch, product_id, warehouse_id, lot_id)
     if stock is None:  # nothing there, nothing found
         return {"outcome": Outcome.ADJUSTED, "lot": p["lot"], "difference": "0", "on_hand": "0"}
     decision = counts.count(
@@ -139,7 +143,8 @@ def adjust(batch: Batch, command: InboxCommand) -> Result:
         asked_by(p.get("actor_token_id"), p.get("actor")),
     )
     unit_cost = _unit_cost(batch, product_id, warehouse_id)
-    stock = _balance(batch, product_id, warehouse_id, lot_id, create=adjustment.quantity > 0)
+    balance = _found_or_new if adjustment.quantity > 0 else _found
+    stock = balance(batch, product_id, warehouse_id, lot_id)
     if stock is None:
         adjustment.status = AdjustmentStatus.REJECTED
         decision = AdjustmentDecision(
@@ -178,14 +183,8 @@ def _decide(batch: Batch, command: InboxCommand, *, approve: bool) -> Result:
     adjustment = _asked(row)
     approver = asked_by(p.get("actor_token_id"), p.get("actor"))
     if approve:
-        stock = _balance(
-            batch,
-            adjustment.product_id,
-            adjustment.warehouse_id,
-            adjustment.lot_id,
-            create=adjustment.quantity > 0,
-        )
-        assert stock is not None, "an adjustment taking stock away was refused when asked if there was none"
+        # It waits where the lot had a balance when asked, or to add stock there.
+        stock = _found_or_new(batch, adjustment.product_id, adjustment.warehouse_id, adjustment.lot_id)
         unit_cost = _unit_cost(batch, adjustment.product_id, adjustment.warehouse_id)
         decision = adjustments.approve(adjustment, stock, approver, unit_cost)
         for movement in decision.movements:

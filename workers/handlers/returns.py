@@ -9,6 +9,7 @@ from db.batch_state import InboxCommand
 from domain import returns
 from domain.commands import StockCommand
 from domain.errors import InvariantBroken
+from domain.outcomes import Outcome
 from domain.quantities import decimal_str
 from domain.returns import Condition
 from workers.batch import Batch, Result
@@ -29,7 +30,12 @@ def take_back(batch: Batch, command: InboxCommand) -> Result:
     )
     if stock is None:
         if line.lot_id is None:  # never allocated: nothing was sold
-            return {"outcome": "rejected", "reason": "not_sold", "hold_id": hold.id, "line_no": line.line_no}
+            return {
+                "outcome": Outcome.REJECTED,
+                "reason": "not_sold",
+                "hold_id": hold.id,
+                "line_no": line.line_no,
+            }
         raise InvariantBroken(f"hold {hold.id} line {line.line_no}: its lot balance is gone")
     valuation = batch.valuation(line.product_id, stock.warehouse_id)
     decision = returns.take_back(
