@@ -149,22 +149,32 @@ class StockClient(WarehouseCalls):
         pieces_per_box: int | None = None,
         sqm_per_box: str | Decimal | None = None,
         allow_partial_boxes: bool = False,
+        adjustment_approval_pieces: str | int | Decimal | None = None,
+        adjustment_approval_value: str | int | Decimal | None = None,
     ) -> None:
+        """Add or change a product. `adjustment_approval_pieces` / `_value`: the product's own
+        thresholds above which an adjustment waits for approval (None: the global settings')."""
         request = ProductRequest.parse(
             sku=sku,
             name=name,
             pieces_per_box=pieces_per_box,
             sqm_per_box=sqm_per_box,
             allow_partial_boxes=allow_partial_boxes,
+            adjustment_approval_pieces=adjustment_approval_pieces,
+            adjustment_approval_value=adjustment_approval_value,
         )
         with self.engine.begin() as conn:
             conn.execute(
                 text(
                     """
-                    INSERT INTO products (sku, name, pieces_per_box, sqm_per_box, allow_partial_boxes)
-                    VALUES (:sku, :name, :pieces_per_box, :sqm_per_box, :allow_partial_boxes)
+                    INSERT INTO products (sku, name, pieces_per_box, sqm_per_box, allow_partial_boxes,
+                                          adjustment_approval_pieces, adjustment_approval_value)
+                    VALUES (:sku, :name, :pieces_per_box, :sqm_per_box, :allow_partial_boxes,
+                            :adjustment_approval_pieces, :adjustment_approval_value)
                     ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, pieces_per_box = EXCLUDED.pieces_per_box,
-                        sqm_per_box = EXCLUDED.sqm_per_box, allow_partial_boxes = EXCLUDED.allow_partial_boxes
+                        sqm_per_box = EXCLUDED.sqm_per_box, allow_partial_boxes = EXCLUDED.allow_partial_boxes,
+                        adjustment_approval_pieces = EXCLUDED.adjustment_approval_pieces,
+                        adjustment_approval_value = EXCLUDED.adjustment_approval_value
                     """
                 ),
                 request.model_dump(),

@@ -356,6 +356,18 @@ def test_an_adjustment_above_the_threshold_waits_and_is_applied_once_when_anothe
     assert tuple(row) == ("approved", "test warehouse", "test ops")
 
 
+def test_a_products_own_threshold_replaces_the_global_one(api: Stack) -> None:
+    sku = product(api)
+    api.client.upsert_product(sku=sku, name="fragile décor", adjustment_approval_pieces=5)
+    receive(api, sku, "A5", 20)
+
+    small = applied(post(api, "/v1/adjustments", adjustment(sku, "A5", "-5"), key="adj-5"))
+    large = applied(post(api, "/v1/adjustments", adjustment(sku, "A5", "-6"), key="adj-6"))
+
+    assert (small["status"], large["status"]) == ("applied", "awaiting_approval")
+    assert lots(api, sku)[("BUC1", "A5")][0] == 15
+
+
 def test_an_approval_by_the_token_that_asked_is_403_and_changes_nothing(api: Stack) -> None:
     sku = product(api)
     receive(api, sku, "A3", 200)
