@@ -188,6 +188,39 @@ def test_a_transfer_goes_in_transit_and_arrives_with_its_damage_and_shortfall_re
     assert applied(twice)["outcome"] == "noop" and applied(twice)["status"] == "received"
 
 
+def test_a_transfer_carries_the_sources_average_cost_to_its_destination(api: Stack) -> None:
+    sku = product(api)
+    receive(api, sku, "T5", 50)
+    with api.engine.begin() as conn:  # goods in at a cost (the receipt's unit_cost) as 12.5 a piece
+        conn.execute(
+            text(
+                "INSERT INTO stock_valuations (product_id, warehouse_id, quantity, average_cost) "
+                "SELECT p.id, w.id, 50, 12.5 FROM products p, warehouses w WHERE p.sku = :sku AND w.code = 'BUC1'"
+            ),
+            {"sku": sku},
+        )
+    transfer_id = post(api, "/v1/transfers", transfer_body(sku, "T5", 20), key="tr-5").json()["transfer_id"]
+
+    applied(post(api, f"/v1/transfers/{transfer_id}/receive", {}, key="tr-5-in"))
+
+    with api.engine.connect() as conn:
+        valuations = conn.execute(
+            text(
+                "SELECT w.code, v.quantity, v.average_cost FROM stock_valuations v JOIN products p ON p.id = v.product_id "
+                "JOIN warehouses w ON w.id = v.warehouse_id WHERE p.sku = :sku ORDER BY w.code"
+            ),
+            {"sku": sku},
+        ).all()
+        costs = conn.execute(
+            text(
+                "SELECT DISTINCT m.unit_cost FROM movements m JOIN commands c ON c.seq = m.command_seq "
+                "WHERE c.idempotency_key IN ('tr-5', 'tr-5-in')"
+            )
+        ).scalars()
+        assert list(costs) == [Decimal("12.5")]
+    assert [tuple(v) for v in valuations] == [("BUC1", 30, Decimal("12.5")), ("CLJ1", 20, Decimal("12.5"))]
+
+
 def test_a_cancelled_transfer_puts_its_pieces_back_at_the_source(api: Stack) -> None:
     sku = product(api)
     receive(api, sku, "T2", 30)
