@@ -1,7 +1,8 @@
 """Warehouse operations into the inbox: each request read against what it names (products, warehouses,
 lots, the transfer or adjustment or hold it follows up), refused before anything is recorded when it
-cannot be done (`OperationRefused`, `UnknownOperation`), else turned into commands on the product's
-shard and recorded on the one recording path (`Recorder.stock_commands`).
+cannot be done (`OperationRefused`, `UnknownOperation`, `NotEnoughStock`), else turned into commands
+on the product's shard and recorded on the one recording path (`Recorder.stock_commands`). A resend
+of a recorded request is not judged again against the stock: it gets what was recorded.
 
 What the writer decides against the stock as it is when the command applies (enough available to
 send, what is held when counting, the threshold, what is still returnable when several returns
@@ -10,9 +11,11 @@ race) it decides again there: a refusal there is a recorded result that changes 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
-from db.inbox import NewCommand
+from db.goods_in import lot_available
+from db.inbox import NewCommand, recorded_commands
 from db.operation_reads import (
     Origin,
     adjustment_thresholds,
@@ -27,7 +30,7 @@ from domain import returns
 from domain.adjustments import asked_by, same_approver
 from domain.catalog import ProductRef
 from domain.commands import StockCommand
-from domain.errors import OperationRefused, UnknownHold, UnknownOperation, UnknownSku
+from domain.errors import NotEnoughStock, OperationRefused, UnknownHold, UnknownOperation, UnknownSku
 from domain.quantities import decimal_str, to_pieces
 from domain.transfers import route_refusal
 from producers.recording import Actor, Recorder, stock_command
@@ -77,7 +80,8 @@ class OperationRecorder:
             product = _product(pg, request.sku)
             routes = warehouse_routes(pg, [request.from_warehouse, request.to_warehouse])
             source, destination = routes.get(request.from_warehouse), routes.get(request.to_warehouse)
-            if refusal := route_refusal(source, destination):
+            resend = _recorded(pg, request.idempotency_key)
+            if not resend and (refusal := route_refusal(source, destination)):
                 code, message = refusal
                 raise OperationRefused(
                     code.value, message, field="to_warehouse" if source else "from_warehouse"
@@ -85,6 +89,15 @@ class OperationRecorder:
             assert source is not None and destination is not None
             pieces = to_pieces(request.quantity, request.unit, product.packaging).pieces
             lot = _lot(pg, product, request.lot)
+            # Reserved, damaged and quarantined pieces never move: refused now if it shows already
+            # (the writer decides again, against the stock as its command applies).
+            available = lot_available(pg, product.id, source.warehouse_id, request.lot)
+            if not resend and (available is None or pieces > available):
+                raise NotEnoughStock(
+                    f"{decimal_str(pieces)} pieces to send, {decimal_str(available or Decimal(0))} available "
+                    f"in lot {request.lot} in {request.from_warehouse}",
+                    available=available or Decimal(0),
+                )
             payload = {
                 "transfer_id": request.transfer_id,
                 "product_id": product.id,
@@ -246,6 +259,7 @@ class OperationRecorder:
             lines = hold_lines(pg, request.hold_id)
             if not lines:
                 raise UnknownHold(request.hold_id)
+            resend = _recorded(pg, line_key(request.idempotency_key, 1, len(request.lines)))
             commands = []
             for n, asked in enumerate(request.lines, start=1):
                 field = f"lines[{n - 1}]"
@@ -257,7 +271,9 @@ class OperationRecorder:
                 pieces = to_pieces(
                     asked.quantity, asked.unit, sold.packaging, field=f"{field}.quantity"
                 ).pieces
-                if refusal := returns.refusal(sold.line, pieces, asked.condition, asked.reason):
+                if not resend and (
+                    refusal := returns.refusal(sold.line, pieces, asked.condition, asked.reason)
+                ):
                     code, message = refusal
                     raise OperationRefused(code.value, message, field=f"{field}.quantity")
                 payload = {
@@ -276,6 +292,13 @@ class OperationRecorder:
         return [
             line_key(request.idempotency_key, n, len(request.lines)) for n in range(1, len(request.lines) + 1)
         ]
+
+
+def _recorded(pg: Pg, key: str) -> bool:
+    """Whether a request's command is recorded already: its resend is then answered as recorded
+    (or refused as another request under its key), not judged again against the stock as it is now
+    (goods returned are no longer returnable; a transfer's pieces have left)."""
+    return key in recorded_commands([key]).run(pg)
 
 
 def _product(pg: Pg, sku: str) -> ProductRef:

@@ -5,6 +5,7 @@ with the books reconciled and the invariants checked."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -112,8 +113,12 @@ def product(api: Stack) -> str:
     return sku
 
 
-def receive(api: Stack, sku: str, lot: str, pieces: int, warehouse: str = "BUC1") -> None:
+def receive(
+    api: Stack, sku: str, lot: str, pieces: int, warehouse: str = "BUC1", unit_cost: str | None = None
+) -> None:
     body = {"warehouse": warehouse, "sku": sku, "quantity": str(pieces), "unit": "piece", "lot": lot}
+    if unit_cost is not None:
+        body["unit_cost"] = unit_cost
     assert (
         applied(post(api, "/v1/receipts", body, key=f"rcv-{uuid.uuid4().hex[:8]}"))["outcome"] == "received"
     )
@@ -190,15 +195,7 @@ def test_a_transfer_goes_in_transit_and_arrives_with_its_damage_and_shortfall_re
 
 def test_a_transfer_carries_the_sources_average_cost_to_its_destination(api: Stack) -> None:
     sku = product(api)
-    receive(api, sku, "T5", 50)
-    with api.engine.begin() as conn:  # goods in at a cost (the receipt's unit_cost) as 12.5 a piece
-        conn.execute(
-            text(
-                "INSERT INTO stock_valuations (product_id, warehouse_id, quantity, average_cost) "
-                "SELECT p.id, w.id, 50, 12.5 FROM products p, warehouses w WHERE p.sku = :sku AND w.code = 'BUC1'"
-            ),
-            {"sku": sku},
-        )
+    receive(api, sku, "T5", 50, unit_cost="12.5")
     transfer_id = post(api, "/v1/transfers", transfer_body(sku, "T5", 20), key="tr-5").json()["transfer_id"]
 
     applied(post(api, f"/v1/transfers/{transfer_id}/receive", {}, key="tr-5-in"))
@@ -234,19 +231,56 @@ def test_a_cancelled_transfer_puts_its_pieces_back_at_the_source(api: Stack) -> 
     assert applied(late)["outcome"] == "noop" and lots(api, sku)[("CLJ1", "T2")][0] == 0
 
 
-def test_reserved_stock_cannot_be_transferred_and_the_refusal_changes_no_stock(api: Stack) -> None:
+def test_reserved_stock_cannot_be_transferred_and_the_refusal_changes_nothing(api: Stack) -> None:
     sku = product(api)
     receive(api, sku, "T3", 40)
     hold(api, sku, 35)
+    before = fingerprint(api.engine)
+
+    problem = refused(
+        post(api, "/v1/transfers", transfer_body(sku, "T3", 10), key="tr-3"), 422, "not_enough_stock"
+    )
+
+    assert "5 available" in problem["detail"] and problem["field"] == "quantity"
+    assert fingerprint(api.engine) == before
+
+
+def test_a_transfer_the_writer_refuses_changes_no_stock_and_cannot_be_received(api: Stack) -> None:
+    """Stock that went between the recording and the writer (a hold recorded just before): the
+    writer refuses the transfer as its recorded result."""
+    sku = product(api)
+    receive(api, sku, "T6", 40)
+    worker = next(p for p in api.processes.procs if "worker" in p.args and p.poll() is None)
+    worker.send_signal(signal.SIGSTOP)  # both recorded before either applies
+    try:
+        line = {"sku": sku, "quantity": "35", "unit": "piece", "warehouse": "BUC1"}
+        api.call(
+            "POST",
+            "/v1/holds",
+            "checkout",
+            headers={"Idempotency-Key": f"cart-{sku}"},
+            json={"lines": [line]},
+        )
+        sent = api.call(
+            "POST",
+            "/v1/transfers",
+            "warehouse",
+            headers={"Idempotency-Key": "tr-6"},
+            json=transfer_body(sku, "T6", 10),
+        )
+        assert sent.status_code == 202, sent.text
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    drained(api)
     before = fingerprint(api.engine, STOCK_TABLES)
 
-    answer = post(api, "/v1/transfers", transfer_body(sku, "T3", 10), key="tr-3")
+    result = applied(post(api, "/v1/transfers", transfer_body(sku, "T6", 10), key="tr-6"))
 
-    result = applied(answer)
     assert (result["outcome"], result["reason"]) == ("rejected", "insufficient_stock")
     assert "5 available" in result["note"] and "status" not in result
+    assert lots(api, sku)[("BUC1", "T6")] == (40, 35, 0, 0, 0) and ("CLJ1", "T6") not in lots(api, sku)
     assert fingerprint(api.engine, STOCK_TABLES) == before
-    unknown = post(api, f"/v1/transfers/{answer.json()['transfer_id']}/receive", {}, key="tr-3-in")
+    unknown = post(api, f"/v1/transfers/{sent.json()['transfer_id']}/receive", {}, key="tr-6-in")
     refused(unknown, 404, "unknown_transfer")
 
 
@@ -488,6 +522,8 @@ def test_returned_goods_go_back_to_their_lot_resellable_or_damaged(api: Stack) -
     )
 
     assert first.json()["lines"][0]["result"]["returned"] == "3"
+    again = post(api, "/v1/returns", {"hold_id": hold_id, "lines": [returned(1, "3")]}, key="ret-1")
+    assert again.json() == first.json()  # a resend, answered as recorded: not judged again
     assert second.json()["lines"][0]["result"]["returned"] == "5"
     assert lots(api, sku)[("BUC1", "R1")] == (5, 0, 0, 2, 0)
 

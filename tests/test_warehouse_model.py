@@ -1,7 +1,7 @@
 """Warehouse operations against a pure model: random sequences, a real writer, real databases.
 
 A hypothesis state machine sends receipts, holds, payments, releases, refunds, transfers (create,
-receive, cancel), counts, adjustments (and their approval or rejection) and returns, over 2 products,
+receive, cancel), counts, adjustments (and their approval or rejection), returns and damage, over 2 products,
 2 warehouses and 2 lots, through `StockClient` to a real `tessera worker` process, and makes the same
 moves on a model of five buckets per (product, warehouse, lot) written from docs/warehouse.md alone.
 After every step, once the inbox is drained: every balance equals the model's, none is negative,
@@ -278,6 +278,27 @@ class WarehouseMachine(RuleBasedStateMachine):
         if sale.returned == sale.pieces:
             sale.status = "returned"
 
+    @rule(p=indexes, w=indexes, n=indexes, q=st.integers(1, 10))
+    def damage(self, p: int, w: int, n: int, q: int) -> None:
+        sku, warehouse, lot = self.sku(p), self.warehouse(w), self.lot(n)
+        place = (sku, warehouse, lot)
+        note(f"damage {q} of {place}")
+        send = partial(
+            self.env.client.damage,
+            idempotency_key=self.key("dmg"),
+            warehouse=warehouse,
+            sku=sku,
+            lot=lot,
+            quantity=q,
+            reason="forklift",
+        )
+        if place not in self.model.balances or self.model.at(place).available < q:
+            with pytest.raises(InvalidCommand):
+                send()
+            return
+        assert self.done(send())["outcome"] == "damaged"
+        self.model.at(place).damaged += q  # still on hand, no longer sellable
+
     # -- transfers ------------------------------------------------------------------------------
 
     @rule(p=indexes, n=indexes, w=indexes, q=pieces)
@@ -294,15 +315,16 @@ class WarehouseMachine(RuleBasedStateMachine):
             lot=lot,
             quantity=q,
         )
-        if not self.model.has_lot(sku, lot):
-            with pytest.raises(InvalidCommand):
+        if (
+            not self.model.has_lot(sku, lot)
+            or source not in self.model.balances
+            or self.model.at(source).available < q
+        ):
+            with pytest.raises(InvalidCommand):  # reserved, damaged pieces never move
                 send()
             return
         ticket = send()
         result = self.done(ticket)
-        if source not in self.model.balances or self.model.at(source).available < q:
-            assert result["outcome"] == "rejected", result
-            return
         assert result["outcome"] == "in_transit", result
         self.model.at(source).on_hand -= q
         self.model.at(destination).in_transit += q
