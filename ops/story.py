@@ -198,18 +198,27 @@ def _no_single_lot(client: StockClient, run: str, say: Callable[[str], None]) ->
 def _warehouse_day(client: StockClient, run: str, say: Callable[[str], None]) -> None:
     wall = "WALL-20x50-WHITE"
     say(f"\n6. The warehouse's day: {wall} arrives in two lots, one goes to Cluj, a shelf is counted")
-    for lot, shade in (("W2405", "2"), ("W2406", "3")):
-        received = client.receive(
-            idempotency_key=f"demo-{run}-rcv-{lot}",
-            warehouse="BUC1",
-            sku=wall,
-            quantity=10,
-            unit="box",
-            lot=lot,
-            shade=shade,
-            caliber="7.8",
-        ).wait(timeout=WAIT_SECONDS)
-        say(f"  received    10 boxes = {received['pieces']} pieces into BUC1, lot {lot} (shade {shade})")
+    lines = [
+        {
+            "warehouse": "BUC1",
+            "sku": wall,
+            "quantity": 10,
+            "unit": "box",
+            "lot": lot,
+            "shade": shade,
+            "caliber": "7.8",
+            "unit_cost": "2.40",
+        }
+        for lot, shade in (("W2405", "2"), ("W2406", "3"))
+    ]
+    results = client.receive_goods(
+        idempotency_key=f"demo-{run}-rcv-W24", lines=lines, supplier="Cesarom", invoice="F-2024-118"
+    ).wait(timeout=WAIT_SECONDS)
+    for line, result in zip(lines, results, strict=True):
+        say(
+            f"  received    10 boxes = {result['pieces']} pieces into BUC1, lot {line['lot']} "
+            f"(shade {line['shade']}) at 2.40 a piece, one receipt of two lots"
+        )
     ticket = client.transfer(
         idempotency_key=f"demo-{run}-tr-1",
         from_warehouse="BUC1",
