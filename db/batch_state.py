@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from db.records import Row
 from db.sql import parse_decimal, parse_time
 from domain.allocation import LotStock, WarehouseRoute
+from domain.counts import HeldLine
 from domain.quantities import Packaging
 from domain.results import LineShown, LotName
 from domain.states import Hold, HoldLine, HoldMode, HoldStatus, LineStatus, Payment
@@ -63,6 +64,8 @@ class BatchState:
     see `db.warehouse_state`)."""
     records: dict[str, dict[str, Row]] = field(default_factory=dict)
     """table → id → row, for the operation rows the stock commands name (`db.records`)."""
+    held: dict[tuple[int, int, int], list[HeldLine]] = field(default_factory=dict)
+    """(product, warehouse, lot) → the hold lines reserved there, for the balances counts name."""
 
 
 class HoldRow(NamedTuple):

@@ -173,7 +173,7 @@ _STATE = compact(f"""
          FROM asked_products AS asked
          LEFT JOIN LATERAL (SELECT * FROM stock_balances WHERE stock_balances.product_id = asked.id) AS b ON true
          LEFT JOIN lots l ON l.id = b.lot_id),
-        (SELECT json_agg(json_build_array(id, code, can_ship, priority, active)) FROM warehouses),
+        (SELECT json_agg(json_build_array(id, code, can_ship, priority, active, can_receive)) FROM warehouses),
         (SELECT json_build_array(
             array(SELECT nextval(pg_get_serial_sequence('lots', 'id')) FROM due WHERE kind LIKE 'stock.%%'),
             array(SELECT nextval(pg_get_serial_sequence('stock_balances', 'id')) FROM due WHERE kind LIKE 'stock.%%')))

@@ -58,6 +58,10 @@ class Product(Base):
         CheckConstraint("pieces_per_box IS NULL OR pieces_per_box > 0", name="pieces_per_box_positive"),
         CheckConstraint("sqm_per_box IS NULL OR sqm_per_box > 0", name="sqm_per_box_positive"),
         CheckConstraint("sqm_per_box IS NULL OR pieces_per_box IS NOT NULL", name="sqm_needs_box"),
+        CheckConstraint(
+            "adjustment_approval_pieces >= 0 AND adjustment_approval_value >= 0",
+            name="adjustment_approval_not_negative",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -69,6 +73,10 @@ class Product(Base):
     allow_partial_boxes: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[dt.datetime] = _now()
+    adjustment_approval_pieces: Mapped[Decimal | None] = mapped_column(Qty)
+    """Above this many pieces (either way) an adjustment waits for approval (NULL: the global setting)."""
+    adjustment_approval_value: Mapped[Decimal | None] = mapped_column(Numeric(18, 4))
+    """Above this value at the average cost an adjustment waits for approval (NULL: the global setting)."""
 
 
 class Warehouse(Base):
@@ -198,6 +206,17 @@ class Command(Base):
         ),
         # Commands parked after failing TESSERA_MAX_ATTEMPTS times.
         Index("ix_commands_dead", "seq", postgresql_where=text("status = 'dead'")),
+        # A transfer's or adjustment's creating command by the id it draws (before its row exists).
+        Index(
+            "ix_commands_transfer_id",
+            text("(payload->>'transfer_id')"),
+            postgresql_where=text("kind = 'stock.transfer'"),
+        ),
+        Index(
+            "ix_commands_adjustment_id",
+            text("(payload->>'adjustment_id')"),
+            postgresql_where=text("kind = 'stock.adjust'"),
+        ),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -56,6 +56,8 @@ class WarehouseRoute:
     can_ship: bool
     priority: int
     active: bool
+    can_receive: bool = True
+    """Whether goods may arrive here (receipts, transfers in)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,3 +122,26 @@ class ReferencesChanging(TesseraError):
 class RecordingTimeout(TesseraError):
     """A request was not recorded in time (PostgreSQL out of reach?): it may or may not be recorded;
     send it again with the same idempotency key to find out."""
+
+
+class OperationRefused(InvalidCommand):
+    """A warehouse operation that cannot be done as asked (a transfer to the same warehouse, goods
+    returned that were not sold, an approval by the one who asked), refused before it is recorded.
+
+    Parameters:
+      code: why, as a stable code (``same_warehouse``, ``more_than_sold``, ``same_approver``, ...).
+      message: what is wrong, in words a caller can show.
+      field: the input field at fault, when there is one.
+    """
+
+    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+
+
+class UnknownOperation(InvalidCommand):
+    """A transfer or adjustment id that names none (or one whose creation was refused)."""
+
+    def __init__(self, what: str, operation_id: str) -> None:
+        super().__init__(f"unknown {what} {operation_id!r}", field=f"{what}_id")
+        self.operation_id = operation_id

@@ -71,11 +71,11 @@ def apply_line(
     line.status = leaves
     if action is LineAction.CONFIRM:
         movement = move(MovementKind.SALE, stock, on_hand=-qty, reserved=-qty)
-    elif (
-        action is LineAction.RETURN
-    ):  # a refunded sale comes back to the lot it left, but for what came back already
-        movement = move(MovementKind.RETURN, stock, on_hand=qty - line.returned)
-        line.returned = qty
+    elif action is LineAction.RETURN:
+        # A refunded sale comes back to the lot it left: what the customer has not returned yet
+        # (a line returned in full is `returned`, which a refund does not act on).
+        rest, line.returned = qty - line.returned, qty
+        movement = move(MovementKind.RETURN, stock, on_hand=rest)
     else:
         kind = MovementKind.EXPIRY if action is LineAction.EXPIRE else MovementKind.RELEASE
         movement = move(kind, stock, reserved=-qty)

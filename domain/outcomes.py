@@ -30,6 +30,13 @@ class Outcome(enum.StrEnum):
     # stock commands
     RECEIVED = "received"
     DAMAGED = "damaged"
+    IN_TRANSIT = "in_transit"
+    """A transfer sent: its pieces are on their way."""
+    CANCELLED = "cancelled"
+    ADJUSTED = "adjusted"
+    """A count or an adjustment changed on_hand (or found it right)."""
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
     # any command
     NOOP = "noop"
     """Nothing to do in the state found: recorded, changes nothing."""

@@ -45,8 +45,25 @@ class Conversion:
     rounding: str
 
 
-def parse_quantity(raw: object, *, field: str = "quantity", places: int = QUANTITY_PLACES) -> Decimal:
-    """A positive, finite Decimal with at most `places` (three) places and at most MAX_QUANTITY."""
+class Sign(enum.Enum):
+    """Which quantities a field takes: a movement's (positive), a count's (zero too), a correction's
+    (either way, not zero)."""
+
+    POSITIVE = "must be greater than zero"
+    NOT_NEGATIVE = "cannot be negative"
+    NOT_ZERO = "cannot be zero"
+
+    def refuses(self, value: Decimal) -> bool:
+        if self is Sign.POSITIVE:
+            return value <= 0
+        return value < 0 if self is Sign.NOT_NEGATIVE else value == 0
+
+
+def parse_quantity(
+    raw: object, *, field: str = "quantity", places: int = QUANTITY_PLACES, sign: Sign = Sign.POSITIVE
+) -> Decimal:
+    """A finite Decimal of the given sign (positive by default) with at most `places` (three) places
+    and at most MAX_QUANTITY either way."""
     if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
         raise InvalidCommand("must be a decimal number given as a string or an integer", field=field)
     try:
@@ -56,9 +73,9 @@ def parse_quantity(raw: object, *, field: str = "quantity", places: int = QUANTI
         raise InvalidCommand(f"{raw!r} is not a number", field=field) from None
     if not value.is_finite():
         raise InvalidCommand("must be a finite number", field=field)
-    if value <= 0:
-        raise InvalidCommand("must be greater than zero", field=field)
-    if value > MAX_QUANTITY:
+    if sign.refuses(value):
+        raise InvalidCommand(sign.value, field=field)
+    if abs(value) > MAX_QUANTITY:
         raise InvalidCommand(f"must be at most {MAX_QUANTITY}", field=field)
     if value != value.quantize(Decimal(1).scaleb(-places)):
         raise InvalidCommand(f"has more than {places} decimal places", field=field)

@@ -34,6 +34,7 @@ def tell_story(client: StockClient, engine: Engine, say: Callable[[str], None]) 
     _relay_pays(client, run, say, hold, before)
     _short_hold_expires(client, run, say)
     _no_single_lot(client, run, say)
+    _warehouse_day(client, run, say)
     _reconciled(engine, say)
 
 
@@ -194,8 +195,71 @@ def _no_single_lot(client: StockClient, run: str, say: Callable[[str], None]) ->
     _show(say, client.stock("MOSAIC-30"), note="nothing was reserved")
 
 
+def _warehouse_day(client: StockClient, run: str, say: Callable[[str], None]) -> None:
+    wall = "WALL-20x50-WHITE"
+    say(f"\n6. The warehouse's day: {wall} arrives in two lots, one goes to Cluj, a shelf is counted")
+    lines = [
+        {
+            "warehouse": "BUC1",
+            "sku": wall,
+            "quantity": 10,
+            "unit": "box",
+            "lot": lot,
+            "shade": shade,
+            "caliber": "7.8",
+            "unit_cost": "2.40",
+        }
+        for lot, shade in (("W2405", "2"), ("W2406", "3"))
+    ]
+    results = client.receive_goods(
+        idempotency_key=f"demo-{run}-rcv-W24", lines=lines, supplier="Cesarom", invoice="F-2024-118"
+    ).wait(timeout=WAIT_SECONDS)
+    for line, result in zip(lines, results, strict=True):
+        say(
+            f"  received    10 boxes = {result['pieces']} pieces into BUC1, lot {line['lot']} "
+            f"(shade {line['shade']}) at 2.40 a piece, one receipt of two lots"
+        )
+    ticket = client.transfer(
+        idempotency_key=f"demo-{run}-tr-1",
+        from_warehouse="BUC1",
+        to_warehouse="CLJ1",
+        sku=wall,
+        lot="W2405",
+        quantity=5,
+        unit="box",
+    )
+    sent = ticket.wait(timeout=WAIT_SECONDS)
+    if sent["outcome"] != "in_transit":
+        raise DemoFailed(f"the transfer was not sent: {sent}")
+    say(f"  transfer {ticket.operation_id[:8]}: 50 pieces of lot W2405 leave BUC1, in transit to CLJ1")
+    arrived = client.receive_transfer(
+        ticket.operation_id,
+        idempotency_key=f"demo-{run}-tr-1-in",
+        received=48,
+        damaged=2,
+        reason="two cracked in the van",
+    ).wait(timeout=WAIT_SECONDS)
+    say(
+        f"  transfer {ticket.operation_id[:8]}: {arrived['outcome']} in CLJ1, {arrived['received']} good, "
+        f"{arrived['damaged']} damaged (two cracked in the van)"
+    )
+    [counted] = client.count(
+        idempotency_key=f"demo-{run}-count-1",
+        lines=[{"warehouse": "BUC1", "sku": wall, "lot": "W2309", "counted": "598"}],
+        reason="monthly count",
+    )
+    count = counted.wait(timeout=WAIT_SECONDS)
+    say(f"  count of W2309 in BUC1: 598 found, a count_adjustment of {count['difference']} pieces")
+    for balance in client.stock(wall).lots:
+        say(
+            f"  lot {balance.lot} in {balance.warehouse}: on_hand {decimal_str(balance.on_hand)}, "
+            f"in transit {decimal_str(balance.in_transit)}, damaged {decimal_str(balance.damaged)}, "
+            f"available {decimal_str(balance.available)}"
+        )
+
+
 def _reconciled(engine: Engine, say: Callable[[str], None]) -> None:
-    say("\n6. Reconcile: Σ ledger movements = balances, reserved = active hold lines")
+    say("\n7. Reconcile: Σ ledger movements = balances, reserved = active hold lines")
     with engine.connect() as conn:
         differences = reconcile(conn)
     if differences:

@@ -29,6 +29,7 @@ from domain.results import HoldResult, MovementView, StockView, ValuationView
 from domain.states import parse_hold_id
 from producers import tickets
 from producers.goods_in import damage_commands, quarantine_commands, receipt_commands
+from producers.operations import OperationRecorder
 from producers.recording import Actor, Recorder
 from producers.requests import (
     DamageRequest,
@@ -42,6 +43,7 @@ from producers.requests import (
     WarehouseRequest,
 )
 from producers.tickets import CommandTicket, HoldTicket, ReceiptLineTicket, ReceiptTicket
+from producers.warehouse_client import WarehouseCalls
 from tessera.answers import AnswerChannel, Wakeups
 from tessera.doorbells import CoalescingDoorbells, Doorbells
 from tessera.settings import Settings, get_settings
@@ -52,8 +54,8 @@ R = TypeVar("R")
 __all__ = ["CommandTicket", "HoldTicket", "ReceiptTicket", "StockClient"]
 
 
-class StockClient:
-    """Reserve, release, confirm and read stock.
+class StockClient(WarehouseCalls):
+    """Reserve, release, confirm and read stock; the warehouse's operations (`WarehouseCalls`).
 
     Parameters:
       settings: configuration (``StockClient.from_env()`` reads it from the environment).
@@ -83,6 +85,7 @@ class StockClient:
         self.recorder = Recorder(
             self.engine, shards=settings.shards, ring=self.bells.ring, reply_to=self.client_id
         )
+        self.operations = OperationRecorder(self.recorder, settings)
 
     @classmethod
     def from_env(cls) -> StockClient:
@@ -146,22 +149,32 @@ class StockClient:
         pieces_per_box: int | None = None,
         sqm_per_box: str | Decimal | None = None,
         allow_partial_boxes: bool = False,
+        adjustment_approval_pieces: str | int | Decimal | None = None,
+        adjustment_approval_value: str | int | Decimal | None = None,
     ) -> None:
+        """Add or change a product. `adjustment_approval_pieces` / `_value`: the product's own
+        thresholds above which an adjustment waits for approval (None: the global settings')."""
         request = ProductRequest.parse(
             sku=sku,
             name=name,
             pieces_per_box=pieces_per_box,
             sqm_per_box=sqm_per_box,
             allow_partial_boxes=allow_partial_boxes,
+            adjustment_approval_pieces=adjustment_approval_pieces,
+            adjustment_approval_value=adjustment_approval_value,
         )
         with self.engine.begin() as conn:
             conn.execute(
                 text(
                     """
-                    INSERT INTO products (sku, name, pieces_per_box, sqm_per_box, allow_partial_boxes)
-                    VALUES (:sku, :name, :pieces_per_box, :sqm_per_box, :allow_partial_boxes)
+                    INSERT INTO products (sku, name, pieces_per_box, sqm_per_box, allow_partial_boxes,
+                                          adjustment_approval_pieces, adjustment_approval_value)
+                    VALUES (:sku, :name, :pieces_per_box, :sqm_per_box, :allow_partial_boxes,
+                            :adjustment_approval_pieces, :adjustment_approval_value)
                     ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, pieces_per_box = EXCLUDED.pieces_per_box,
-                        sqm_per_box = EXCLUDED.sqm_per_box, allow_partial_boxes = EXCLUDED.allow_partial_boxes
+                        sqm_per_box = EXCLUDED.sqm_per_box, allow_partial_boxes = EXCLUDED.allow_partial_boxes,
+                        adjustment_approval_pieces = EXCLUDED.adjustment_approval_pieces,
+                        adjustment_approval_value = EXCLUDED.adjustment_approval_value
                     """
                 ),
                 request.model_dump(),

@@ -19,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, mo
 
 from domain.commands import HoldCommand
 from domain.errors import InvalidCommand, UnknownQuarantine
-from domain.quantities import Unit, decimal_str, parse_quantity, parse_unit
+from domain.quantities import Sign, Unit, decimal_str, parse_quantity, parse_unit
 from domain.states import HoldMode, Payment, parse_hold_id
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@#-]{0,127}$")
@@ -102,6 +102,13 @@ def _date(field: str) -> BeforeValidator:
             raise InvalidCommand("must be a date (YYYY-MM-DD)", field=field) from None
 
     return BeforeValidator(check)
+
+
+def _limit(field: str, *, places: int = 3) -> BeforeValidator:
+    """An optional threshold: zero or more (None: not set)."""
+    return BeforeValidator(
+        lambda v: None if v is None else parse_quantity(v, field=field, places=places, sign=Sign.NOT_NEGATIVE)
+    )
 
 
 def _lines(value: object) -> list[Any]:
@@ -258,6 +265,8 @@ class ProductRequest(Request):
         ),
     ] = None
     allow_partial_boxes: Annotated[bool, _flag("allow_partial_boxes")] = False
+    adjustment_approval_pieces: Annotated[Decimal | None, _limit("adjustment_approval_pieces")] = None
+    adjustment_approval_value: Annotated[Decimal | None, _limit("adjustment_approval_value", places=4)] = None
 
     @model_validator(mode="after")
     def _area_needs_boxes(self) -> Self:

@@ -152,3 +152,15 @@ def wait_for(
 
 def _no_result(ticket: str, timeout: float) -> ResultTimeout:
     return ResultTimeout(f"no result for {ticket} after {timeout}s; it stays recorded and will apply")
+
+
+class OperationTicket(CommandTicket):
+    """The receipt for a command that creates a transfer or an adjustment: its id, drawn by the
+    producer, known at once."""
+
+    def __init__(self, client: StockClient, key: str, operation_id: str) -> None:
+        super().__init__(client, key)
+        self.operation_id = operation_id
+
+    def __repr__(self) -> str:
+        return f"OperationTicket({self.key!r}, {self.operation_id!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 
 from pydantic import Field
@@ -24,11 +25,16 @@ class Settings(BaseSettings):
         recorded command may wait before the sweep rings its shard again.
       max_attempts: ``TESSERA_MAX_ATTEMPTS``, how many times applying a command may fail (errors
         other than transient ones) before it is parked as a dead letter.
+      adjustment_approval_pieces / adjustment_approval_value: ``TESSERA_ADJUSTMENT_APPROVAL_PIECES``
+        and ``TESSERA_ADJUSTMENT_APPROVAL_VALUE``, the global thresholds above which an adjustment
+        (in pieces either way, or in value at the average cost) waits for a second person's approval
+        (a product's own thresholds replace them); unset: no such limit.
       webhook_secret: ``TESSERA_WEBHOOK_SECRET``, the payment webhook's HMAC secrets, comma-separated
         (the first signs; any of them verifies, so a secret can be rotated).
     """
 
-    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
+    # "None" reads as None, as str() writes an unset setting (tests and benches pass settings on so).
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore", env_parse_none_str="None")
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/tessera"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -43,6 +49,8 @@ class Settings(BaseSettings):
     queue_prefetch: int = Field(default=200, ge=1, le=10_000)
     max_attempts: int = Field(default=5, ge=1, le=100)
     log_level: str = "INFO"
+    adjustment_approval_pieces: Decimal | None = Field(default=Decimal(100), ge=0)
+    adjustment_approval_value: Decimal | None = Field(default=None, ge=0)
     webhook_secret: str = ""
 
     @property

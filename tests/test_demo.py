@@ -54,6 +54,9 @@ def test_the_demo_plays_checkout_payment_expiry_and_rejection_with_no_servers() 
         "rejected: no single lot holds 330 pieces; 385 available in all, largest lot M2401 in BUC1 has 220"
         in out
     )
+    assert "received in CLJ1, 48 good, 2 damaged" in out
+    assert "count of W2309 in BUC1: 598 found, a count_adjustment of -2 pieces" in out
+    assert "lot W2405 in CLJ1: on_hand 50, in transit 0, damaged 2, available 48" in out
     assert "reconcile: clean" in out
     assert "demo finished" in out
     assert "Traceback" not in done.stderr

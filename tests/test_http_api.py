@@ -58,6 +58,14 @@ ROUTES = [
     ("GET", f"/v1/stock/{SKU}", {"checkout", "warehouse", "ops"}),
     ("POST", "/v1/payments/webhook", {"payments"}),
     ("GET", "/v1/events", {"ops"}),
+    ("POST", "/v1/transfers", {"warehouse"}),
+    ("POST", f"/v1/transfers/{uuid.uuid4()}/receive", {"warehouse"}),
+    ("POST", f"/v1/transfers/{uuid.uuid4()}/cancel", {"warehouse"}),
+    ("POST", "/v1/counts", {"warehouse"}),
+    ("POST", "/v1/adjustments", {"warehouse", "ops"}),
+    ("POST", f"/v1/adjustments/{uuid.uuid4()}/approve", {"ops"}),
+    ("POST", f"/v1/adjustments/{uuid.uuid4()}/reject", {"ops"}),
+    ("POST", "/v1/returns", {"warehouse", "checkout"}),
 ]
 
 
@@ -430,6 +438,14 @@ ROLE_OF = {
     "/v1/ops/stock/{sku}": "ops",
     "/v1/ops/dead-letters": "ops",
     "/v1/ops/dead-letters/{key}/requeue": "ops",
+    "/v1/transfers": "warehouse",
+    "/v1/transfers/{transfer_id}/receive": "warehouse",
+    "/v1/transfers/{transfer_id}/cancel": "warehouse",
+    "/v1/counts": "warehouse",
+    "/v1/adjustments": "warehouse",
+    "/v1/adjustments/{adjustment_id}/approve": "ops",
+    "/v1/adjustments/{adjustment_id}/reject": "ops",
+    "/v1/returns": "warehouse",
 }
 
 

@@ -19,6 +19,7 @@ from db.writes import BatchWrites, HoldAlert, LedgerEntry, StockAlert
 from domain import holds as hold_rules
 from domain.allocation import LotStock
 from domain.commands import HoldCommand, expiry_key, line_answered_key, line_command_key, shard_of
+from domain.counts import HeldLine
 from domain.errors import InvariantBroken
 from domain.holds import Alert, HoldDecision
 from domain.movements import Movement
@@ -164,6 +165,10 @@ class Batch:
         valuation.average_cost = average_cost
         self.dirty_valuations[(product_id, warehouse_id)] = valuation
         return valuation
+
+    def held_lines(self, product_id: int, warehouse_id: int, lot_id: int) -> list[HeldLine]:
+        """The hold lines reserved on a balance a count names (loaded for counts only)."""
+        return self.state.held.get((product_id, warehouse_id, lot_id), [])
 
     def operation(self, table: str, row_id: str) -> Row | None:
         """An operation row (`db.records`: a transfer, an adjustment, a quarantine) as this batch

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db.engine import get_engine
 from ops import dashboard
 from producers.client import StockClient
-from producers.http import events, goods_in, health, holds, ledger, ops, payments, problems, stock
+from producers.http import events, goods_in, health, holds, ledger, ops, payments, problems, stock, warehouse
 from producers.http.auth import TokenCache
 from tessera.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from tessera.settings import Settings, get_settings
@@ -130,7 +130,7 @@ def create_app(
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (holds, payments, goods_in, stock, ledger, events, ops, health, dashboard):
+    for module in (holds, payments, goods_in, stock, warehouse, ledger, events, ops, health, dashboard):
         app.include_router(module.router)
     app.add_middleware(FrontDoor)
     _document_problems(app)

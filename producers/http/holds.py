@@ -93,6 +93,12 @@ async def release_hold(request: Request, hold_id: str, key: KeyHeader = None, wa
 
 async def command_answer(ticket: CommandTicket, wait: float) -> Response:
     """A recorded command's answer: its result if applied within `wait`, else 202."""
+    recorded = await recorded_within(ticket, wait)
+    return model_response(recorded, 200 if recorded.status == "applied" else 202)
+
+
+async def recorded_within(ticket: CommandTicket, wait: float) -> Recorded:
+    """The command as it stands after waiting up to `wait` seconds for it to apply."""
     result: dict[str, Any] | None
     try:
         result = (
@@ -101,5 +107,5 @@ async def command_answer(ticket: CommandTicket, wait: float) -> Response:
     except ResultTimeout:
         result = None
     if result is None:
-        return model_response(Recorded(idempotency_key=ticket.key, status="recorded"), 202)
-    return model_response(Recorded(idempotency_key=ticket.key, status="applied", result=result))
+        return Recorded(idempotency_key=ticket.key, status="recorded")
+    return Recorded(idempotency_key=ticket.key, status="applied", result=result)

@@ -18,8 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domain.errors import (
     IdempotencyConflict,
     InvalidCommand,
+    OperationRefused,
     RecordingTimeout,
     UnknownHold,
+    UnknownOperation,
     UnknownQuarantine,
     UnknownSku,
 )
@@ -110,11 +112,20 @@ def _field(loc: tuple[int | str, ...]) -> str | None:
     return field_path(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc) or None
 
 
+REFUSAL_STATUS = {"same_approver": 403, "not_sold": 409, "more_than_sold": 409}
+"""A refused warehouse operation is 422 unless it is another's decision to make (403) or the goods'
+state that refuses it (409)."""
+
+
 def _invalid(error: InvalidCommand) -> JSONResponse:
     if isinstance(error, UnknownHold):
         return problem(404, "unknown_hold", str(error), field=error.field)
     if isinstance(error, UnknownQuarantine):
         return problem(404, "unknown_quarantine", error.message, field=error.field)
+    if isinstance(error, UnknownOperation):
+        return problem(404, f"unknown_{error.field}".removesuffix("_id"), error.message, field=error.field)
+    if isinstance(error, OperationRefused):
+        return problem(REFUSAL_STATUS.get(error.code, 422), error.code, error.message, field=error.field)
     code = "unknown_sku" if isinstance(error, UnknownSku) else type(error).__name__
     return problem(422, _snake(code), error.message, field=error.field)
 

@@ -1,6 +1,18 @@
 """The handlers of every command kind, registered as their modules are imported."""
 
-from workers.handlers import holds, lines, warehouse_in
+from workers.handlers import counts, holds, lines, returns, transfers, warehouse_in
 from workers.handlers.registry import HANDLERS, apply, handles, park, parks
 
-__all__ = ["HANDLERS", "apply", "handles", "holds", "lines", "park", "parks", "warehouse_in"]
+__all__ = [
+    "HANDLERS",
+    "apply",
+    "counts",
+    "handles",
+    "holds",
+    "lines",
+    "park",
+    "parks",
+    "returns",
+    "transfers",
+    "warehouse_in",
+]
