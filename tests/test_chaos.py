@@ -1,5 +1,5 @@
-"""The chaos soak (`python -m bench.chaos`, package `bench/chaos/`), short: every fault kind once while checkouts run, and every check
-passes (nothing lost or applied twice, no early expiry, in-time payments and releases honoured, late
+"""The chaos soak (`python -m bench.chaos`, package `bench/chaos/`), short: every fault kind once while checkouts and the
+warehouse's operations run, and every check passes (nothing lost or applied twice, no early expiry, in-time payments and releases honoured, late
 ones expire the hold first, no oversell, reconcile clean, no dead letters).
 
 The soak starts servers of its own (a PostgreSQL from pgserver's binaries, a redis-server), so it
@@ -57,6 +57,16 @@ def test_chaos_soak_passes_every_check_under_every_fault(tmp_path: Path) -> None
     assert not failed, f"{failed}\n{completed.stdout[-4000:]}"
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     assert data["passed"] and data["drain"]["drained"]
+    # The warehouse's thread ran each of its operations under the same faults.
+    assert {
+        "stock.transfer",
+        "stock.transfer_receive",
+        "stock.count",
+        "stock.adjust",
+        "stock.damage",
+        "stock.receive",
+        "stock.quarantine_release",
+    } <= set(data["warehouse_operations"]), data["warehouse_operations"]
 
     faults = data["faults"]
     assert Counter(f["kind"] for f in faults if f["verified"]).keys() == set(FAULT_KINDS)

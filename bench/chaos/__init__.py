@@ -26,6 +26,11 @@ What it does:
    (-1.2..-0.5 s), just before (-300..-20 ms), right at it (±10 ms), just after (+20..+500 ms), or
    never (the hold expires). Some confirmed holds are refunded, some rejected ones paid anyway, some
    keys sent twice (the resend must return the same hold / command); a receipt arrives every second.
+   Beside them a warehouse thread (`operations`) runs an operation every 0.3 s: transfers between the
+   two warehouses (received whole, short, with a damaged piece, or called back), counts a couple of
+   pieces either side of on_hand (below what is held at times), adjustments (large ones approved or
+   rejected by a second actor), damage, quarantined receipts (released or written off) and returns
+   of one piece of a confirmed hold (racing its refund, when it has one).
    Every ACKNOWLEDGED command (the call returned a ticket) is recorded: key, kind, hold, the send and
    ack times on the database clock. A call that raises (a server was down) is retried with the same
    key, as a client does, for up to a minute.
@@ -67,7 +72,8 @@ The checks (each must hold; any failure → exit 1):
     still reserved after their expiry;
   - resends: a resent key returned another hold, or was refused;
   - applied twice: a (command, hold, line, movement kind) with two ledger rows, or a (hold, line,
-    movement kind) with more ledger rows than line commands that could have written them;
+    movement kind) with more ledger rows than line commands (or returns) that could have written
+    them, or a warehouse command with two rows of a kind on one balance;
   - expired early: a `hold.expire:<id>` that expired its hold before `expires_at`, or an 'expiry'
     movement written before it;
   - in-time payments / releases honoured: a 'paid' (release, failed payment) acknowledged for a hold
@@ -76,7 +82,8 @@ The checks (each must hold; any failure → exit 1):
   - late payments / releases expire first: the same recorded at or after `expires_at` find the hold
     expired first (an 'expiry' movement; then confirmed / paid_without_stock / refunded after a
     re-reservation for a payment, still 'expired' for a release): 100 %;
-  - oversold: a stock_balances row with on_hand < 0, reserved < 0 or reserved > on_hand;
+  - oversold: a stock_balances row with a bucket < 0, reserved > on_hand, or reserved + damaged +
+    quarantine > on_hand;
   - `python -m ops.cli reconcile` exits 0;
   - dead letters: commands with status 'dead' (0 when the status does not exist);
   - producer calls that failed for good (after a minute of retries, or refused);
@@ -87,7 +94,7 @@ expires_at, holds that ended 'expired') p99 <= 2 s and max <= lease TTL + sweep 
 
 The package: `servers` (its PostgreSQL and Redis), `clock` (the database's clock), `journal` (the
 acknowledged commands, and sending through faults), `traffic` (the checkout plans, the producer
-threads, the catalogue), `processes` (workers, scheduler, leases), `faults` (plan, injector, probes,
+threads, the catalogue), `operations` (the warehouse's thread), `processes` (workers, scheduler, leases), `faults` (plan, injector, probes,
 recovery), `checks` (the drain and the checks), `report` (the tables), `__main__` (the run).
 """
 

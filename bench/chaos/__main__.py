@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import queue
 import random
 import shutil
 import tempfile
@@ -39,6 +40,7 @@ from bench.chaos.checks import (
 from bench.chaos.clock import DbClock
 from bench.chaos.faults import Fault, Injector, Prober, RecoveryWatcher, plan_faults, probe_skus
 from bench.chaos.journal import Journal, say
+from bench.chaos.operations import WarehouseOps
 from bench.chaos.processes import WORKERS, Fleet, Leases
 from bench.chaos.report import report
 from bench.chaos.servers import OwnPostgres, OwnRedis
@@ -98,6 +100,8 @@ class Soak:
         self.journal = Journal()
         self.faults: list[Fault] = []
         self.closers: list[Callable[[], None]] = []
+        self.warehouse_operations: dict[str, int] = {}
+        """operation kind → how many the warehouse's thread had acknowledged."""
 
     def close(self) -> None:
         for closer in reversed(self.closers):
@@ -156,15 +160,22 @@ class Soak:
         watcher = RecoveryWatcher(self.pg.url(), self.faults)
         watcher.start()
         self.closers.append(watcher.close)
-        checkouts = Checkouts(self.client, self.clock, self.journal, self.args.seed)
+        confirmed: queue.Queue[str] = queue.Queue()
+        checkouts = Checkouts(self.client, self.clock, self.journal, self.args.seed, confirmed)
         self.closers.append(checkouts.stop.set)
         checkouts.start(self.args.producers)
+        warehouse = WarehouseOps(self.client, self.clock, self.journal, self.args.seed, confirmed)
+        self.closers.append(warehouse.stop.set)
+        warehouse.start()
         self.faults.extend(planned)
         say(f"running {self.args.seconds:.0f}s with {len(planned)} faults:")
         injector = Injector(self.fleet, self.pg, self.redis, self.leases, self.clock, self.prober.probe)
         injector.run(planned, self.args.seconds)
         say("stopping producers")
         checkouts.finish()
+        warehouse.finish()
+        self.warehouse_operations = dict(sorted(warehouse.counts.items()))
+        say(f"warehouse operations acknowledged: {self.warehouse_operations}")
         say("draining")
         drained = drain(self.engine, self.fleet, self.args.drain_timeout)
         watcher.close()
@@ -237,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             "checks": [asdict(c) for c in checks],
             **figures,
             "hold_status_counts": _hold_counts(soak.engine),
+            "warehouse_operations": soak.warehouse_operations,
             "faults": [{**asdict(f), "mark": f.mark, "recovery_s": f.recovery_s} for f in soak.faults],
             "process_exits": soak.fleet.exits,
             "producer_problems": soak.journal.problems[:100],

@@ -23,9 +23,10 @@ MOVEMENT_SOURCES = {
     "sale": {"line.confirm", "line.sell"},
     "release": {"line.release"},
     "expiry": {"line.expire"},
-    "return": {"line.return"},
+    "return": {"line.return", "stock.return"},
 }
-"""Which line commands write which ledger rows (a line.* kind not named here may write any)."""
+"""Which commands about a hold line write which of its ledger rows (a line.* kind not named here
+may write any): the line commands, and a customer's return (stock.return)."""
 KNOWN_LINE_COMMANDS = set().union(*MOVEMENT_SOURCES.values())
 
 DRAIN_QUERY = text(
@@ -144,7 +145,7 @@ def check_applied_twice(conn: Connection) -> Check:
     for hold, line, kind in conn.execute(
         text(
             "SELECT payload->>'hold_id', (payload->>'line_no')::int, kind FROM commands "
-            "WHERE kind LIKE 'line.%' AND status = 'applied'"
+            "WHERE (kind LIKE 'line.%' OR kind = 'stock.return') AND status = 'applied'"
         )
     ):
         commands.setdefault((hold, line), []).append(kind)
@@ -157,6 +158,17 @@ def check_applied_twice(conn: Connection) -> Check:
             detail.append(
                 f"{hold}:{line} has {n} '{kind}' rows, {explained} line command(s) could write them"
             )
+    # The warehouse's commands: one row of a kind per balance (a transfer moves two balances, a
+    # transfer's receipt writes its arrival and its shortfall as two kinds).
+    detail += [
+        f"command {seq} wrote {n} '{kind}' rows on balance ({warehouse}, {lot})"
+        for seq, warehouse, lot, kind, n in conn.execute(
+            text(
+                "SELECT command_seq, warehouse_id, lot_id, kind, count(*) FROM movements "
+                "WHERE hold_id IS NULL GROUP BY 1, 2, 3, 4 HAVING count(*) > 1"
+            )
+        )
+    ]
     return Check("applied twice", len(detail), not detail, detail[:20])
 
 
@@ -248,9 +260,11 @@ def _share_check(name: str, cases: list[Outcome], broken: list[Outcome]) -> Chec
 
 def check_oversold(conn: Connection) -> Check:
     n = _scalar(
-        conn, "SELECT count(*) FROM stock_balances WHERE on_hand < 0 OR reserved < 0 OR reserved > on_hand"
+        conn,
+        "SELECT count(*) FROM stock_balances WHERE least(on_hand, reserved, in_transit, damaged, quarantine) < 0 "
+        "OR reserved > on_hand OR reserved + damaged + quarantine > on_hand",
     )
-    return Check("oversold balance rows", n, n == 0)
+    return Check("oversold balance rows (a bucket < 0, reserved or unavailable > on_hand)", n, n == 0)
 
 
 def check_dead(conn: Connection) -> Check:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import queue
 import random
 import threading
 import time
@@ -86,8 +87,12 @@ def draw_plan(rng: random.Random) -> Plan:
 class Checkouts:
     """Producer threads: holds, then a payment or release timed around the hold's expires_at."""
 
-    def __init__(self, client: StockClient, clock: DbClock, journal: Journal, seed: int) -> None:
+    def __init__(
+        self, client: StockClient, clock: DbClock, journal: Journal, seed: int, confirmed: queue.Queue[str]
+    ) -> None:
         self.client = client
+        self.confirmed = confirmed
+        """Holds seen confirmed and not refunded: the warehouse's returns take goods back from them."""
         self.clock = clock
         self.journal = journal
         self.seed = seed
@@ -184,9 +189,13 @@ class Checkouts:
         ticket = self._act(
             plan.action, hold, f"{key}-{plan.action}", plan.bucket, plan.offset, plan.resend_action
         )
-        if plan.action == "paid" and plan.refund:
-            result = await_result(ticket.wait)
-            if result is not None and result.get("hold_status") == "confirmed":
+        if plan.action != "paid":
+            return
+        result = await_result(ticket.wait)
+        if result is not None and result.get("hold_status") == "confirmed":
+            # Offered for a return before any refund: a return and a refund of one line race.
+            self.confirmed.put(hold.hold_id)
+            if plan.refund:
                 confirmed = hold.model_copy(update={"status": "confirmed"})
                 self._act("refunded", confirmed, f"{key}-refund", None, 0.0, resend=False)
 
