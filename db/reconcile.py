@@ -84,6 +84,31 @@ _VALUATIONS = """
 """
 
 
+# Pieces on their way are the transfers still in transit (on the destination's balance, in the
+# transfer's lot); pieces in quarantine are what the quarantined receipt lines still hold.
+_OPEN_OPERATIONS = """
+    WITH open AS (
+        SELECT product_id, to_warehouse_id AS warehouse_id, lot_id, 'in_transit_vs_transfers' AS bucket,
+               sum(quantity) AS expected
+        FROM transfers WHERE status = 'in_transit' AND product_id BETWEEN :first AND :last GROUP BY 1, 2, 3
+        UNION ALL
+        SELECT product_id, warehouse_id, lot_id, 'quarantine_vs_lines', sum(quantity - released - written_off)
+        FROM quarantines WHERE product_id BETWEEN :first AND :last GROUP BY 1, 2, 3
+    ), held AS (
+        SELECT b.product_id, b.warehouse_id, b.lot_id, v.bucket, v.balance
+        FROM stock_balances b
+        CROSS JOIN LATERAL (VALUES ('in_transit_vs_transfers', b.in_transit), ('quarantine_vs_lines', b.quarantine))
+            AS v(bucket, balance)
+        WHERE b.product_id BETWEEN :first AND :last
+    )
+    SELECT p.sku, w.code AS warehouse, l.lot_code AS lot, bucket, coalesce(h.balance, 0) AS balance,
+           coalesce(o.expected, 0) AS ledger
+    FROM held h FULL JOIN open o USING (product_id, warehouse_id, lot_id, bucket)
+    JOIN products p ON p.id = product_id JOIN warehouses w ON w.id = warehouse_id JOIN lots l ON l.id = lot_id
+    WHERE coalesce(h.balance, 0) <> coalesce(o.expected, 0)
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Difference:
     sku: str
@@ -98,9 +123,12 @@ class Difference:
         where = f"{self.sku} @ {self.warehouse} lot {self.lot}"
         if self.bucket == "held_by_ended_hold":
             return f"{where}: {self.balance} pieces reserved for hold {self.hold}, with nothing pending to free them"
-        source = {"reserved_vs_holds": "active hold lines", "valuation_quantity": "on_hand there"}.get(
-            self.bucket, "ledger"
-        )
+        source = {
+            "reserved_vs_holds": "active hold lines",
+            "valuation_quantity": "on_hand there",
+            "in_transit_vs_transfers": "transfers in transit",
+            "quarantine_vs_lines": "quarantined lines",
+        }.get(self.bucket, "ledger")
         return f"{where}: {self.bucket} balance {self.balance} ≠ {source} {self.expected}"
 
 
@@ -109,6 +137,7 @@ CHECKS = {
     "reserved = active hold lines": _HOLDS,
     "nothing held for ended holds": _ENDED,
     "valuation quantity = on_hand": _VALUATIONS,
+    "in_transit = open transfers, quarantine = quarantined lines": _OPEN_OPERATIONS,
 }
 
 

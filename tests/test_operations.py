@@ -94,6 +94,41 @@ def test_reconcile_reports_stock_still_held_by_a_hold_that_ended_with_nothing_on
     )
 
 
+def test_reconcile_holds_in_transit_to_the_open_transfers_and_quarantine_to_the_quarantined_lines(
+    catalog: StockClient, processes: Processes, engine: Engine, settings: Settings
+) -> None:
+    processes.worker()
+    sku = "GRS-60x60-GREY"
+    catalog.receive_goods(
+        idempotency_key="rcv-q",
+        lines=[
+            {"warehouse": "BUC1", "sku": sku, "quantity": "10", "lot": "L1"},
+            {"warehouse": "BUC1", "sku": sku, "quantity": "6", "lot": "L1", "quarantine": True},
+        ],
+    ).wait(timeout=15)
+    catalog.transfer(
+        idempotency_key="tr-1", from_warehouse="BUC1", to_warehouse="CLJ1", sku=sku, lot="L1", quantity="4"
+    ).wait(timeout=15)
+    clean = _reconcile(settings)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+
+    # Ledger and balances still agree, but no transfer explains what is on its way any more, and the
+    # quarantined line says less is held than the balance does.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE transfers SET status = 'cancelled'"))
+        conn.execute(text("UPDATE quarantines SET released = 2"))
+    broken = _reconcile(settings)
+
+    assert broken.returncode == 1
+    assert (
+        f"{sku} @ CLJ1 lot L1: in_transit_vs_transfers balance 4.000 ≠ transfers in transit 0"
+        in broken.stdout
+    )
+    assert (
+        f"{sku} @ BUC1 lot L1: quarantine_vs_lines balance 6.000 ≠ quarantined lines 4.000" in broken.stdout
+    )
+
+
 def test_reconcile_range_by_range_finds_what_one_pass_finds(
     catalog: StockClient, processes: Processes, engine: Engine
 ) -> None:
