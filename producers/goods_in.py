@@ -11,12 +11,12 @@ from db.goods_in import lot_available, quarantine_facts, refusing_warehouses
 from db.inbox import NewCommand
 from db.reads import load_references, lot_facts
 from db.sql import Pg
-from domain.catalog import resolve
+from domain.catalog import Resolved, resolve
 from domain.commands import StockCommand
 from domain.errors import CannotReceive, LotMismatch, NotEnoughStock, UnknownQuarantine
 from domain.quantities import decimal_str, to_pieces
 from domain.receipts import LotFacts, lot_conflict, merged_facts
-from producers.recording import Actor, stock_command
+from producers.recording import Actor, is_recorded, stock_command
 from producers.requests import (
     DamageRequest,
     GoodsReceiptRequest,
@@ -97,12 +97,13 @@ def quarantine_commands(
     pieces = None
     if request.quantity is not None:
         pieces = to_pieces(request.quantity, request.unit, facts.product.packaging).pieces
-        if pieces > facts.left:
-            raise NotEnoughStock(
-                f"{decimal_str(pieces)} pieces asked, {decimal_str(facts.left)} left in quarantine",
-                available=facts.left,
-            )
-    elif facts.left <= 0:
+    resend = is_recorded(pg, request.idempotency_key)
+    if not resend and pieces is not None and pieces > facts.left:
+        raise NotEnoughStock(
+            f"{decimal_str(pieces)} pieces asked, {decimal_str(facts.left)} left in quarantine",
+            available=facts.left,
+        )
+    if not resend and pieces is None and facts.left <= 0:
         raise NotEnoughStock(f"nothing is left in quarantine {request.quarantine_id}", available=facts.left)
     payload = {
         "product_id": facts.product.id,
@@ -120,13 +121,10 @@ def damage_commands(pg: Pg, request: DamageRequest, actor: Actor | None, shards:
     products, warehouses = load_references([request.sku], [request.warehouse]).run(pg)
     found = resolve(request.sku, request.warehouse, request.quantity, request.unit, products, warehouses)
     assert found.warehouse_id is not None
-    available = lot_available(pg, found.product.id, found.warehouse_id, request.lot)
     pieces = found.conversion.pieces
-    if available is None:
-        raise NotEnoughStock(
-            f"lot {request.lot} has no stock in {request.warehouse}", available=Decimal(0), field="lot"
-        )
-    if pieces > available:
+    # A resend is answered as recorded, whatever is available now (its own damage took it).
+    available = None if is_recorded(pg, request.idempotency_key) else _available(pg, found, request)
+    if available is not None and pieces > available:
         raise NotEnoughStock(
             f"{decimal_str(pieces)} pieces to damage, {decimal_str(available)} available in lot {request.lot}",
             available=available,
@@ -143,6 +141,16 @@ def damage_commands(pg: Pg, request: DamageRequest, actor: Actor | None, shards:
             request.idempotency_key, StockCommand.DAMAGE, payload, request.sku, actor, shards=shards
         )
     ]
+
+
+def _available(pg: Pg, found: Resolved, request: DamageRequest) -> Decimal:
+    assert found.warehouse_id is not None
+    available = lot_available(pg, found.product.id, found.warehouse_id, request.lot)
+    if available is None:
+        raise NotEnoughStock(
+            f"lot {request.lot} has no stock in {request.warehouse}", available=Decimal(0), field="lot"
+        )
+    return available
 
 
 def _at(where: str, field: str) -> str:

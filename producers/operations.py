@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from db.goods_in import lot_available
-from db.inbox import NewCommand, recorded_commands
+from db.inbox import NewCommand
 from db.operation_reads import (
     Origin,
     adjustment_thresholds,
@@ -33,7 +33,7 @@ from domain.commands import StockCommand
 from domain.errors import NotEnoughStock, OperationRefused, UnknownHold, UnknownOperation, UnknownSku
 from domain.quantities import decimal_str, to_pieces
 from domain.transfers import route_refusal
-from producers.recording import Actor, Recorder, stock_command
+from producers.recording import Actor, Recorder, is_recorded, stock_command
 from producers.warehouse_requests import (
     AdjustmentDecisionRequest,
     AdjustmentRequest,
@@ -80,7 +80,7 @@ class OperationRecorder:
             product = _product(pg, request.sku)
             routes = warehouse_routes(pg, [request.from_warehouse, request.to_warehouse])
             source, destination = routes.get(request.from_warehouse), routes.get(request.to_warehouse)
-            resend = _recorded(pg, request.idempotency_key)
+            resend = is_recorded(pg, request.idempotency_key)
             if not resend and (refusal := route_refusal(source, destination)):
                 code, message = refusal
                 raise OperationRefused(
@@ -259,7 +259,7 @@ class OperationRecorder:
             lines = hold_lines(pg, request.hold_id)
             if not lines:
                 raise UnknownHold(request.hold_id)
-            resend = _recorded(pg, line_key(request.idempotency_key, 1, len(request.lines)))
+            resend = is_recorded(pg, line_key(request.idempotency_key, 1, len(request.lines)))
             commands = []
             for n, asked in enumerate(request.lines, start=1):
                 field = f"lines[{n - 1}]"
@@ -292,13 +292,6 @@ class OperationRecorder:
         return [
             line_key(request.idempotency_key, n, len(request.lines)) for n in range(1, len(request.lines) + 1)
         ]
-
-
-def _recorded(pg: Pg, key: str) -> bool:
-    """Whether a request's command is recorded already: its resend is then answered as recorded
-    (or refused as another request under its key), not judged again against the stock as it is now
-    (goods returned are no longer returnable; a transfer's pieces have left)."""
-    return key in recorded_commands([key]).run(pg)
 
 
 def _product(pg: Pg, sku: str) -> ProductRef:

@@ -49,6 +49,14 @@ def stock_command(
     )
 
 
+def is_recorded(pg: Pg, key: str) -> bool:
+    """Whether a request's command is recorded already: its resend is then answered as recorded (or
+    refused as another request under its key), never judged again against the stock as it is now
+    (goods returned are no longer returnable, a quarantine released is empty, damaged pieces are no
+    longer available)."""
+    return key in recorded_commands([key]).run(pg)
+
+
 def check_resend(pg: Pg, key: str, kind: str, digest: str) -> None:
     """A key recorded before: the same command is a resend; another one under the key is refused."""
     if not recorded_commands([key]).run(pg)[key].same_as(kind, digest):

@@ -99,3 +99,42 @@ def test_a_release_recorded_before_another_applied_is_refused_by_the_writer(
         assert conn.execute(text("SELECT released, status FROM quarantines")).one() == (15, "quarantined")
     assert catalog.stock(WALL).quarantine == 5
     assert_consistent()
+
+
+def test_a_resend_after_the_command_applied_is_answered_as_recorded_not_judged_again(
+    catalog: StockClient, engine: Engine, assert_consistent: Callable[[], None]
+) -> None:
+    """Once a release emptied its quarantine and a damage took the lot's available pieces, their
+    resends (a client that never heard the answer) find nothing left: they still get the same
+    ticket and result, and nothing moves again."""
+    receipt = catalog.receive_goods(
+        idempotency_key="grn-3",
+        lines=[
+            {"warehouse": "BUC1", "sku": WALL, "quantity": "6", "lot": "R1", "quarantine": True},
+            {"warehouse": "BUC1", "sku": WALL, "quantity": "4", "lot": "R2"},
+        ],
+    )
+    _drain(catalog, engine)
+    quarantine_id = receipt.lines[0].quarantine_id
+    assert quarantine_id is not None
+
+    def release() -> dict[str, object]:
+        return catalog.release_quarantine(quarantine_id, idempotency_key="rel-all").wait()
+
+    def damage() -> dict[str, object]:
+        return catalog.damage(
+            idempotency_key="dmg-all", warehouse="BUC1", sku=WALL, lot="R2", quantity="4", reason="cracked"
+        ).wait()
+
+    catalog.release_quarantine(quarantine_id, idempotency_key="rel-all")
+    catalog.damage(
+        idempotency_key="dmg-all", warehouse="BUC1", sku=WALL, lot="R2", quantity="4", reason="cracked"
+    )
+    _drain(catalog, engine)
+    first = (release(), damage())
+
+    assert (release(), damage()) == first
+    assert first[0]["outcome"] == "released" and first[1]["outcome"] == "damaged"
+    assert [m.kind for m in catalog.movements(WALL, kind="quarantine_release")] == ["quarantine_release"]
+    assert [m.kind for m in catalog.movements(WALL, kind="damage")] == ["damage"]
+    assert_consistent()
