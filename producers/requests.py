@@ -32,7 +32,7 @@ MAX_TTL_SECONDS = 7 * 24 * 3600
 # -- the rules, one per kind of field ---------------------------------------------------------------
 
 
-def _key(field: str) -> BeforeValidator:
+def key_rule(field: str) -> BeforeValidator:
     def check(value: object) -> str:
         if (
             not isinstance(value, str)
@@ -49,7 +49,7 @@ def _key(field: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _text(field: str, *, max_len: int = 64, required: bool = True) -> BeforeValidator:
+def text_rule(field: str, *, max_len: int = 64, required: bool = True) -> BeforeValidator:
     def check(value: object) -> str | None:
         if value is None and not required:
             return None
@@ -60,7 +60,7 @@ def _text(field: str, *, max_len: int = 64, required: bool = True) -> BeforeVali
     return BeforeValidator(check)
 
 
-def _whole(field: str, low: int, high: int, message: str, *, required: bool = True) -> BeforeValidator:
+def whole_rule(field: str, low: int, high: int, message: str, *, required: bool = True) -> BeforeValidator:
     def check(value: object) -> int | None:
         if value is None and not required:
             return None
@@ -71,7 +71,7 @@ def _whole(field: str, low: int, high: int, message: str, *, required: bool = Tr
     return BeforeValidator(check)
 
 
-def _flag(field: str) -> BeforeValidator:
+def flag_rule(field: str) -> BeforeValidator:
     def check(value: object) -> bool:
         if not isinstance(value, bool):
             raise InvalidCommand("must be true or false", field=field)
@@ -80,7 +80,7 @@ def _flag(field: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _choice(field: str, choices: Sequence[str], message: str) -> BeforeValidator:
+def choice_rule(field: str, choices: Sequence[str], message: str) -> BeforeValidator:
     def check(value: object) -> str:
         if not isinstance(value, str) or value not in choices:
             raise InvalidCommand(message, field=field)
@@ -89,7 +89,7 @@ def _choice(field: str, choices: Sequence[str], message: str) -> BeforeValidator
     return BeforeValidator(check)
 
 
-def _date(field: str) -> BeforeValidator:
+def date_rule(field: str) -> BeforeValidator:
     def check(value: object) -> dt.date | None:
         # Not a datetime (its isoformat is no date for the writer), not 20240101 or "2024-W01-1".
         if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
@@ -121,7 +121,7 @@ def _lines(value: object) -> list[Any]:
 
 Quantity = Annotated[Decimal, BeforeValidator(lambda v: parse_quantity(v))]
 UnitName = Annotated[Unit, BeforeValidator(lambda v: parse_unit(v))]
-IdempotencyKey = Annotated[str, _key("idempotency_key")]
+IdempotencyKey = Annotated[str, key_rule("idempotency_key")]
 HoldId = Annotated[str, BeforeValidator(parse_hold_id)]
 
 
@@ -165,10 +165,10 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 class HoldLineRequest(BaseModel):
     model_config = ConfigDict(frozen=True, validate_default=True)
 
-    sku: Annotated[str, _text("sku")]
+    sku: Annotated[str, text_rule("sku")]
     quantity: Quantity
     unit: UnitName = Unit.PIECE
-    warehouse: Annotated[str | None, _text("warehouse", max_len=32, required=False)] = None
+    warehouse: Annotated[str | None, text_rule("warehouse", max_len=32, required=False)] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -195,11 +195,12 @@ class HoldRequest(Request):
     idempotency_key: IdempotencyKey
     lines: Annotated[tuple[HoldLineRequest, ...], BeforeValidator(_lines)]
     ttl_seconds: Annotated[
-        int, _whole("ttl_seconds", 1, MAX_TTL_SECONDS, "must be a whole number of seconds from 1 to 604800")
+        int,
+        whole_rule("ttl_seconds", 1, MAX_TTL_SECONDS, "must be a whole number of seconds from 1 to 604800"),
     ]
-    mode: Annotated[HoldMode, _choice("mode", list(HoldMode), "must be 'all_or_nothing' or 'partial'")] = (
-        HoldMode.ALL_OR_NOTHING
-    )
+    mode: Annotated[
+        HoldMode, choice_rule("mode", list(HoldMode), "must be 'all_or_nothing' or 'partial'")
+    ] = HoldMode.ALL_OR_NOTHING
 
     def body(self) -> dict[str, Any]:
         """The hold.place payload, canonical: its digest tells a resend from another cart."""
@@ -229,10 +230,10 @@ class ReleaseRequest(Request):
 class PaymentEvent(Request):
     """What the payment provider said about a hold: paid, failed or refunded."""
 
-    event_id: Annotated[str, _key("event_id")]
+    event_id: Annotated[str, key_rule("event_id")]
     status: Annotated[
         Payment,
-        _choice(
+        choice_rule(
             "status",
             [Payment.PAID, Payment.FAILED, Payment.REFUNDED],
             "must be 'paid', 'failed' or 'refunded'",
@@ -252,11 +253,11 @@ class PaymentEvent(Request):
 
 
 class ProductRequest(Request):
-    sku: Annotated[str, _text("sku")]
-    name: Annotated[str, _text("name", max_len=200)]
+    sku: Annotated[str, text_rule("sku")]
+    name: Annotated[str, text_rule("name", max_len=200)]
     pieces_per_box: Annotated[
         int | None,
-        _whole("pieces_per_box", 1, 10_000, "must be a whole number from 1 to 10000", required=False),
+        whole_rule("pieces_per_box", 1, 10_000, "must be a whole number from 1 to 10000", required=False),
     ] = None  # None: sold by the piece only
     sqm_per_box: Annotated[
         Decimal | None,
@@ -264,7 +265,7 @@ class ProductRequest(Request):
             lambda v: None if v is None else parse_quantity(v, field="sqm_per_box", places=SQM_PER_BOX_PLACES)
         ),
     ] = None
-    allow_partial_boxes: Annotated[bool, _flag("allow_partial_boxes")] = False
+    allow_partial_boxes: Annotated[bool, flag_rule("allow_partial_boxes")] = False
     adjustment_approval_pieces: Annotated[Decimal | None, _limit("adjustment_approval_pieces")] = None
     adjustment_approval_value: Annotated[Decimal | None, _limit("adjustment_approval_value", places=4)] = None
 
@@ -276,17 +277,17 @@ class ProductRequest(Request):
 
 
 class WarehouseRequest(Request):
-    code: Annotated[str, _text("code", max_len=32)]
-    name: Annotated[str, _text("name", max_len=200)]
-    can_ship: Annotated[bool, _flag("can_ship")] = True
+    code: Annotated[str, text_rule("code", max_len=32)]
+    name: Annotated[str, text_rule("name", max_len=200)]
+    can_ship: Annotated[bool, flag_rule("can_ship")] = True
     priority: Annotated[
-        int, _whole("priority", 0, 10_000, "must be a whole number from 0 (first) to 10000")
+        int, whole_rule("priority", 0, 10_000, "must be a whole number from 0 (first) to 10000")
     ] = 100
-    type: Annotated[str, _choice("type", ["warehouse", "showroom"], "must be 'warehouse' or 'showroom'")] = (
-        "warehouse"
-    )
-    active: Annotated[bool, _flag("active")] = True
-    can_receive: Annotated[bool, _flag("can_receive")] = True
+    type: Annotated[
+        str, choice_rule("type", ["warehouse", "showroom"], "must be 'warehouse' or 'showroom'")
+    ] = "warehouse"
+    active: Annotated[bool, flag_rule("active")] = True
+    can_receive: Annotated[bool, flag_rule("can_receive")] = True
 
 
 # -- warehouse operations ------------------------------------------------------------------------
@@ -322,7 +323,7 @@ def _receipt_lines(value: object) -> list[Any]:
     return list(value)
 
 
-Reason = Annotated[str, _text("reason", max_len=500)]
+Reason = Annotated[str, text_rule("reason", max_len=500)]
 OptionalQuantity = Annotated[
     Decimal | None, BeforeValidator(lambda v: None if v is None else parse_quantity(v))
 ]
@@ -334,16 +335,16 @@ class ReceiptLine(BaseModel):
 
     model_config = ConfigDict(frozen=True, validate_default=True)
 
-    warehouse: Annotated[str, _text("warehouse", max_len=32)]
-    sku: Annotated[str, _text("sku")]
+    warehouse: Annotated[str, text_rule("warehouse", max_len=32)]
+    sku: Annotated[str, text_rule("sku")]
     quantity: Quantity
     unit: UnitName = Unit.PIECE
-    lot: Annotated[str, _text("lot")]
-    shade: Annotated[str | None, _text("shade", max_len=32, required=False)] = None
-    caliber: Annotated[str | None, _text("caliber", max_len=32, required=False)] = None
-    expiry: Annotated[dt.date | None, _date("expiry")] = None
+    lot: Annotated[str, text_rule("lot")]
+    shade: Annotated[str | None, text_rule("shade", max_len=32, required=False)] = None
+    caliber: Annotated[str | None, text_rule("caliber", max_len=32, required=False)] = None
+    expiry: Annotated[dt.date | None, date_rule("expiry")] = None
     unit_cost: Annotated[Decimal | None, _money("unit_cost")] = None
-    quarantine: Annotated[bool, _flag("quarantine")] = False
+    quarantine: Annotated[bool, flag_rule("quarantine")] = False
 
     @model_validator(mode="before")
     @classmethod
@@ -363,9 +364,9 @@ class GoodsReceiptRequest(Request):
 
     idempotency_key: IdempotencyKey
     lines: Annotated[tuple[ReceiptLine, ...], BeforeValidator(_receipt_lines)]
-    supplier: Annotated[str | None, _text("supplier", max_len=200, required=False)] = None
-    purchase_order: Annotated[str | None, _text("purchase_order", max_len=64, required=False)] = None
-    invoice: Annotated[str | None, _text("invoice", max_len=64, required=False)] = None
+    supplier: Annotated[str | None, text_rule("supplier", max_len=200, required=False)] = None
+    purchase_order: Annotated[str | None, text_rule("purchase_order", max_len=64, required=False)] = None
+    invoice: Annotated[str | None, text_rule("invoice", max_len=64, required=False)] = None
     numbered: bool = True
 
     @classmethod
@@ -416,9 +417,9 @@ class DamageRequest(Request):
     """Pieces of a lot found damaged in a warehouse, from its available stock, saying why."""
 
     idempotency_key: IdempotencyKey
-    warehouse: Annotated[str, _text("warehouse", max_len=32)]
-    sku: Annotated[str, _text("sku")]
-    lot: Annotated[str, _text("lot")]
+    warehouse: Annotated[str, text_rule("warehouse", max_len=32)]
+    sku: Annotated[str, text_rule("sku")]
+    lot: Annotated[str, text_rule("lot")]
     quantity: Quantity
     unit: UnitName = Unit.PIECE
     reason: Reason

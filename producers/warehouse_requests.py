@@ -23,19 +23,19 @@ from producers.requests import (
     Quantity,
     Request,
     UnitName,
-    _choice,
-    _text,
-    _whole,
+    choice_rule,
+    text_rule,
+    whole_rule,
 )
 
 _OPERATIONS = uuid.UUID("5b0e7a52-3c1e-4d55-9a57-7e55e2a0c0de")
 REASON_LENGTH = 500
 
-Reason = Annotated[str, _text("reason", max_len=REASON_LENGTH)]
-OptionalReason = Annotated[str | None, _text("reason", max_len=REASON_LENGTH, required=False)]
-Warehouse = Annotated[str, _text("warehouse", max_len=32)]
-Sku = Annotated[str, _text("sku")]
-Lot = Annotated[str, _text("lot")]
+Reason = Annotated[str, text_rule("reason", max_len=REASON_LENGTH)]
+OptionalReason = Annotated[str | None, text_rule("reason", max_len=REASON_LENGTH, required=False)]
+Warehouse = Annotated[str, text_rule("warehouse", max_len=32)]
+Sku = Annotated[str, text_rule("sku")]
+Lot = Annotated[str, text_rule("lot")]
 
 
 def _amount(field: str, sign: Sign, *, required: bool = True) -> BeforeValidator:
@@ -86,8 +86,8 @@ class TransferRequest(Request):
     """Send pieces of a lot from one warehouse to another."""
 
     idempotency_key: IdempotencyKey
-    from_warehouse: Annotated[str, _text("from_warehouse", max_len=32)]
-    to_warehouse: Annotated[str, _text("to_warehouse", max_len=32)]
+    from_warehouse: Annotated[str, text_rule("from_warehouse", max_len=32)]
+    to_warehouse: Annotated[str, text_rule("to_warehouse", max_len=32)]
     sku: Sku
     lot: Lot
     quantity: Quantity
@@ -159,15 +159,17 @@ class AdjustmentDecisionRequest(Request):
 
     adjustment_id: AdjustmentId
     idempotency_key: IdempotencyKey
-    note: Annotated[str | None, _text("note", max_len=REASON_LENGTH, required=False)] = None
+    note: Annotated[str | None, text_rule("note", max_len=REASON_LENGTH, required=False)] = None
 
 
 class ReturnLine(_Line):
-    line_no: Annotated[int, _whole("line_no", 1, MAX_LINES, f"must be a line number from 1 to {MAX_LINES}")]
+    line_no: Annotated[
+        int, whole_rule("line_no", 1, MAX_LINES, f"must be a line number from 1 to {MAX_LINES}")
+    ]
     quantity: Quantity
     unit: UnitName = Unit.PIECE
     condition: Annotated[
-        Condition, _choice("condition", list(Condition), "must be 'resellable' or 'damaged'")
+        Condition, choice_rule("condition", list(Condition), "must be 'resellable' or 'damaged'")
     ] = Condition.RESELLABLE
     reason: OptionalReason = None
 
