@@ -248,12 +248,29 @@ _WAREHOUSE_LEDGER_COLUMNS = (
 )
 
 
-def _ledger_part(columns: Sequence[tuple[str, str, str]]) -> str:
-    names = ", ".join(column for column, _, _ in columns)
+def _ledger_part(every_column: bool) -> str:
+    """The ledger's part: every column, or the holds' (see _LEDGER_COLUMNS). A hold's line command
+    decides no cost (a batch of holds loads no valuations), so a sale or a refund's return without
+    one takes the average cost of its product at its warehouse here; the lateral lookup keeps the
+    rows in their order."""
+    columns = _LEDGER_COLUMNS + (_WAREHOUSE_LEDGER_COLUMNS if every_column else ())
+    names = [column for column, _, _ in columns]
     arrays = ", ".join(f"%({param})s::{kind}[]" for _, param, kind in columns)
+    costed = {
+        "unit_cost": "coalesce(m.unit_cost, v.average_cost)" if every_column else "v.average_cost",
+        "total_cost": (
+            "coalesce(m.total_cost, round(abs(m.d_on_hand) * v.average_cost, 4))"
+            if every_column
+            else "round(abs(m.d_on_hand) * v.average_cost, 4)"
+        ),
+    }
+    values = [f"m.{name}" for name in names if name not in costed] + list(costed.values())
+    inserted = [name for name in names if name not in costed] + list(costed)
     return (
-        f"ledger AS (INSERT INTO movements ({names}, created_at) "
-        f"SELECT m.*, (SELECT at FROM clock) FROM unnest({arrays}) AS m RETURNING 1)"
+        f"ledger AS (INSERT INTO movements ({', '.join(inserted)}, created_at) "
+        f"SELECT {', '.join(values)}, (SELECT at FROM clock) FROM unnest({arrays}) AS m({', '.join(names)}) "
+        "LEFT JOIN LATERAL (SELECT average_cost FROM stock_valuations v WHERE m.kind IN ('sale', 'return') "
+        "AND v.product_id = m.product_id AND v.warehouse_id = m.warehouse_id) AS v ON true RETURNING 1)"
     )
 
 
@@ -261,7 +278,7 @@ def _ledger_part(columns: Sequence[tuple[str, str, str]]) -> str:
 def _statement(parts: tuple[str, ...], every_column: bool) -> str:
     """The batch's statement with these optional parts, and its ledger with every column or the
     holds' (a few texts in all, each made once)."""
-    ledger = _ledger_part(_LEDGER_COLUMNS + (_WAREHOUSE_LEDGER_COLUMNS if every_column else ()))
+    ledger = _ledger_part(every_column)
     return compact(
         _SAVE_BATCH_TEMPLATE.replace("{parts}", "".join(_PARTS[part] for part in parts)).replace(
             "{ledger}", ledger

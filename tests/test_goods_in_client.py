@@ -10,6 +10,8 @@ from sqlalchemy import Engine, text
 
 from domain.commands import shard_of
 from producers import StockClient
+from tests.conftest import Processes
+from tests.stack import until
 from workers.writer import ShardWriter
 
 WALL = "WALL-20x50-WHITE"
@@ -137,4 +139,32 @@ def test_a_resend_after_the_command_applied_is_answered_as_recorded_not_judged_a
     assert first[0]["outcome"] == "released" and first[1]["outcome"] == "damaged"
     assert [m.kind for m in catalog.movements(WALL, kind="quarantine_release")] == ["quarantine_release"]
     assert [m.kind for m in catalog.movements(WALL, kind="damage")] == ["damage"]
+    assert_consistent()
+
+
+def test_a_sale_and_its_refund_carry_the_average_cost_and_a_reservation_none(
+    catalog: StockClient, processes: Processes, assert_consistent: Callable[[], None]
+) -> None:
+    processes.worker()
+    catalog.receive_goods(
+        idempotency_key="grn-cost",
+        lines=[
+            {"warehouse": "BUC1", "sku": WALL, "quantity": "10", "lot": "C1", "unit_cost": "2.00"},
+            {"warehouse": "BUC1", "sku": WALL, "quantity": "10", "lot": "C1", "unit_cost": "3.00"},
+        ],
+    ).wait(timeout=15)
+    hold = catalog.reserve(
+        idempotency_key="cart-cost", lines=[{"sku": WALL, "quantity": "4", "unit": "piece"}]
+    ).wait(timeout=15)
+    catalog.confirm_payment(event_id="pay-cost", hold_id=hold.hold_id, status="paid").wait(timeout=15)
+    catalog.confirm_payment(event_id="refund-cost", hold_id=hold.hold_id, status="refunded").wait(timeout=15)
+
+    # The refund gives the line back by a line command of its own, after the refund's answer.
+    until(lambda: catalog.movements(WALL, hold_id=hold.hold_id, kind="return"), what="the refund's return")
+    costs = {m.kind: (m.unit_cost, m.total_cost) for m in catalog.movements(WALL, hold_id=hold.hold_id)}
+    assert costs == {
+        "reservation": (None, None),
+        "sale": (Decimal("2.5"), Decimal(10)),  # 4 pieces at the average of 10 at 2 and 10 at 3
+        "return": (Decimal("2.5"), Decimal(10)),
+    }
     assert_consistent()
