@@ -259,12 +259,15 @@ def _warehouse_day(client: StockClient, run: str, say: Callable[[str], None]) ->
 
 
 def _reconciled(engine: Engine, say: Callable[[str], None]) -> None:
-    say("\n7. Reconcile: Σ ledger movements = balances, reserved = active hold lines")
+    say("\n7. Reconcile: Σ ledger movements = balances in every bucket, and what explains them")
     with engine.connect() as conn:
         differences = reconcile(conn)
     if differences:
         raise DemoFailed("reconcile found differences: " + "; ".join(map(str, differences)))
-    say("  reconcile: clean (ledger = balances, reserved = active hold lines)")
+    say(
+        "  reconcile: clean (ledger = balances, reserved = active hold lines, in transit = open transfers, "
+        "quarantine = quarantined lines, valuations = on hand)"
+    )
 
 
 # -- helpers -------------------------------------------------------------------------------------
