@@ -55,6 +55,8 @@ def text_rule(field: str, *, max_len: int = 64, required: bool = True) -> Before
             return None
         if not isinstance(value, str) or not value.strip() or len(value) > max_len:
             raise InvalidCommand(f"must be a non-empty text of at most {max_len} characters", field=field)
+        if "\x00" in value:  # PostgreSQL's text has none: it could name nothing, nor be stored
+            raise InvalidCommand("must not contain a NUL character", field=field)
         return value.strip()
 
     return BeforeValidator(check)

@@ -335,6 +335,7 @@ BAD_CARTS = [
     pytest.param([{**GOOD_LINE, "sku": 42}], "lines[0].sku", id="a-sku-that-is-a-number"),
     pytest.param([{**GOOD_LINE, "sku": "   "}], "lines[0].sku", id="a-blank-sku"),
     pytest.param([{**GOOD_LINE, "sku": "X" * 65}], "lines[0].sku", id="a-sku-too-long"),
+    pytest.param([{**GOOD_LINE, "sku": "GRS\x00"}], "lines[0].sku", id="a-sku-with-a-nul"),
     pytest.param([{**GOOD_LINE, "warehouse": ""}], "lines[0].warehouse", id="an-empty-warehouse"),
     pytest.param([{**GOOD_LINE, "warehouse": 1}], "lines[0].warehouse", id="a-warehouse-that-is-a-number"),
 ]
@@ -485,6 +486,7 @@ BAD_RECEIPTS = [
     pytest.param({"lot": ""}, "lot", id="empty-lot"),
     pytest.param({"lot": None}, "lot", id="no-lot"),
     pytest.param({"lot": "L" * 65}, "lot", id="lot-too-long"),
+    pytest.param({"lot": "L\x001"}, "lot", id="lot-with-a-nul"),
     pytest.param({"expiry": "2024-13-45"}, "expiry", id="impossible-expiry"),
     pytest.param({"expiry": "next spring"}, "expiry", id="expiry-in-words"),
     pytest.param({"expiry": 20240101}, "expiry", id="expiry-a-number"),

@@ -197,6 +197,13 @@ BAD_BODIES = [
         id="wrong-unit",
     ),
     pytest.param(json.dumps({"lines": []}).encode(), 422, "invalid_command", "lines", id="empty-cart"),
+    pytest.param(
+        json.dumps({"lines": [{**LINE, "sku": "GRS\x00"}]}).encode(),
+        422,
+        "invalid_command",
+        "lines[0].sku",
+        id="nul-in-a-sku",
+    ),
 ]
 
 
