@@ -219,14 +219,15 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
 
 
 def check_invariants(engine: Engine) -> None:
-    """The invariants checked after every concurrency and fault test: ledger = balances, nothing
-    negative, reserved ≤ on_hand."""
+    """The invariants checked after every concurrency and fault test: ledger = balances, no bucket
+    negative, reserved ≤ on_hand, and what is held, damaged or quarantined within on_hand."""
     with engine.connect() as conn:
         differences = reconcile(conn)
         assert not differences, "\n".join(map(str, differences))
         bad = conn.execute(
             text(
-                "SELECT count(*) FROM stock_balances WHERE reserved > on_hand OR on_hand < 0 OR reserved < 0"
+                "SELECT count(*) FROM stock_balances WHERE least(on_hand, reserved, in_transit, damaged, quarantine) < 0 "
+                "OR reserved > on_hand OR reserved + damaged + quarantine > on_hand"
             )
         ).scalar()
         assert bad == 0
