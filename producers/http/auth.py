@@ -6,17 +6,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
 import structlog
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from db.engine import libpq_url
 from db.tokens import CHANGES_CHANNEL, ApiToken, find_token, token_hash
 from producers.http.problems import Problem
+from producers.recording import Actor
 
 CHECKOUT, PAYMENTS, WAREHOUSE, OPS = "checkout", "payments", "warehouse", "ops"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -113,3 +114,12 @@ def allow(*roles: str) -> Callable[[Request], Coroutine[Any, Any, ApiToken]]:
         return found
 
     return caller
+
+
+def actor_of(token: ApiToken) -> Actor:
+    """Who a token's request acts as: its name on the ledger rows, its id for approvals."""
+    return Actor(name=token.name, token_id=token.id)
+
+
+Warehouse = Annotated[ApiToken, Depends(allow(WAREHOUSE))]
+"""A route's caller, of the warehouse role."""

@@ -4,17 +4,13 @@ their actor, and answers like a receipt: 202 once recorded, 200 with the results
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from db.tokens import ApiToken
-from domain.errors import ResultTimeout
-from producers.client import StockClient
-from producers.http.auth import WAREHOUSE, allow
+from producers.http.auth import Warehouse, actor_of
 from producers.http.bodies import (
     DamageBody,
     QuarantineBody,
@@ -26,28 +22,17 @@ from producers.http.bodies import (
     model_response,
 )
 from producers.http.exact import exact_json, idempotency_key
-from producers.http.holds import KeyHeader, Wait, command_answer
+from producers.http.holds import KeyHeader, Wait, client_of, command_answer, lines_within
 from producers.http.problems import Problem, documented
-from producers.recording import Actor
 from producers.requests import GoodsReceiptRequest
 from producers.tickets import ReceiptTicket
 
 router = APIRouter(tags=["goods in"], responses=documented(400, 401, 403, 404, 413, 422))
-Warehouse = Annotated[ApiToken, Depends(allow(WAREHOUSE))]
 DOCUMENTS = ("supplier", "purchase_order", "invoice")
 LINE_FIELDS = tuple(
     name for name in ReceiptBody.model_fields if name not in ("lines", "idempotency_key", *DOCUMENTS)
 )
 """The fields of the one line a receipt without `lines` has at its top level."""
-
-
-def _client(request: Request) -> StockClient:
-    client: StockClient = request.app.state.client
-    return client
-
-
-def _actor(caller: ApiToken) -> Actor:
-    return Actor(caller.name, caller.id)
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -79,32 +64,18 @@ async def receive(
     else:
         line = {name: data[name] for name in LINE_FIELDS if name in data}
         parsed = GoodsReceiptRequest.parse(idempotency_key=key, lines=[line], numbered=False, **documents)
-    ticket = await run_in_threadpool(_client(request).record_receipt, parsed, _actor(caller))
+    ticket = await run_in_threadpool(client_of(request).record_receipt, parsed, actor_of(caller))
     if not parsed.numbered:
         return await command_answer(ticket.lines[0].ticket, wait)
     return await _receipt_answer(ticket, wait)
 
 
 async def _receipt_answer(ticket: ReceiptTicket, wait: float) -> Response:
-    deadline = time.monotonic() + wait
-    lines = []
-    for line in ticket.lines:
-        remaining = deadline - time.monotonic()
-        try:
-            result = await run_in_threadpool(line.ticket.wait, remaining) if remaining > 0 else None
-        except ResultTimeout:
-            result = None
-        if result is None:
-            result = await run_in_threadpool(line.ticket.result)
-        lines.append(
-            ReceiptLineRecorded(
-                idempotency_key=line.ticket.key,
-                status="applied" if result is not None else "recorded",
-                result=result,
-                line_no=line.line_no,
-                quarantine_id=line.quarantine_id,
-            )
-        )
+    recorded = await lines_within([line.ticket for line in ticket.lines], wait)
+    lines = [
+        ReceiptLineRecorded(**r.model_dump(), line_no=line.line_no, quarantine_id=line.quarantine_id)
+        for line, r in zip(ticket.lines, recorded, strict=True)
+    ]
     applied = all(line.status == "applied" for line in lines)
     answer = ReceiptRecorded(
         idempotency_key=ticket.key, status="applied" if applied else "recorded", lines=lines
@@ -129,12 +100,12 @@ async def release_quarantine(
     """Release a quarantined receipt line to sellable stock: `quantity` of it, or all that is left."""
     data = await _body(request)
     ticket = await run_in_threadpool(
-        _client(request).release_quarantine,
+        client_of(request).release_quarantine,
         quarantine_id,
         idempotency_key=idempotency_key(key, body.idempotency_key if body else None),
         quantity=data.get("quantity"),
         unit=data.get("unit", "piece"),
-        actor=_actor(caller),
+        actor=actor_of(caller),
     )
     return await command_answer(ticket, wait)
 
@@ -156,13 +127,13 @@ async def write_off_quarantine(
     """Write a quarantined receipt line (`quantity` of it, or all that is left) off as damaged."""
     data = await exact_json(request)
     ticket = await run_in_threadpool(
-        _client(request).write_off_quarantine,
+        client_of(request).write_off_quarantine,
         quarantine_id,
         idempotency_key=idempotency_key(key, body.idempotency_key),
         reason=data["reason"],
         quantity=data.get("quantity"),
         unit=data.get("unit", "piece"),
-        actor=_actor(caller),
+        actor=actor_of(caller),
     )
     return await command_answer(ticket, wait)
 
@@ -174,7 +145,7 @@ async def damage(
     """Pieces found damaged, with why: of a lot's available stock (warehouse, sku, lot, quantity),
     or of a quarantined receipt line (quarantine_id; quantity, or all that is left)."""
     data = await exact_json(request)
-    client, key = _client(request), idempotency_key(key, body.idempotency_key)
+    client, key = client_of(request), idempotency_key(key, body.idempotency_key)
     if body.quarantine_id is not None:
         if stray := [name for name in ("warehouse", "sku", "lot") if name in data]:
             raise Problem(422, "invalid_request", "a quarantined line names its own lot", field=stray[0])
@@ -185,7 +156,7 @@ async def damage(
             reason=data["reason"],
             quantity=data.get("quantity"),
             unit=data.get("unit", "piece"),
-            actor=_actor(caller),
+            actor=actor_of(caller),
         )
     else:
         if missing := [name for name in ("warehouse", "sku", "lot", "quantity") if data.get(name) is None]:
@@ -204,6 +175,6 @@ async def damage(
             quantity=data["quantity"],
             unit=data.get("unit", "piece"),
             reason=data["reason"],
-            actor=_actor(caller),
+            actor=actor_of(caller),
         )
     return await command_answer(ticket, wait)

@@ -3,6 +3,8 @@ release it."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -24,7 +26,8 @@ Wait = Annotated[float, Query(ge=0, le=30, description="seconds to wait for the 
 KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
-def _client(request: Request) -> StockClient:
+def client_of(request: Request) -> StockClient:
+    """The process's `StockClient` (every route goes through it)."""
     client: StockClient = request.app.state.client
     return client
 
@@ -48,7 +51,7 @@ async def place_hold(request: Request, body: HoldBody, key: KeyHeader = None, wa
         )
     in_flight.add(key)
     try:
-        ticket = await _client(request).reserve_async(
+        ticket = await client_of(request).reserve_async(
             idempotency_key=key,
             lines=data["lines"],
             ttl_seconds=data.get("ttl_seconds"),
@@ -73,7 +76,7 @@ async def _hold_answer(ticket: HoldTicket, wait: float) -> Response:
 
 @router.get("/v1/holds/{hold_id}", response_model=HoldResult, dependencies=[Depends(allow(CHECKOUT, OPS))])
 async def read_hold(request: Request, hold_id: str) -> HoldResult:
-    return await run_in_threadpool(_client(request).hold, hold_id)
+    return await run_in_threadpool(client_of(request).hold, hold_id)
 
 
 @router.post(
@@ -86,7 +89,7 @@ async def read_hold(request: Request, hold_id: str) -> HoldResult:
 async def release_hold(request: Request, hold_id: str, key: KeyHeader = None, wait: Wait = 0) -> Response:
     """Give the hold back. 202: recorded; 200: applied within `wait` (its result)."""
     ticket = await run_in_threadpool(
-        _client(request).release, hold_id, idempotency_key=idempotency_key(key, None)
+        client_of(request).release, hold_id, idempotency_key=idempotency_key(key, None)
     )
     return await command_answer(ticket, wait)
 
@@ -109,3 +112,9 @@ async def recorded_within(ticket: CommandTicket, wait: float) -> Recorded:
     if result is None:
         return Recorded(idempotency_key=ticket.key, status="recorded")
     return Recorded(idempotency_key=ticket.key, status="applied", result=result)
+
+
+async def lines_within(tickets: Sequence[CommandTicket], wait: float) -> list[Recorded]:
+    """Each line's command as it stands, each waited for within what is left of `wait`."""
+    deadline = time.monotonic() + wait
+    return [await recorded_within(t, max(0.0, deadline - time.monotonic())) for t in tickets]

@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from domain.movements import MovementKind
 from domain.results import MovementPage, ValuationView
-from producers.client import StockClient
 from producers.http.auth import OPS, WAREHOUSE, allow
+from producers.http.holds import client_of
 from producers.http.problems import Problem, documented
 
 router = APIRouter(
@@ -25,11 +25,6 @@ router = APIRouter(
 )
 MAX_ID = 2**63 - 1
 Text = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00]+$")]
-
-
-def _client(request: Request) -> StockClient:
-    client: StockClient = request.app.state.client
-    return client
 
 
 def encode_cursor(before_id: int) -> str:
@@ -70,7 +65,7 @@ async def movements(
     token's name, or "system"), why (reason, command key), what it cost and the balance it left.
     Every filter is optional; `next_cursor` fetches the next (older) page."""
     found = await run_in_threadpool(
-        _client(request).movements,
+        client_of(request).movements,
         sku,
         warehouse=warehouse,
         lot=lot,
@@ -90,4 +85,4 @@ async def movements(
 @router.get("/v1/valuation", response_model=ValuationView)
 async def valuation(request: Request, warehouse: Text = None) -> ValuationView:
     """Stock value per warehouse and product: on hand × moving-average unit cost."""
-    return await run_in_threadpool(_client(request).valuation, warehouse)
+    return await run_in_threadpool(client_of(request).valuation, warehouse)

@@ -7,21 +7,19 @@ caller's token says who asks (ledger rows name it; an adjustment is decided by a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from db.tokens import ApiToken
-from producers.client import StockClient
-from producers.http.auth import CHECKOUT, OPS, WAREHOUSE, allow
+from producers.http.auth import CHECKOUT, OPS, WAREHOUSE, Warehouse, actor_of, allow
 from producers.http.bodies import Recorded, model_response
 from producers.http.exact import exact_json, idempotency_key
-from producers.http.holds import command_answer, recorded_within
+from producers.http.holds import KeyHeader, Wait, client_of, command_answer, lines_within, recorded_within
 from producers.http.problems import documented
 from producers.http.warehouse_bodies import (
     AdjustmentBody,
@@ -35,25 +33,12 @@ from producers.http.warehouse_bodies import (
     TransferReceiptBody,
     TransferRecorded,
 )
-from producers.operations import Actor
 from producers.tickets import CommandTicket, OperationTicket
 
 router = APIRouter(tags=["warehouse"], responses=documented(400, 401, 403, 404, 409, 413, 422))
-Wait = Annotated[float, Query(ge=0, le=30, description="seconds to wait for the result")]
-KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
-Warehouse = Annotated[ApiToken, Depends(allow(WAREHOUSE))]
 Adjusts = Annotated[ApiToken, Depends(allow(WAREHOUSE, OPS))]
 Ops = Annotated[ApiToken, Depends(allow(OPS))]
 Returns = Annotated[ApiToken, Depends(allow(WAREHOUSE, CHECKOUT))]
-
-
-def _client(request: Request) -> StockClient:
-    client: StockClient = request.app.state.client
-    return client
-
-
-def _actor(token: ApiToken) -> Actor:
-    return Actor(name=token.name, token_id=token.id)
 
 
 async def _created(ticket: OperationTicket, wait: float, answer: Callable[..., Recorded]) -> Response:
@@ -64,8 +49,7 @@ async def _created(ticket: OperationTicket, wait: float, answer: Callable[..., R
 
 async def _lines_answer(key: str, tickets: list[CommandTicket], wait: float) -> Response:
     """Every line's command, each waited for within what is left of `wait`."""
-    deadline = time.monotonic() + wait
-    lines = [await recorded_within(t, max(0.0, deadline - time.monotonic())) for t in tickets]
+    lines = await lines_within(tickets, wait)
     applied = all(line.status == "applied" for line in lines)
     answer = LinesRecorded(idempotency_key=key, status="applied" if applied else "recorded", lines=lines)
     return model_response(answer, 200 if applied else 202)
@@ -90,7 +74,7 @@ async def send_transfer(
     moves) into the destination's in_transit."""
     data = await exact_json(request)
     ticket = await run_in_threadpool(
-        _client(request).transfer,
+        client_of(request).transfer,
         idempotency_key=idempotency_key(key, body.idempotency_key),
         from_warehouse=data["from_warehouse"],
         to_warehouse=data["to_warehouse"],
@@ -98,7 +82,7 @@ async def send_transfer(
         lot=data["lot"],
         quantity=data["quantity"],
         unit=data.get("unit", "piece"),
-        actor=_actor(caller),
+        actor=actor_of(caller),
     )
     return await _created(ticket, wait, partial(TransferRecorded, transfer_id=ticket.operation_id))
 
@@ -118,13 +102,13 @@ async def receive_transfer(
     (damage and shortfall need a reason)."""
     data = await exact_json(request)
     ticket = await run_in_threadpool(
-        _client(request).receive_transfer,
+        client_of(request).receive_transfer,
         transfer_id,
         idempotency_key=idempotency_key(key, body.idempotency_key),
         received=data.get("received"),
         damaged=data.get("damaged", "0"),
         reason=data.get("reason"),
-        actor=_actor(caller),
+        actor=actor_of(caller),
     )
     return await command_answer(ticket, wait)
 
@@ -142,10 +126,10 @@ async def cancel_transfer(
 ) -> Response:
     """Call the transfer back before it is received: its pieces return to the source lot."""
     ticket = await run_in_threadpool(
-        _client(request).cancel_transfer,
+        client_of(request).cancel_transfer,
         transfer_id,
         idempotency_key=idempotency_key(key, body.idempotency_key if body else None),
-        actor=_actor(caller),
+        actor=actor_of(caller),
     )
     return await command_answer(ticket, wait)
 
@@ -164,11 +148,11 @@ async def count(
     data = await exact_json(request)
     key = idempotency_key(key, body.idempotency_key)
     tickets = await run_in_threadpool(
-        _client(request).count,
+        client_of(request).count,
         idempotency_key=key,
         lines=data["lines"],
         reason=data.get("reason"),
-        actor=_actor(caller),
+        actor=actor_of(caller),
     )
     return await _lines_answer(key, tickets, wait)
 
@@ -187,7 +171,7 @@ async def adjust(
     not approve their own)."""
     data = await exact_json(request)
     ticket = await run_in_threadpool(
-        _client(request).adjust,
+        client_of(request).adjust,
         idempotency_key=idempotency_key(key, body.idempotency_key),
         warehouse=data["warehouse"],
         sku=data["sku"],
@@ -195,7 +179,7 @@ async def adjust(
         quantity=data["quantity"],
         unit=data.get("unit", "piece"),
         reason=data["reason"],
-        actor=_actor(caller),
+        actor=actor_of(caller),
     )
     return await _created(ticket, wait, partial(AdjustmentRecorded, adjustment_id=ticket.operation_id))
 
@@ -210,14 +194,14 @@ async def _decide(
     *,
     approve: bool,
 ) -> Response:
-    client = _client(request)
+    client = client_of(request)
     decide = client.approve_adjustment if approve else client.reject_adjustment
     ticket = await run_in_threadpool(
         decide,
         adjustment_id,
         idempotency_key=idempotency_key(key, body.idempotency_key if body else None),
         note=body.note if body else None,
-        actor=_actor(caller),
+        actor=actor_of(caller),
     )
     return await command_answer(ticket, wait)
 
@@ -267,10 +251,10 @@ async def take_back(
     data = await exact_json(request)
     key = idempotency_key(key, body.idempotency_key)
     tickets = await run_in_threadpool(
-        _client(request).return_goods,
+        client_of(request).return_goods,
         data["hold_id"],
         idempotency_key=key,
         lines=data["lines"],
-        actor=_actor(caller),
+        actor=actor_of(caller),
     )
     return await _lines_answer(key, tickets, wait)
