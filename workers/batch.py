@@ -106,12 +106,18 @@ class Batch:
         self.state.lot_names[lot_id] = LotName(lot_code, facts.shade, facts.caliber)
         return stock
 
+    def balance(self, product_id: int, warehouse_id: int, lot_id: int) -> LotStock | None:
+        """The lot's balance at a warehouse, if it has one there."""
+        return next(
+            (s for s in self.stocks(product_id) if s.warehouse_id == warehouse_id and s.lot_id == lot_id),
+            None,
+        )
+
     def balance_in(self, lot: LotStock, warehouse_id: int) -> LotStock:
         """The balance of `lot` (its product and lot) at a warehouse, created empty if it has none
         there (a transfer's destination)."""
-        for stock in self.stocks(lot.product_id):
-            if stock.lot_id == lot.lot_id and stock.warehouse_id == warehouse_id:
-                return stock
+        if (found := self.balance(lot.product_id, warehouse_id, lot.lot_id)) is not None:
+            return found
         facts = LotFacts(lot.shade, lot.caliber, lot.expiry)
         return self.new_stock(lot.product_id, warehouse_id, lot.lot_code, facts, lot)
 
@@ -153,6 +159,11 @@ class Batch:
         if self.state.valuations is None:
             raise InvariantBroken("valuations are loaded for stock commands only")
         return self.state.valuations.get((product_id, warehouse_id))
+
+    def average_cost(self, product_id: int, warehouse_id: int) -> Decimal | None:
+        """What a piece of the product at the warehouse is worth now (None: no cost known there)."""
+        valuation = self.valuation(product_id, warehouse_id)
+        return valuation.average_cost if valuation is not None else None
 
     def set_average_cost(self, product_id: int, warehouse_id: int, average_cost: Decimal) -> Valuation:
         """Give the product at the warehouse this average unit cost (its valuation is created if

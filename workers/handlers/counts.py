@@ -31,15 +31,9 @@ from workers.handlers.registry import handles
 COUNT_BELOW_RESERVED = "count_below_reserved"
 
 
-def _found(batch: Batch, product_id: int, warehouse_id: int, lot_id: int) -> LotStock | None:
-    """The lot's balance at the warehouse, if it has one there."""
-    stocks = batch.stocks(product_id)
-    return next((s for s in stocks if s.warehouse_id == warehouse_id and s.lot_id == lot_id), None)
-
-
 def _found_or_new(batch: Batch, product_id: int, warehouse_id: int, lot_id: int) -> LotStock:
     """The lot's balance at the warehouse, created empty if it has none there."""
-    found = _found(batch, product_id, warehouse_id, lot_id)
+    found = batch.balance(product_id, warehouse_id, lot_id)
     if found is not None:
         return found
     of_lot = next((s for s in batch.stocks(product_id) if s.lot_id == lot_id), None)
@@ -48,18 +42,16 @@ def _found_or_new(batch: Batch, product_id: int, warehouse_id: int, lot_id: int)
     return batch.balance_in(of_lot, warehouse_id)
 
 
-def _unit_cost(batch: Batch, product_id: int, warehouse_id: int) -> Decimal | None:
-    valuation = batch.valuation(product_id, warehouse_id)
-    return valuation.average_cost if valuation is not None else None
-
-
 @handles(StockCommand.COUNT)
 def count(batch: Batch, command: InboxCommand) -> Result:
     p = command.payload
     product_id, warehouse_id, lot_id = p["product_id"], p["warehouse_id"], p["lot_id"]
     counted = Decimal(p["counted"])
-    balance = _found_or_new if counted > 0 else _found
-    stock = balance(batch, product_id, warehouse_id, lot_id)
+    stock = (
+        _found_or_new(batch, product_id, warehouse_id, lot_id)
+        if counted > 0
+        else batch.balance(product_id, warehouse_id, lot_id)
+    )
     if stock is None:  # nothing there, nothing found
         return {"outcome": Outcome.ADJUSTED, "lot": p["lot"], "difference": "0", "on_hand": "0"}
     decision = counts.count(
@@ -67,7 +59,7 @@ def count(batch: Batch, command: InboxCommand) -> Result:
         counted,
         batch.held_lines(product_id, warehouse_id, lot_id),
         reason=p.get("reason") or "count",
-        unit_cost=_unit_cost(batch, product_id, warehouse_id),
+        unit_cost=batch.average_cost(product_id, warehouse_id),
     )
     for movement in decision.movements:
         batch.record(movement, command)
@@ -142,9 +134,12 @@ def adjust(batch: Batch, command: InboxCommand) -> Result:
         p["reason"],
         asked_by(p.get("actor_token_id"), p.get("actor")),
     )
-    unit_cost = _unit_cost(batch, product_id, warehouse_id)
-    balance = _found_or_new if adjustment.quantity > 0 else _found
-    stock = balance(batch, product_id, warehouse_id, lot_id)
+    unit_cost = batch.average_cost(product_id, warehouse_id)
+    stock = (
+        _found_or_new(batch, product_id, warehouse_id, lot_id)
+        if adjustment.quantity > 0
+        else batch.balance(product_id, warehouse_id, lot_id)
+    )
     if stock is None:
         adjustment.status = AdjustmentStatus.REJECTED
         decision = AdjustmentDecision(
@@ -185,7 +180,7 @@ def _decide(batch: Batch, command: InboxCommand, *, approve: bool) -> Result:
     if approve:
         # It waits where the lot had a balance when asked, or to add stock there.
         stock = _found_or_new(batch, adjustment.product_id, adjustment.warehouse_id, adjustment.lot_id)
-        unit_cost = _unit_cost(batch, adjustment.product_id, adjustment.warehouse_id)
+        unit_cost = batch.average_cost(adjustment.product_id, adjustment.warehouse_id)
         decision = adjustments.approve(adjustment, stock, approver, unit_cost)
         for movement in decision.movements:
             batch.record(movement, command)

@@ -20,13 +20,10 @@ from workers.handlers.registry import handles
 def take_back(batch: Batch, command: InboxCommand) -> Result:
     p = command.payload
     hold, line = batch.line(command)
-    stock = next(
-        (
-            s
-            for s in batch.stocks(line.product_id)
-            if s.warehouse_id == line.warehouse_id and s.lot_id == line.lot_id
-        ),
-        None,
+    stock = (
+        batch.balance(line.product_id, line.warehouse_id, line.lot_id)
+        if line.warehouse_id is not None and line.lot_id is not None
+        else None
     )
     if stock is None:
         if line.lot_id is None:  # never allocated: nothing was sold
@@ -37,14 +34,13 @@ def take_back(batch: Batch, command: InboxCommand) -> Result:
                 "line_no": line.line_no,
             }
         raise InvariantBroken(f"hold {hold.id} line {line.line_no}: its lot balance is gone")
-    valuation = batch.valuation(line.product_id, stock.warehouse_id)
     decision = returns.take_back(
         line,
         stock,
         Decimal(p["pieces"]),
         Condition(p["condition"]),
         p.get("reason"),
-        unit_cost=valuation.average_cost if valuation is not None else None,
+        unit_cost=batch.average_cost(line.product_id, stock.warehouse_id),
     )
     for movement in decision.movements:
         batch.record(movement, command, hold.id, line.line_no)

@@ -24,12 +24,6 @@ from workers.batch import Batch, Result
 from workers.handlers.registry import handles
 
 
-def _balance(batch: Batch, product_id: int, warehouse_id: int, lot_id: int) -> LotStock | None:
-    return next(
-        (s for s in batch.stocks(product_id) if s.warehouse_id == warehouse_id and s.lot_id == lot_id), None
-    )
-
-
 def _of_row(row: Row) -> Transfer:
     quantity = Decimal(row["quantity"])
     received, damaged = Decimal(row["received"]), Decimal(row["damaged"])
@@ -87,15 +81,14 @@ def send(batch: Batch, command: InboxCommand) -> Result:
     product_id, lot_id = p["product_id"], p["lot_id"]
     source_id, destination_id = p["from_warehouse_id"], p["to_warehouse_id"]
     transfer = Transfer(p["transfer_id"], product_id, lot_id, source_id, destination_id, Decimal(p["pieces"]))
-    source = _balance(batch, product_id, source_id, lot_id)
+    source = batch.balance(product_id, source_id, lot_id)
     routes = {route.warehouse_id: route for route in batch.state.routes}
 
     def destination() -> LotStock:
         assert source is not None  # called only once the transfer is accepted
         return batch.balance_in(source, destination_id)
 
-    valuation = batch.valuation(product_id, source_id)
-    unit_cost = valuation.average_cost if valuation is not None else None
+    unit_cost = batch.average_cost(product_id, source_id)
     decision = transfers.create(transfer, source, routes, destination, unit_cost=unit_cost)
     if decision.changed:
         _record(batch, decision, command)
@@ -139,8 +132,8 @@ def _unknown(command: InboxCommand) -> Result:
 
 
 def _ends(batch: Batch, transfer: Transfer) -> tuple[LotStock, LotStock]:
-    source = _balance(batch, transfer.product_id, transfer.source_id, transfer.lot_id)
-    destination = _balance(batch, transfer.product_id, transfer.destination_id, transfer.lot_id)
+    source = batch.balance(transfer.product_id, transfer.source_id, transfer.lot_id)
+    destination = batch.balance(transfer.product_id, transfer.destination_id, transfer.lot_id)
     if source is None or destination is None:
         raise InvariantBroken(f"transfer {transfer.id}: a balance it moved is gone")
     return source, destination
@@ -185,8 +178,7 @@ def receive(batch: Batch, command: InboxCommand) -> Result:
         batch.save(TRANSFERS.name, _decided(row, transfer, command))
         arrived = transfer.received + transfer.damaged
         if (unit_cost := _cost(row)) is not None and arrived:
-            valuation = batch.valuation(transfer.product_id, transfer.destination_id)
-            average = valuation.average_cost if valuation is not None else None
+            average = batch.average_cost(transfer.product_id, transfer.destination_id)
             batch.set_average_cost(
                 transfer.product_id,
                 transfer.destination_id,

@@ -14,6 +14,7 @@ from domain import damage as damage_rules
 from domain import quarantine as quarantine_rules
 from domain.allocation import LotStock
 from domain.commands import StockCommand
+from domain.errors import InvariantBroken
 from domain.movements import Movement, MovementKind, move
 from domain.outcomes import Outcome, Refused
 from domain.quantities import decimal_str
@@ -83,8 +84,7 @@ def _receiving_balance(batch: Batch, p: dict[str, Any]) -> LotStock | Refused:
 
 def _average_in(batch: Batch, stock: LotStock, pieces: Decimal, unit_cost: Decimal) -> None:
     """Pieces received at a cost join the warehouse's average (`domain.valuation`)."""
-    valuation = batch.valuation(stock.product_id, stock.warehouse_id)
-    average = valuation.average_cost if valuation is not None else None
+    average = batch.average_cost(stock.product_id, stock.warehouse_id)
     on_hand = on_hand_at(batch.stocks(stock.product_id), stock.warehouse_id)
     batch.set_average_cost(
         stock.product_id, stock.warehouse_id, averaged_in(average, on_hand, pieces, unit_cost)
@@ -97,7 +97,9 @@ def release_quarantine(batch: Batch, command: InboxCommand) -> Result:
     if isinstance(found, Refused):
         return _refused(found)
     line, stock, seq = found
-    decided = quarantine_rules.release(line, stock, _pieces(command), unit_cost=_average_cost(batch, stock))
+    decided = quarantine_rules.release(
+        line, stock, _pieces(command), unit_cost=batch.average_cost(stock.product_id, stock.warehouse_id)
+    )
     return _quarantine_moved(batch, command, line, stock, seq, decided, Outcome.RELEASED)
 
 
@@ -118,7 +120,10 @@ def damage(batch: Batch, command: InboxCommand) -> Result:
     if stock is None:
         return _refused(Refused(f"lot {p['lot']} has no stock in this warehouse", available=Decimal(0)))
     decided = damage_rules.damage(
-        stock, Decimal(p["pieces"]), reason=p["reason"], unit_cost=_average_cost(batch, stock)
+        stock,
+        Decimal(p["pieces"]),
+        reason=p["reason"],
+        unit_cost=batch.average_cost(stock.product_id, stock.warehouse_id),
     )
     if isinstance(decided, Refused):
         return _refused(decided)
@@ -132,7 +137,11 @@ def _write_off_quarantined(batch: Batch, command: InboxCommand) -> Result:
         return _refused(found)
     line, stock, seq = found
     decided = quarantine_rules.write_off(
-        line, stock, _pieces(command), reason=command.payload["reason"], unit_cost=_average_cost(batch, stock)
+        line,
+        stock,
+        _pieces(command),
+        reason=command.payload["reason"],
+        unit_cost=batch.average_cost(stock.product_id, stock.warehouse_id),
     )
     return _quarantine_moved(batch, command, line, stock, seq, decided, Outcome.DAMAGED)
 
@@ -146,11 +155,9 @@ def _quarantined(batch: Batch, command: InboxCommand) -> tuple[QuarantinedLine, 
     line = QuarantinedLine(
         quarantine_id, Decimal(row["quantity"]), Decimal(row["released"]), Decimal(row["written_off"])
     )
-    stock = next(
-        s
-        for s in batch.stocks(row["product_id"])
-        if s.warehouse_id == row["warehouse_id"] and s.lot_id == row["lot_id"]
-    )
+    stock = batch.balance(row["product_id"], row["warehouse_id"], row["lot_id"])
+    if stock is None:
+        raise InvariantBroken(f"quarantine {quarantine_id}: its lot balance is gone")
     return line, stock, row["command_seq"]
 
 
@@ -200,12 +207,6 @@ def _refused(refused: Refused) -> Result:
         "reason": refused.reason,
         "available": decimal_str(refused.available),
     }
-
-
-def _average_cost(batch: Batch, stock: LotStock) -> Decimal | None:
-    """What a piece of the product at the warehouse is worth now (None: no cost known there)."""
-    valuation = batch.valuation(stock.product_id, stock.warehouse_id)
-    return valuation.average_cost if valuation is not None else None
 
 
 def _pieces(command: InboxCommand) -> Decimal | None:
