@@ -3,35 +3,17 @@ moving weighted-average cost."""
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.allocation import LotStock
 from domain.damage import damage
 from domain.movements import Movement
 from domain.outcomes import Refused
 from domain.quarantine import QuarantinedLine, release, write_off
 from domain.valuation import averaged_in
-
-
-def a_lot(on_hand: int, *, reserved: int = 0, damaged: int = 0, quarantine: int = 0) -> LotStock:
-    return LotStock(
-        balance_id=1,
-        product_id=1,
-        warehouse_id=1,
-        lot_id=1,
-        lot_code="W1",
-        received_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        expiry=None,
-        on_hand=Decimal(on_hand),
-        reserved=Decimal(reserved),
-        damaged=Decimal(damaged),
-        quarantine=Decimal(quarantine),
-    )
-
+from tests.lots import a_lot
 
 # -- quarantine ----------------------------------------------------------------------------------
 

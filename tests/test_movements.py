@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -13,36 +12,14 @@ from hypothesis import strategies as st
 from domain.allocation import LotStock
 from domain.errors import InvariantBroken
 from domain.movements import MovementKind, move
+from tests.lots import a_lot, buckets
 
 BUCKETS = ("on_hand", "reserved", "in_transit", "damaged", "quarantine")
 
 
-def a_balance(
-    on_hand: int = 0, reserved: int = 0, in_transit: int = 0, damaged: int = 0, quarantine: int = 0
-) -> LotStock:
-    return LotStock(
-        balance_id=1,
-        product_id=1,
-        warehouse_id=1,
-        lot_id=1,
-        lot_code="L1",
-        received_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        expiry=None,
-        on_hand=Decimal(on_hand),
-        reserved=Decimal(reserved),
-        damaged=Decimal(damaged),
-        quarantine=Decimal(quarantine),
-        in_transit=Decimal(in_transit),
-    )
-
-
-def _buckets(stock: LotStock) -> tuple[Decimal, ...]:
-    return tuple(getattr(stock, bucket) for bucket in BUCKETS)
-
-
-def _valid(buckets: tuple[Decimal, ...]) -> bool:
-    on_hand, reserved, _, damaged, quarantine = buckets
-    return min(buckets) >= 0 and reserved + damaged + quarantine <= on_hand
+def _valid(values: tuple[Decimal, ...]) -> bool:
+    on_hand, reserved, _, damaged, quarantine = values
+    return min(values) >= 0 and reserved + damaged + quarantine <= on_hand
 
 
 small = st.integers(min_value=-20, max_value=20).map(Decimal)
@@ -52,19 +29,21 @@ small = st.integers(min_value=-20, max_value=20).map(Decimal)
 def valid_balances(draw: st.DrawFn) -> LotStock:
     reserved, damaged, quarantine = (draw(st.integers(0, 10)) for _ in range(3))
     on_hand = reserved + damaged + quarantine + draw(st.integers(0, 10))
-    return a_balance(on_hand, reserved, draw(st.integers(0, 10)), damaged, quarantine)
+    return a_lot(
+        on_hand, reserved, in_transit=draw(st.integers(0, 10)), damaged=damaged, quarantine=quarantine
+    )
 
 
 @given(valid_balances(), st.tuples(small, small, small, small, small))
 def test_a_move_keeps_every_invariant_or_changes_nothing(
     stock: LotStock, deltas: tuple[Decimal, ...]
 ) -> None:
-    before = _buckets(stock)
+    before = buckets(stock)
     expected = tuple(b + d for b, d in zip(before, deltas, strict=True))
     changes = dict(zip(BUCKETS, deltas, strict=True))
     if _valid(expected):
         movement = move(MovementKind.ADJUSTMENT, stock, **changes)
-        assert _buckets(stock) == expected == movement.after
+        assert buckets(stock) == expected == movement.after
         assert (
             movement.on_hand,
             movement.reserved,
@@ -75,25 +54,25 @@ def test_a_move_keeps_every_invariant_or_changes_nothing(
     else:
         with pytest.raises(InvariantBroken):
             move(MovementKind.ADJUSTMENT, stock, **changes)
-        assert _buckets(stock) == before
+        assert buckets(stock) == before
 
 
 def test_damage_from_quarantine_moves_pieces_between_buckets_and_keeps_on_hand() -> None:
-    stock = a_balance(on_hand=10, quarantine=4)
+    stock = a_lot(on_hand=10, quarantine=4)
     movement = move(MovementKind.DAMAGE, stock, damaged=Decimal(3), quarantine=Decimal(-3), reason="cracked")
     assert movement.after == (10, 0, 0, 3, 1)
     assert (movement.quantity, movement.reason) == (3, "cracked")
 
 
 def test_a_movement_with_a_unit_cost_costs_its_quantity_at_it() -> None:
-    stock = a_balance()
+    stock = a_lot()
     receipt = move(MovementKind.RECEIPT, stock, on_hand=Decimal(12), unit_cost=Decimal("2.3456"))
     assert receipt.total_cost == Decimal("28.1472")
     assert move(MovementKind.SALE, stock, on_hand=Decimal(-2)).total_cost is None
 
 
 def test_pieces_cannot_be_reserved_out_of_damaged_ones() -> None:
-    stock = a_balance(on_hand=5, damaged=3)
+    stock = a_lot(on_hand=5, damaged=3)
     with pytest.raises(InvariantBroken, match="reserved 0\\+3"):
         move(MovementKind.RESERVATION, stock, reserved=Decimal(3))
-    assert _buckets(stock) == (5, 0, 0, 3, 0)
+    assert buckets(stock) == (5, 0, 0, 3, 0)

@@ -3,7 +3,6 @@ transition of their modules' docstrings, and the books they leave."""
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -20,40 +19,12 @@ from domain.movements import MovementKind
 from domain.returns import Condition, ReturnRefusal
 from domain.states import HoldLine, LineAction, LineStatus
 from domain.transfers import Transfer, TransferRefusal, TransferStatus
+from tests.lots import a_lot, buckets
 
 D = Decimal
 BUC = WarehouseRoute(1, "BUC1", can_ship=True, priority=1, active=True)
 CLJ = WarehouseRoute(2, "CLJ1", can_ship=True, priority=2, active=True)
 ROUTES = {1: BUC, 2: CLJ}
-
-
-def a_lot(
-    on_hand: int = 0,
-    reserved: int = 0,
-    *,
-    warehouse_id: int = 1,
-    damaged: int = 0,
-    quarantine: int = 0,
-    in_transit: int = 0,
-) -> LotStock:
-    return LotStock(
-        balance_id=warehouse_id,
-        product_id=1,
-        warehouse_id=warehouse_id,
-        lot_id=7,
-        lot_code="L7",
-        received_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
-        expiry=None,
-        on_hand=D(on_hand),
-        reserved=D(reserved),
-        damaged=D(damaged),
-        quarantine=D(quarantine),
-        in_transit=D(in_transit),
-    )
-
-
-def buckets(stock: LotStock) -> tuple[Decimal, ...]:
-    return (stock.on_hand, stock.reserved, stock.in_transit, stock.damaged, stock.quarantine)
 
 
 # -- transfers ------------------------------------------------------------------------------------
