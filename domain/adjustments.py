@@ -21,11 +21,11 @@ Transitions (adjustment):
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from domain.allocation import LotStock
-from domain.movements import Movement, MovementKind, move
+from domain.movements import Decision, Movement, MovementKind, move
 from domain.outcomes import Outcome
 from domain.quantities import decimal_str
 
@@ -78,12 +78,7 @@ class Adjustment:
     decided_by: str | None = None
 
 
-@dataclass(slots=True)
-class AdjustmentDecision:
-    outcome: Outcome
-    note: str = ""
-    refusal: AdjustmentRefusal | None = None
-    movements: list[Movement] = field(default_factory=list)
+AdjustmentDecision = Decision[AdjustmentRefusal]
 
 
 def _apply(adjustment: Adjustment, stock: LotStock, unit_cost: Decimal | None) -> list[Movement] | None:

@@ -9,11 +9,13 @@ kinds and their deltas are the table of docs/warehouse.md.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 from domain.allocation import LotStock
 from domain.errors import InvariantBroken
+from domain.outcomes import Outcome
 
 ZERO = Decimal(0)
 COST_PLACES = Decimal("0.0001")  # movements.total_cost is NUMERIC(18, 4)
@@ -109,3 +111,21 @@ def move(
     stock.on_hand, stock.reserved = new_on_hand, new_reserved
     stock.in_transit, stock.damaged, stock.quarantine = new_in_transit, new_damaged, new_quarantine
     return Movement(kind, stock, on_hand, reserved, in_transit, damaged, quarantine, unit_cost, reason, after)
+
+
+R = TypeVar("R", bound=enum.StrEnum)
+
+
+@dataclass(slots=True)
+class Decision(Generic[R]):
+    """What a warehouse operation decided: its outcome, why (`note`, and the refusal's code if it
+    was refused) and the movements that carry it out (none: nothing changed)."""
+
+    outcome: Outcome
+    note: str = ""
+    refusal: R | None = None
+    movements: list[Movement] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.movements)

@@ -14,11 +14,10 @@ Transitions (hold line):
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from decimal import Decimal
 
 from domain.allocation import LotStock
-from domain.movements import Movement, MovementKind, move
+from domain.movements import Decision, MovementKind, move
 from domain.outcomes import Outcome
 from domain.quantities import decimal_str
 from domain.states import HoldLine, LineStatus
@@ -35,12 +34,7 @@ class ReturnRefusal(enum.StrEnum):
     REASON_REQUIRED = "reason_required"
 
 
-@dataclass(slots=True)
-class ReturnDecision:
-    outcome: Outcome
-    note: str = ""
-    refusal: ReturnRefusal | None = None
-    movements: list[Movement] = field(default_factory=list)
+ReturnDecision = Decision[ReturnRefusal]
 
 
 def returnable(line: HoldLine) -> Decimal:

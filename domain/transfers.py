@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from domain.allocation import LotStock, WarehouseRoute
-from domain.movements import Movement, MovementKind, move
+from domain.movements import Decision, MovementKind, move
 from domain.outcomes import Outcome
 from domain.quantities import decimal_str
 
@@ -71,16 +71,7 @@ class Transfer:
     reason: str | None = None
 
 
-@dataclass(slots=True)
-class TransferDecision:
-    outcome: Outcome
-    note: str = ""
-    refusal: TransferRefusal | None = None
-    movements: list[Movement] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.movements)
+TransferDecision = Decision[TransferRefusal]
 
 
 def _refused(refusal: TransferRefusal, note: str) -> TransferDecision:
