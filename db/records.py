@@ -62,6 +62,29 @@ _PEOPLE = {
     "decided_by_token_id": "int",
     "decided_by": "text",
 }
+
+
+def asked(seq: int, payload: Mapping[str, Any]) -> Row:
+    """The people columns of a row its command creates: who asked (the payload's actor), no decision yet."""
+    return {
+        "requested_by_token_id": payload.get("actor_token_id"),
+        "requested_by": payload.get("actor"),
+        "decided_by_token_id": None,
+        "decided_by": None,
+        "command_seq": seq,
+        "decided_seq": None,
+    }
+
+
+def decided(seq: int, payload: Mapping[str, Any]) -> Row:
+    """The columns a deciding command (a transfer's receipt, an approval) sets: who, and which command."""
+    return {
+        "decided_by_token_id": payload.get("actor_token_id"),
+        "decided_by": payload.get("actor"),
+        "decided_seq": seq,
+    }
+
+
 TRANSFERS = RecordTable(
     "transfers",
     "transfer_id",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from db.batch_state import InboxCommand
-from db.records import ADJUSTMENTS, Row
+from db.records import ADJUSTMENTS, Row, asked, decided
 from domain import adjustments, counts
 from domain.adjustments import (
     Adjustment,
@@ -101,7 +101,6 @@ def _result(decision: AdjustmentDecision, adjustment: Adjustment) -> Result:
 def _row(
     adjustment: Adjustment, decision: AdjustmentDecision, command: InboxCommand, unit_cost: Decimal | None
 ) -> Row:
-    p = command.payload
     return {
         "id": adjustment.id,
         "product_id": adjustment.product_id,
@@ -112,12 +111,7 @@ def _row(
         "unit_cost": unit_cost,
         "reason": adjustment.reason,
         "note": decision.note or None,
-        "requested_by_token_id": p.get("actor_token_id"),
-        "requested_by": p.get("actor"),
-        "decided_by_token_id": None,
-        "decided_by": None,
-        "command_seq": command.seq,
-        "decided_seq": None,
+        **asked(command.seq, command.payload),
     }
 
 
@@ -193,9 +187,7 @@ def _decide(batch: Batch, command: InboxCommand, *, approve: bool) -> Result:
                 **row,
                 "status": adjustment.status.value,
                 "note": p.get("note") or decision.note or None,
-                "decided_by_token_id": p.get("actor_token_id"),
-                "decided_by": p.get("actor"),
-                "decided_seq": command.seq,
+                **decided(command.seq, p),
             },
         )
     return _result(decision, adjustment)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from db.batch_state import InboxCommand
-from db.records import TRANSFERS, Row
+from db.records import TRANSFERS, Row, asked, decided
 from domain import transfers
 from domain.allocation import LotStock
 from domain.commands import StockCommand
@@ -106,12 +106,7 @@ def send(batch: Batch, command: InboxCommand) -> Result:
                 "status": transfer.status.value,
                 "unit_cost": unit_cost,
                 "reason": None,
-                "requested_by_token_id": p.get("actor_token_id"),
-                "requested_by": p.get("actor"),
-                "decided_by_token_id": None,
-                "decided_by": None,
-                "command_seq": command.seq,
-                "decided_seq": None,
+                **asked(command.seq, p),
             },
         )
     return _result(decision, transfer, exists=decision.changed)
@@ -140,16 +135,13 @@ def _ends(batch: Batch, transfer: Transfer) -> tuple[LotStock, LotStock]:
 
 
 def _decided(row: Row, transfer: Transfer, command: InboxCommand) -> Row:
-    p = command.payload
     return {
         **row,
         "status": transfer.status.value,
         "received": transfer.received,
         "damaged": transfer.damaged,
         "reason": transfer.reason,
-        "decided_by_token_id": p.get("actor_token_id"),
-        "decided_by": p.get("actor"),
-        "decided_seq": command.seq,
+        **decided(command.seq, command.payload),
     }
 
 
