@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg import Cursor
 
-from db.sql import Pg, Rows, Statement, json_param
+from db.sql import Pg, Rows, Statement, array_param, json_param
 from domain.catalog import ProductRef
 from domain.commands import payload_digest
 
@@ -64,20 +64,22 @@ def insert_commands(pg: Pg, commands: Sequence[NewCommand]) -> Cursor[Any]:
 
 
 def command_rows(commands: Sequence[NewCommand]) -> str:
-    return json_param(
-        [
-            {
-                "key": c.key,
-                "kind": c.kind,
-                "payload": c.payload,
-                "digest": c.payload_hash,
-                "shard": c.shard,
-                "status": c.status,
-                "not_before": c.not_before,
-            }
-            for c in commands
-        ]
-    )
+    return json_param(command_dicts(commands))
+
+
+def command_dicts(commands: Sequence[NewCommand]) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": c.key,
+            "kind": c.kind,
+            "payload": c.payload,
+            "digest": c.payload_hash,
+            "shard": c.shard,
+            "status": c.status,
+            "not_before": c.not_before,
+        }
+        for c in commands
+    ]
 
 
 # The command goes to the hold's home shard, read from the hold row: a payment relay knows only
@@ -191,6 +193,7 @@ _RECORD_HOLDS = """
         RETURNING shard
     ), nudge AS (
         SELECT pg_notify(%(nudge_channel)s, string_agg(DISTINCT shard::text, ',')) FROM line_commands
+        WHERE shard <> ALL(%(quiet_shards)s::int[])
         HAVING count(*) > 0
     )
     -- nudge is selected from so that it runs (a SELECT in WITH runs only if read); its count is unused
@@ -198,59 +201,97 @@ _RECORD_HOLDS = """
 """
 
 
-def record_holds(
-    holds: Sequence[NewHold],
-    line_commands: Sequence[NewCommand],
-    products: Sequence[ProductRef],
-    warehouse_ids: Sequence[int],
-) -> Statement[set[str] | None]:
-    """Record hold requests in one statement (see `_RECORD_HOLDS`); run it in autocommit.
+@dataclass(slots=True)
+class HoldRows:
+    """The rows `_RECORD_HOLDS` takes, as JSON-ready lists: built by a recorder from its group, or
+    sent whole through Redis for a shard's writer to record (`tessera.handover`); rows of several
+    senders are recorded together by adding them (`merged`)."""
+
+    holds: list[dict[str, Any]]
+    lines: list[dict[str, Any]]
+    commands: list[dict[str, Any]]
+    products: list[dict[str, Any]]
+    warehouse_ids: list[int]
+
+    @classmethod
+    def of(
+        cls,
+        holds: Sequence[NewHold],
+        line_commands: Sequence[NewCommand],
+        products: Sequence[ProductRef],
+        warehouse_ids: Sequence[int],
+    ) -> HoldRows:
+        return cls(
+            holds=[
+                {
+                    "id": h.id,
+                    "key": h.placement.key,
+                    "kind": h.placement.kind,
+                    "payload": h.placement.payload,
+                    "digest": h.placement.payload_hash,
+                    "shard": h.placement.shard,
+                    "mode": h.mode,
+                    "ttl": h.ttl_seconds,
+                    "n": len(h.lines),
+                }
+                for h in holds
+            ],
+            lines=[{"hold_id": h.id, **line} for h in holds for line in h.lines],
+            commands=command_dicts(line_commands),
+            products=[
+                {
+                    "id": p.id,
+                    "pieces_per_box": p.packaging.pieces_per_box,
+                    "sqm_per_box": p.packaging.sqm_per_box,
+                    "allow_partial_boxes": p.packaging.allow_partial_boxes,
+                }
+                for p in {p.id: p for p in products}.values()
+            ],
+            warehouse_ids=sorted(set(warehouse_ids)),
+        )
+
+    @classmethod
+    def merged(cls, parts: Sequence[HoldRows]) -> HoldRows:
+        """One set of rows for all the parts (each product and warehouse checked once)."""
+        return cls(
+            holds=[h for part in parts for h in part.holds],
+            lines=[line for part in parts for line in part.lines],
+            commands=[c for part in parts for c in part.commands],
+            products=list({p["id"]: p for part in parts for p in part.products}.values()),
+            warehouse_ids=sorted({w for part in parts for w in part.warehouse_ids}),
+        )
+
+    @property
+    def keys(self) -> list[str]:
+        """The idempotency keys of the holds' placements."""
+        return [h["key"] for h in self.holds]
+
+
+def record_holds(rows: HoldRows, quiet_shards: Sequence[int] = ()) -> Statement[set[str] | None]:
+    """Record hold requests in one statement (see `_RECORD_HOLDS`); run it in autocommit, or first
+    in a writer's batch transaction (`workers.writer`: the holds handed to it).
 
     The statement also notifies `NUDGE_CHANNEL` with the shards of the line commands it recorded:
     PostgreSQL delivers it as the statement commits, so the writers start with no round trip of the
-    recorder's (a Redis publish after the commit cost it a sixth of its time).
+    recorder's (a Redis publish after the commit cost it a sixth of its time). Not the
+    `quiet_shards`: those of the writer that records, which claims the commands in the same batch.
 
     Its result: the keys recorded now (the others were recorded before), or None when a product or
     warehouse changed since the references were read: then nothing was written.
     """
-    products = list({p.id: p for p in products}.values())
     return Statement(
         _RECORD_HOLDS,
         {
-            "products": json_param(
-                [
-                    {
-                        "id": p.id,
-                        "pieces_per_box": p.packaging.pieces_per_box,
-                        "sqm_per_box": p.packaging.sqm_per_box,
-                        "allow_partial_boxes": p.packaging.allow_partial_boxes,
-                    }
-                    for p in products
-                ]
-            ),
-            "product_ids": sorted(p.id for p in products),
-            "product_count": len(products),
-            "warehouse_ids": sorted(set(warehouse_ids)),
-            "warehouse_count": len(set(warehouse_ids)),
-            "holds": json_param(
-                [
-                    {
-                        "id": h.id,
-                        "key": h.placement.key,
-                        "kind": h.placement.kind,
-                        "payload": h.placement.payload,
-                        "digest": h.placement.payload_hash,
-                        "shard": h.placement.shard,
-                        "mode": h.mode,
-                        "ttl": h.ttl_seconds,
-                        "n": len(h.lines),
-                    }
-                    for h in holds
-                ]
-            ),
-            "lines": json_param([{"hold_id": h.id, **line} for h in holds for line in h.lines]),
-            "commands": command_rows(line_commands),
+            "products": json_param(rows.products),
+            "product_ids": sorted(p["id"] for p in rows.products),
+            "product_count": len(rows.products),
+            "warehouse_ids": rows.warehouse_ids,
+            "warehouse_count": len(rows.warehouse_ids),
+            "holds": json_param(rows.holds),
+            "lines": json_param(rows.lines),
+            "commands": json_param(rows.commands),
             "nudge_channel": NUDGE_CHANNEL,
+            "quiet_shards": array_param(sorted(quiet_shards)),
         },
         _recorded_keys,
     )

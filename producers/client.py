@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import Engine, text
 
 from db.engine import get_engine
@@ -29,6 +30,7 @@ from domain.results import HoldResult, MovementView, StockView, ValuationView
 from domain.states import parse_hold_id
 from producers import tickets
 from producers.goods_in import damage_commands, quarantine_commands, receipt_commands
+from producers.handover import HoldHandover
 from producers.operations import OperationRecorder
 from producers.recording import Actor, Recorder
 from producers.requests import (
@@ -46,6 +48,7 @@ from producers.tickets import CommandTicket, HoldTicket, ReceiptLineTicket, Rece
 from producers.warehouse_client import WarehouseCalls
 from tessera.answers import AnswerChannel, Wakeups
 from tessera.doorbells import CoalescingDoorbells, Doorbells
+from tessera.handover import HandedHolds
 from tessera.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -86,6 +89,14 @@ class StockClient(WarehouseCalls):
             self.engine, shards=settings.shards, ring=self.bells.ring, reply_to=self.client_id
         )
         self.operations = OperationRecorder(self.recorder, settings)
+        self.handover = HoldHandover(
+            self.recorder.holds,
+            HandedHolds(self.redis, settings.redis_namespace),
+            self.answers,
+            connect=lambda: AsyncRedis.from_url(settings.redis_url),
+            nudge_channel=self.bells.doorbells.nudge_channel,
+            reply_to=self.client_id,
+        )
 
     @classmethod
     def from_env(cls) -> StockClient:
@@ -338,9 +349,16 @@ class StockClient(WarehouseCalls):
         lines: Sequence[Mapping[str, Any]],
         ttl_seconds: int | None = None,
         mode: str = "all_or_nothing",
+        hand_over_within: float = 0.0,
     ) -> HoldTicket:
-        """`reserve` for a coroutine (the HTTP API): the event loop waits for the recording."""
+        """`reserve` for a coroutine (the HTTP API): the event loop waits for the recording.
+        `hand_over_within` > 0 (a caller that waits for the answer): the hold is handed to its
+        shard's writer, which records and decides it at once (`producers.handover`); recorded here
+        if not answered within that many seconds."""
         request = self._hold_request(idempotency_key, lines, ttl_seconds, mode)
+        if hand_over_within > 0:
+            hold_id, fresh, answer = await self.handover.hold(request, hand_over_within)
+            return HoldTicket(self, hold_id, request.idempotency_key, fresh=fresh, answer=answer)
         hold_id, fresh = await self.recorder.hold_async(request)
         return HoldTicket(self, hold_id, request.idempotency_key, fresh=fresh)
 

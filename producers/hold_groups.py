@@ -21,7 +21,7 @@ from psycopg.types.json import set_json_loads
 from sqlalchemy import Engine
 
 from db.engine import libpq_url
-from db.inbox import NewCommand, NewHold, record_holds, recorded_commands
+from db.inbox import HoldRows, NewCommand, NewHold, record_holds, recorded_commands
 from db.reads import load_references
 from db.sql import AsyncPg, Steps, psycopg_of, run_steps, run_steps_async
 from domain.catalog import ProductRef, resolve
@@ -86,10 +86,16 @@ class HoldGroups:
         except HandoffTimeout:
             raise _not_recorded(request, timeout) from None
 
-    async def record_async(self, request: HoldRequest, timeout: float = 30.0) -> tuple[str, bool]:
+    async def record_async(
+        self, request: HoldRequest, timeout: float = 30.0, *, hold_id: str | None = None
+    ) -> tuple[str, bool]:
         """`record` for a coroutine: recorded by the event loop itself, in groups of the requests
-        that arrive while the previous group's statement is on its way."""
+        that arrive while the previous group's statement is on its way. `hold_id`: the id the
+        request was handed to its writer with (`producers.handover`): if that writer recorded it
+        after all, it is this call's hold, not a resend's."""
         pending = _Pending(request, payload_digest(HoldCommand.PLACE.value, request.body()))
+        if hold_id is not None:
+            pending.hold_id = hold_id
         self._on_loop.append(pending)
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.get_running_loop().create_task(self._loop_on_event_loop())
@@ -97,6 +103,29 @@ class HoldGroups:
             return await handed(pending.recorded, timeout), pending.fresh
         except HandoffTimeout:
             raise _not_recorded(request, timeout) from None
+
+    def handed_rows(self, request: HoldRequest, hold_id: str) -> tuple[int, HoldRows] | None:
+        """The rows that record the request (as `_record_group` would) and its shard, for the
+        shard's writer to record (`producers.handover`); converted with the cached references only.
+        None when it cannot be handed: a product or warehouse not read yet, a line refused (the
+        recording path reads them again, and answers), lines on more than one shard."""
+        pending = _Pending(request, payload_digest(HoldCommand.PLACE.value, request.body()), hold_id=hold_id)
+        skus, codes = _references([pending])
+        if skus - self._products.keys() or codes - self._warehouses.keys():
+            return None
+        valid, _ = self._convert([pending])
+        shards = {shard_of(line["sku"], self.shards) for line in pending.lines}
+        if not valid or len(shards) != 1:
+            return None
+        return shards.pop(), self._rows([pending])
+
+    def _rows(self, pendings: list[_Pending]) -> HoldRows:
+        return HoldRows.of(
+            [self._new_hold(p) for p in pendings],
+            [self._line_command(p, line) for p in pendings for line in p.lines],
+            [self._products[line["sku"]] for p in pendings for line in p.lines],
+            [line["warehouse_id"] for p in pendings for line in p.lines if line["warehouse_id"]],
+        )
 
     def _enqueue(self, request: HoldRequest) -> _Pending:
         pending = _Pending(request, payload_digest(HoldCommand.PLACE.value, request.body()))
@@ -194,14 +223,8 @@ class HoldGroups:
             first: dict[str, _Pending] = {}
             for pending in valid:  # a twin of a key in the group is a resend of the first one
                 first.setdefault(pending.request.idempotency_key, pending)
-            holds = [self._new_hold(p) for p in first.values()]
-            line_commands = [self._line_command(p, line) for p in first.values() for line in p.lines]
-            recorded = yield record_holds(
-                holds,
-                line_commands,
-                [self._products[line["sku"]] for p in first.values() for line in p.lines],
-                [line["warehouse_id"] for p in first.values() for line in p.lines if line["warehouse_id"]],
-            )
+            rows = self._rows(list(first.values()))
+            recorded = yield record_holds(rows)
             if recorded is not None:
                 break
         else:
@@ -210,7 +233,7 @@ class HoldGroups:
             pending.fresh = pending.request.idempotency_key in recorded
         yield from self._resolve_resends([p for p in valid if not p.fresh], first)
         fresh_holds = {p.hold_id for p in first.values() if p.fresh}
-        return {c.shard for c in line_commands if c.payload["hold_id"] in fresh_holds}
+        return {c["shard"] for c in rows.commands if c["payload"]["hold_id"] in fresh_holds}
 
     def _resolve(self, group: list[_Pending], *, refresh: bool) -> Steps[list[_Pending]]:
         """Convert each request's lines with the (cached) references; a bad line fails its request.
@@ -302,6 +325,8 @@ class HoldGroups:
                 pending.recorded.set_exception(IdempotencyConflict(pending.request.idempotency_key))
             else:
                 twin = first[pending.request.idempotency_key]
+                # Recorded under this request's own hold id: by the writer it was handed to.
+                pending.fresh = recorded.payload["hold_id"] == pending.hold_id
                 pending.hold_id = twin.hold_id if twin.fresh else recorded.payload["hold_id"]
 
 

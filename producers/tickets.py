@@ -74,10 +74,19 @@ class ReceiptTicket:
 class HoldTicket:
     """The receipt for a hold request; `wait()` returns the HoldResult once the hold is decided."""
 
-    def __init__(self, client: StockClient, hold_id: str, key: str, *, fresh: bool = False) -> None:
+    def __init__(
+        self,
+        client: StockClient,
+        hold_id: str,
+        key: str,
+        *,
+        fresh: bool = False,
+        answer: HoldResult | None = None,
+    ) -> None:
         self.client, self.hold_id, self.key = client, hold_id, key
         self._fresh = fresh  # recorded by this call: its answer cannot be there before the wake-up
         self._recorded_now = fresh
+        self._answer = answer  # decided already (by the writer the hold was handed to)
 
     def __repr__(self) -> str:
         return f"HoldTicket(hold_id={self.hold_id!r})"
@@ -92,6 +101,8 @@ class HoldTicket:
         return hold if HoldStatus(hold.status).settled else None
 
     def wait(self, timeout: float = 5.0) -> HoldResult:
+        if self._answer is not None:
+            return self._answer
         read_first, self._fresh = not self._fresh, False
         return self.client.wait_for(
             self.hold_id,
@@ -107,6 +118,8 @@ class HoldTicket:
         """`wait` for a coroutine (the HTTP API). The answer to a hold this ticket recorded comes on
         the client's channel and the event loop waits for it; PostgreSQL is read (in a thread) every
         slice it does not come. A resend's ticket waits in a thread as `wait` does."""
+        if self._answer is not None:
+            return self._answer
         if not self._fresh:
             return await asyncio.to_thread(self.wait, timeout)
         self._fresh = False

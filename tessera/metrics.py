@@ -29,6 +29,13 @@ HTTP_REQUESTS = Counter("tessera_http_requests_total", "HTTP requests", ["route"
 HTTP_LATENCY = Histogram(
     "tessera_http_request_seconds", "HTTP request latency", ["route", "method"], buckets=LATENCY_BUCKETS
 )
+HOLDS_HANDED = Counter(
+    "tessera_holds_handed_total",
+    "Waiting callers' holds by how they were recorded: decided by the writer they were handed to, or "
+    "recorded by the API (not_taken: the writer left it; unanswered: no answer in time; refused: Redis "
+    "refused it; not_handed: its products not read yet, or lines on several shards)",
+    ["outcome"],
+)
 
 # -- the shard writers -----------------------------------------------------------------------------
 COMMANDS_APPLIED = Counter(

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
         and ``TESSERA_ADJUSTMENT_APPROVAL_VALUE``, the global thresholds above which an adjustment
         (in pieces either way, or in value at the average cost) waits for a second person's approval
         (a product's own thresholds replace them); unset: no such limit.
+      hand_over_seconds: ``TESSERA_HAND_OVER_SECONDS``, how long a hold whose caller waits for its
+        answer (the API's ``?wait=``) is left to its shard's writer to record and decide, at most half
+        the wait, before the API records it itself (`producers.handover`); 0: the API records every
+        hold itself.
       webhook_secret: ``TESSERA_WEBHOOK_SECRET``, the payment webhook's HMAC secrets, comma-separated
         (the first signs; any of them verifies, so a secret can be rotated).
     """
@@ -51,6 +55,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     adjustment_approval_pieces: Decimal | None = Field(default=Decimal(100), ge=0)
     adjustment_approval_value: Decimal | None = Field(default=None, ge=0)
+    hand_over_seconds: float = Field(default=1.0, ge=0, le=30)
     webhook_secret: str = ""
 
     @property

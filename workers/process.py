@@ -40,6 +40,7 @@ from domain.errors import InvalidCommand
 from tessera import metrics
 from tessera.answers import Wakeups
 from tessera.doorbells import RING_ACTOR, CoalescingDoorbells, Doorbells, make_broker, queue_name
+from tessera.handover import HandedHold, HandedHolds
 from tessera.settings import Settings
 from tessera.signals import stop_on_termination
 from workers.announcer import Announcer
@@ -161,7 +162,9 @@ class WorkerProcess:
             holder=self.name,
             announce=self.announcer.announce,
             max_attempts=settings.max_attempts,
+            take_handed=self._take_handed,
         )
+        self.handed = HandedHolds(self.redis, settings.redis_namespace)
         self.held: dict[int, ShardLease] = {}
         self._draining = False
         self._dirty = False
@@ -220,6 +223,14 @@ class WorkerProcess:
         with self._lock:
             rung, self._dirty = self._dirty, False
         return rung
+
+    def _take_handed(self, shards: list[int], limit: int) -> list[HandedHold]:
+        """The holds handed to these shards; none while Redis is away (their APIs record them)."""
+        try:
+            return self.handed.take(shards, limit)
+        except Exception as error:
+            log.warning("handed.error", error=str(error).splitlines()[0] if str(error) else repr(error))
+            return []
 
     # -- leases ----------------------------------------------------------------------------------
 

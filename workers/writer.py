@@ -32,10 +32,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from db.claims import Claim, InboxCommand, send_claim
-from db.sql import Pg, forget_plans, psycopg_of, send_sync
+from db.inbox import HoldRows, record_holds
+from db.sql import Pg, Statement, forget_plans, psycopg_of, send_sync
 from db.writes import record_failure, send_writes
 from domain.commands import HoldCommand, StockCommand
 from tessera import metrics
+from tessera.handover import NOT_TAKEN, HandedHold
 from workers import handlers
 from workers.batch import Batch
 
@@ -123,6 +125,8 @@ class ShardWriter:
       announce: called with each committed batch's report (doorbells, wake-ups, answers), while the
         next claim is on its way to PostgreSQL, or as the drain ends: it never holds up a batch.
       max_attempts: tries before a command that keeps failing is parked as a dead letter.
+      take_handed: (shards, limit) → the holds handed to those shards' writer (`tessera.handover`),
+        recorded first thing in the next batch.
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class ShardWriter:
         holder: str,
         announce: Callable[[BatchReport], None],
         max_attempts: int = 5,
+        take_handed: Callable[[list[int], int], list[HandedHold]] | None = None,
     ) -> None:
         self.engine = engine
         self.shards = shards
@@ -141,6 +146,10 @@ class ShardWriter:
         self.holder = holder
         self.announce = announce
         self.max_attempts = max_attempts
+        self.take_handed = take_handed
+        # Taken from Redis and not committed yet: recorded again by the next try of the batch.
+        self._handed: list[HandedHold] = []
+        self._not_taken: dict[str, dict[str, str]] = {}  # client → hold → NOT_TAKEN, once committed
         self._committed: list[BatchReport] = []  # not announced yet
         # Each pooled session's next replan and the interval it came after (see REPLAN_SECONDS).
         self._replans: weakref.WeakKeyDictionary[Pg, tuple[float, float]] = weakref.WeakKeyDictionary()
@@ -215,6 +224,7 @@ class ShardWriter:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                 else:
+                    self._drop_handed()
                     self._failed(error)
         return total
 
@@ -258,14 +268,54 @@ class ShardWriter:
         """Open the batch's transaction and claim its commands: one round trip, during which the
         reports of batches already committed are announced (Redis and PostgreSQL work at once)."""
         self._claimed, self._deciding = [], None
+        recording = self._recording(leases, limit)
         with pg.pipeline() as pipeline:
             pg.execute("BEGIN")
+            recorded = pg.execute(recording.sql, recording.params) if recording else None
             sent = send_claim(pg, leases, self.holder, limit)
             self._announce_committed()
             send_sync(pipeline)
+        if recording and recorded:
+            placed = recording.read(recorded.fetchall()) or set()
+            self._not_taken = {}
+            for hold in self._handed:
+                if hold.key not in placed:
+                    self._not_taken.setdefault(hold.reply_to, {})[hold.hold_id] = NOT_TAKEN.decode()
         claim = sent.read()
         self._claimed = claim.commands
         return claim
+
+    def _recording(self, leases: Mapping[int, int], limit: int) -> Statement[set[str] | None] | None:
+        """The statement that records the holds handed to this writer, if any: those taken before
+        and not committed yet, and up to `limit` more. A hold past its deadline is left out: its
+        API records it itself."""
+        if self.take_handed is not None:
+            self._handed += self.take_handed(sorted(leases), limit)
+        now = time.time()
+        self._handed = [hold for hold in self._handed if not hold.late(now)]
+        if not self._handed:
+            return None
+        # Its commands are this writer's to claim, in this batch: no nudge. (Should its lease have
+        # passed on meanwhile, the new holder finds them with its next claim, or the sweep rings.)
+        return record_holds(
+            HoldRows.merged([HoldRows(**hold.rows) for hold in self._handed]), quiet_shards=sorted(leases)
+        )
+
+    def _handed_committed(self, report: BatchReport) -> None:
+        """The batch that recorded the handed holds committed: those it did not record are answered."""
+        for client, answers in self._not_taken.items():
+            report.answers.setdefault(client, {}).update(answers)
+        self._handed, self._not_taken = [], {}
+
+    def _drop_handed(self) -> None:
+        """A batch that recorded handed holds failed for a reason retrying will not cure: their
+        APIs record them themselves."""
+        if self._handed:
+            answers: dict[str, dict[str, str]] = {}
+            for hold in self._handed:
+                answers.setdefault(hold.reply_to, {})[hold.hold_id] = NOT_TAKEN.decode()
+            self._handed, self._not_taken = [], {}
+            self.announce(BatchReport(0, answers=answers))
 
     def _announce_committed(self) -> None:
         while self._committed:
@@ -311,7 +361,11 @@ class ShardWriter:
             # The claim's transaction wrote nothing. COMMIT, not ROLLBACK: after a ROLLBACK psycopg
             # forgets its prepared statements, and the next batches would be planned again.
             pg.execute("COMMIT")
-            return BatchReport(0, fenced=claim.fenced, now=now)
+            report = BatchReport(0, fenced=claim.fenced, now=now)
+            self._handed_committed(report)
+            if report.answers:
+                self._committed.append(report)
+            return report
         batch = Batch(now, self.shards, claim.state)
         self._decide(batch, commands)
         report = BatchReport(
@@ -335,6 +389,7 @@ class ShardWriter:
             report.answers = batch.answers()
             send_sync(pipeline)
         self._claimed = []
+        self._handed_committed(report)
         latency_ms = (time.perf_counter() - started) * 1000
         self.stats.add(len(commands), latency_ms)
         metrics.record_batch(

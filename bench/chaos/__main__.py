@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import REGISTRY
 from redis import Redis
 from sqlalchemy import Engine, text
 
@@ -213,6 +214,19 @@ def _hold_counts(engine: Engine) -> dict[str, int]:
         }
 
 
+def _holds_handed() -> dict[str, float]:
+    """How the checkouts' handed holds went (`tessera_holds_handed_total`, this process's)."""
+    handed = {
+        sample.labels["outcome"]: sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "tessera_holds_handed"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+    say(f"holds handed to their writers, by outcome: {handed}")
+    return handed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _exit_on_sigterm()
@@ -248,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             "checks": [asdict(c) for c in checks],
             **figures,
             "hold_status_counts": _hold_counts(soak.engine),
+            "holds_handed": _holds_handed(),
             "warehouse_operations": soak.warehouse_operations,
             "faults": [{**asdict(f), "mark": f.mark, "recovery_s": f.recovery_s} for f in soak.faults],
             "process_exits": soak.fleet.exits,

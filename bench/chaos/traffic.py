@@ -3,6 +3,7 @@ hold's expires_at), the producer threads, and the catalogue they buy from."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import queue
@@ -28,6 +29,8 @@ BUCKETS: dict[str, tuple[float, float]] = {
     "just_after": (0.020, 0.500),
 }
 ACTIONS = ("paid", "release", "failed")
+HAND_OVER_SECONDS = 1.0
+"""As the API with ?wait=2 (`TESSERA_HAND_OVER_SECONDS`)."""
 PLENTY = tuple(f"TILE-{i:02d}" for i in range(16))
 SCARCE = tuple(f"RARE-{i}" for i in range(4))
 
@@ -48,6 +51,8 @@ class Plan:
     pay_if_rejected: bool
     resend_hold: bool
     resend_action: bool
+    hand_over: bool
+    """Sent as the API sends a waiting caller's hold: handed to its shard's writer (`producers.handover`)."""
 
 
 def _line(rng: random.Random, sku: str) -> dict[str, str]:
@@ -81,6 +86,7 @@ def draw_plan(rng: random.Random) -> Plan:
         pay_if_rejected=rng.random() < 0.4,
         resend_hold=rng.random() < 0.15,
         resend_action=rng.random() < 0.15,
+        hand_over=rng.random() < 0.5,
     )
 
 
@@ -98,6 +104,9 @@ class Checkouts:
         self.seed = seed
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
+        # The client's coroutine calls (the API's path) run on one event loop, as in an API process.
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="checkout-loop", daemon=True).start()
 
     def start(self, producers: int) -> None:
         for number in range(producers):
@@ -172,9 +181,21 @@ class Checkouts:
             self._timed_action(plan, hold, key)
 
     def _reserve(self, key: str, plan: Plan) -> HoldTicket:
-        call = functools.partial(
+        call: Callable[[], HoldTicket] = functools.partial(
             self.client.reserve, idempotency_key=key, lines=plan.lines, ttl_seconds=plan.ttl, mode=plan.mode
         )
+        if plan.hand_over:
+
+            def call() -> HoldTicket:
+                handed = self.client.reserve_async(
+                    idempotency_key=key,
+                    lines=plan.lines,
+                    ttl_seconds=plan.ttl,
+                    mode=plan.mode,
+                    hand_over_within=HAND_OVER_SECONDS,
+                )
+                return asyncio.run_coroutine_threadsafe(handed, self.loop).result()
+
         ticket, _ = self._acknowledged(call, "hold.place", None)
         if plan.resend_hold:
             again, _ = self._acknowledged(call, "hold.place", None, resend=True)
