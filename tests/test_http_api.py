@@ -489,3 +489,62 @@ def test_the_books_reconcile_after_the_module_s_calls(api: Stack) -> None:
         assert reconcile(conn) == []
         bad = conn.execute(text("SELECT count(*) FROM stock_balances WHERE reserved > on_hand")).scalar_one()
     assert bad == 0
+
+
+def _counted(api: Stack, status: str) -> float:
+    """POST /v1/holds answers with `status` counted in /metrics."""
+    metrics = api.call("GET", "/metrics", "ops").text
+    for line in metrics.splitlines():
+        labels = ('route="/v1/holds"', 'method="POST"', f'status="{status}"')
+        if line.startswith("tessera_http_requests_total{") and all(label in line for label in labels):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_plain_hold_request_gets_the_answer_the_route_gives(api: Stack) -> None:
+    """The shortcut past FastAPI's layers (a plain request) and the route (here: an extra query
+    parameter, which the route ignores and the shortcut leaves to it) answer alike, and both are
+    counted under the route."""
+    before = _counted(api, "201")
+    answers = [
+        api.call("POST", path, "checkout", headers={"Idempotency-Key": key}, json={"lines": [LINE]})
+        for path, key in (("/v1/holds?wait=10", "plain-1"), ("/v1/holds?wait=10&via=route", "plain-2"))
+    ]
+    assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
+    shapes = [
+        {k: v for k, v in a.json().items() if k not in ("hold_id", "created_at", "expires_at")}
+        | {"lines": [{k: v for k, v in line.items() if k != "available"} for line in a.json()["lines"]]}
+        for a in answers
+    ]
+    assert shapes[0] == shapes[1]
+    assert [a.headers["content-type"] for a in answers] == ["application/json"] * 2
+    assert all(a.headers["x-request-id"] for a in answers)
+    assert _counted(api, "201") == before + 2
+
+
+def test_a_waiting_hold_with_no_writer_is_recorded_by_the_api_and_answered_202(api: Stack) -> None:
+    worker = next(p for p in api.processes.procs if "worker" in p.args)
+    worker.send_signal(signal.SIGSTOP)  # handed to a writer that does not answer
+    try:
+        started = time.monotonic()
+        placed = api.call(
+            "POST",
+            "/v1/holds?wait=1",
+            "checkout",
+            headers={"Idempotency-Key": "stalled-1"},
+            json={"lines": [LINE]},
+        )
+        took = time.monotonic() - started
+        assert _recorded(api, "stalled-1")  # before the answer: the API recorded it itself
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    assert placed.status_code == 202, placed.text
+    assert 1.0 <= took < 5.0
+    hold_id = placed.json()["hold_id"]
+    until_decided = time.monotonic() + 20
+    while api.call("GET", f"/v1/holds/{hold_id}", "checkout").json()["status"] == "pending":
+        assert time.monotonic() < until_decided, "the hold was not decided once the writer came back"
+        time.sleep(0.05)
+    with api.engine.connect() as conn:
+        holds = conn.execute(text("SELECT count(*) FROM holds WHERE idempotency_key = 'stalled-1'")).scalar()
+    assert holds == 1
