@@ -1,7 +1,8 @@
 """Flash sale through the front door: one hot product held over HTTP by `wrk` (a load tool nobody
 here wrote), each request with an Idempotency-Key of its own and `?wait=2`, against
 `tessera api --workers 2` and one worker; in the same run, the seed's design behind the same HTTP
-stack (`bench/seed_http.py`: FastAPI on uvicorn, each request its own `SELECT … FOR UPDATE`).
+stack (`bench/seed_http.py`: FastAPI on uvicorn, served as `tessera api` serves, by
+`producers.http.serve`; each request its own `SELECT … FOR UPDATE`).
 Reports holds/s (decided within the wait), requests/s, p50 / p99 latency and errors at each
 connection count, and the ratio; writes `bench/results/http_flash_sale.json`.
 """
@@ -120,15 +121,14 @@ def start_seed(env: BenchEnv, args: argparse.Namespace) -> str:
         [
             sys.executable,
             "-m",
-            "uvicorn",
-            "bench.seed_http:app",
+            "producers.http.serve",  # the server stack `tessera api` runs on
+            "bench.seed_http:app_factory",
             "--port",
             str(port),
             "--workers",
             str(args.api_workers),
             "--log-level",
             "warning",
-            "--no-access-log",
         ],
         env={**os.environ, "PYTHONPATH": str(ROOT), "SEED_DATABASE_URL": env.database_url},
         stdout=log,

@@ -1,5 +1,5 @@
-"""The seed's design behind the same HTTP stack, for `bench.http_flash_sale`: FastAPI on uvicorn,
-each request its own `SELECT … FOR UPDATE` transaction on the product's row, through a connection
+"""The seed's design behind the same HTTP stack, for `bench.http_flash_sale`: FastAPI on uvicorn
+(served by `producers.http.serve`, as `tessera api` is), each request its own `SELECT … FOR UPDATE` transaction on the product's row, through a connection
 pool (`SEED_DATABASE_URL`, `SEED_POOL_SIZE`)."""
 
 from __future__ import annotations
@@ -33,3 +33,8 @@ def hold(
     finally:
         raw.close()
     return JSONResponse({"status": status}, status_code=201)
+
+
+def app_factory() -> FastAPI:
+    """For `producers.http.serve`: the seed on the server stack `tessera api` runs on."""
+    return app

@@ -127,23 +127,14 @@ def api(
     import os
     import tempfile
 
-    import uvicorn
+    from producers.http.serve import serve
 
     settings = get_settings()
     configure_logging(settings.log_level)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # One metrics registry across the processes: each writes its own files, /metrics reads them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tessera-metrics-")
-    uvicorn.run(
-        "producers.http.app:app_factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        proxy_headers=False,  # served directly; behind a proxy, its headers are its own to set
-    )
+    serve(host, port, workers, settings.log_level)
 
 
 tokens = typer.Typer(help="The HTTP API's bearer tokens: create, list, revoke.", no_args_is_help=True)
