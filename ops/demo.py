@@ -128,6 +128,9 @@ def run_demo(
                 sweep_grace_seconds=2.0,
                 worker_threads=2,
                 log_level="WARNING",
+                # The in-memory Redis has no address for the API's own async client to reach: its
+                # waiting holds are recorded by the API (a real Redis, --redis-url, hands them over).
+                hand_over_seconds=Settings.model_fields["hand_over_seconds"].default if redis_url else 0,
             )
             upgrade(url)
             say("  schema    migrated to head")
