@@ -523,8 +523,9 @@ def test_a_plain_hold_request_gets_the_answer_the_route_gives(api: Stack) -> Non
 
 
 def test_a_waiting_hold_with_no_writer_is_recorded_by_the_api_and_answered_202(api: Stack) -> None:
-    worker = next(p for p in api.processes.procs if "worker" in p.args)
-    worker.send_signal(signal.SIGSTOP)  # handed to a writer that does not answer
+    workers = [p for p in api.processes.procs if "worker" in p.args and p.poll() is None]
+    for worker in workers:  # handed to a writer that does not answer (any of the module's workers)
+        worker.send_signal(signal.SIGSTOP)
     try:
         started = time.monotonic()
         placed = api.call(
@@ -537,7 +538,8 @@ def test_a_waiting_hold_with_no_writer_is_recorded_by_the_api_and_answered_202(a
         took = time.monotonic() - started
         assert _recorded(api, "stalled-1")  # before the answer: the API recorded it itself
     finally:
-        worker.send_signal(signal.SIGCONT)
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
     assert placed.status_code == 202, placed.text
     assert 1.0 <= took < 5.0
     hold_id = placed.json()["hold_id"]
