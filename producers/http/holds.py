@@ -67,8 +67,10 @@ def place_hold_directly(app: FastAPI) -> Shortcut:
     async def shortcut(scope: Scope, body: bytes, send: Send) -> bool:
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
-            if name in _DIRECT_HEADERS and headers.setdefault(name, value) is not value:
-                return False  # a header sent twice: the route's to judge
+            if name in _DIRECT_HEADERS:
+                if name in headers:
+                    return False  # a header sent twice: the route's to judge
+                headers[name] = value
         wait = _WAIT_QUERY.fullmatch(scope["query_string"])
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
@@ -78,9 +80,9 @@ def place_hold_directly(app: FastAPI) -> Shortcut:
         found = app.state.tokens.cached(token.strip())
         if found is None or found.role != CHECKOUT or float(wait.group(1) or 0) > 30:
             return False
-        try:
-            parsed = HoldBody.model_validate_json(body)
-        except ValidationError:
+        try:  # parsed and validated as FastAPI does (python mode, JSON numbers as floats)
+            parsed = HoldBody.model_validate(json.loads(body))
+        except (ValueError, ValidationError):  # not JSON (ValueError), or not the route's shape
             return False
         if parsed.idempotency_key is not None or key.decode("latin-1") in app.state.in_flight:
             return False
