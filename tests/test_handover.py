@@ -144,3 +144,41 @@ def test_a_handed_message_that_is_not_a_hold_is_passed_over() -> None:
     whole = HandedHold(hold.hold_id, "k", {**hold.rows, "warehouse_ids": []}, "c", 10.0)
     assert HandedHold.decode(whole.encode()) == whole
     assert whole.late(now=10.0) and not whole.late(now=9.9)
+
+
+def test_a_batch_that_fails_with_handed_holds_leaves_them_to_the_api(
+    catalog: StockClient, processes: Processes, engine: Engine, assert_consistent
+) -> None:
+    """The writer's batch cannot record the handed hold (here: the database refuses a hold line
+    written by a worker's session): it answers NOT_TAKEN at once, the API records the hold itself,
+    and the writer then decides it from the inbox as any other."""
+    processes.worker()
+    receive(catalog, SKU, "10", lot="L1")
+    catalog.reserve(idempotency_key="warm", lines=LINE).wait(timeout=10)  # the API has read the product
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                CREATE FUNCTION refuse_worker_lines() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF current_setting('application_name') LIKE 'tessera-worker%' THEN
+                        RAISE EXCEPTION 'no hold line from a worker';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER refuse_worker_lines BEFORE INSERT ON hold_lines
+                    FOR EACH ROW EXECUTE FUNCTION refuse_worker_lines();
+                """
+            )
+        )
+    left = _handed_total("not_taken")
+    started = time.monotonic()
+    ticket = _handed(catalog, "handed-5", LINE, within=10)
+    assert _handed_total("not_taken") == left + 1
+    assert time.monotonic() - started < 5  # answered by the failed batch, not by the hand-over's deadline
+    assert ticket.fresh and ticket.wait(timeout=10).status == "reserved"
+    with engine.connect() as conn:
+        dead = conn.execute(text("SELECT count(*) FROM commands WHERE status = 'dead'")).scalar()
+    assert dead == 0
+    assert catalog.stock(SKU).reserved == 8
+    assert_consistent()
