@@ -358,8 +358,9 @@ class ShardWriter:
         started = time.perf_counter()
         now, commands = claim.now, claim.commands
         if now is None or not commands:
-            # The claim's transaction wrote nothing. COMMIT, not ROLLBACK: after a ROLLBACK psycopg
-            # forgets its prepared statements, and the next batches would be planned again.
+            # The claim's transaction wrote nothing but, maybe, the handed holds' recording (a
+            # shard fenced out: its new holder decides them). COMMIT, not ROLLBACK: after a ROLLBACK
+            # psycopg forgets its prepared statements, and the next batches would be planned again.
             pg.execute("COMMIT")
             report = BatchReport(0, fenced=claim.fenced, now=now)
             self._handed_committed(report)
