@@ -15,11 +15,13 @@ from sqlalchemy import Engine, text
 from domain.commands import shard_of
 from domain.errors import IdempotencyConflict
 from producers import StockClient
+from producers.requests import HoldRequest
 from producers.tickets import HoldTicket
-from tessera.handover import HandedHold, HandedHolds
+from tessera.handover import ROW_FIELDS, HandedHold, HandedHolds
 from tessera.settings import Settings
 from tests.conftest import Processes
 from tests.test_holds import SKU, receive
+from workers.writer import BatchReport, ShardWriter
 
 LINE = [{"sku": SKU, "quantity": "1", "unit": "box"}]  # 4 pieces
 
@@ -181,4 +183,43 @@ def test_a_batch_that_fails_with_handed_holds_leaves_them_to_the_api(
         dead = conn.execute(text("SELECT count(*) FROM commands WHERE status = 'dead'")).scalar()
     assert dead == 0
     assert catalog.stock(SKU).reserved == 8
+    assert_consistent()
+
+
+def test_a_writer_fenced_out_after_recording_a_handed_hold_rings_its_shard(
+    catalog: StockClient, engine: Engine, assert_consistent
+) -> None:
+    """The recording nudges none of the recording writer's own shards; if the claim behind it finds
+    the shard's lease passed on, the batch rings the shard for its new holder."""
+    shards = catalog.settings.shards
+    shard = shard_of(SKU, shards)
+    catalog.receive(idempotency_key="rcv", warehouse="BUC1", sku=SKU, quantity="10", lot="L1")
+    catalog.reserve(idempotency_key="warm", lines=LINE)  # the client has read the product
+    newer = ShardWriter(engine, shards=shards, batch_max=16, holder="newer", announce=lambda report: None)
+    assert newer.apply_batch({shard: 6}).applied == 2
+    request = HoldRequest.parse(
+        idempotency_key="handed-6", lines=LINE, ttl_seconds=900, mode="all_or_nothing"
+    )
+    hold_id = str(uuid.uuid4())
+    prepared = catalog.recorder.holds.handed_rows(request, hold_id)
+    assert prepared is not None and prepared[0] == shard
+    handed = [
+        HandedHold(
+            hold_id, "handed-6", {f: getattr(prepared[1], f) for f in ROW_FIELDS}, "c", time.time() + 30
+        )
+    ]
+    announced: list[BatchReport] = []
+    stale = ShardWriter(
+        engine,
+        shards=shards,
+        batch_max=16,
+        holder="stale",
+        announce=announced.append,
+        take_handed=lambda _shards, _limit: [handed.pop()] if handed else [],
+    )
+    report = stale.apply_batch({shard: 5})
+    assert (report.applied, report.fenced) == (0, {shard})
+    assert any(shard in r.follow_up_shards and shard not in r.leased for r in announced)
+    assert newer.apply_batch({shard: 6}).applied == 1  # the new holder decides it
+    assert catalog.hold(hold_id).status == "reserved"
     assert_consistent()

@@ -150,6 +150,7 @@ class ShardWriter:
         # Taken from Redis and not committed yet: recorded again by the next try of the batch.
         self._handed: list[HandedHold] = []
         self._not_taken: dict[str, dict[str, str]] = {}  # client → hold → NOT_TAKEN, once committed
+        self._recorded_on: set[int] = set()  # the shards of the handed holds the batch recorded
         self._committed: list[BatchReport] = []  # not announced yet
         # Each pooled session's next replan and the interval it came after (see REPLAN_SECONDS).
         self._replans: weakref.WeakKeyDictionary[Pg, tuple[float, float]] = weakref.WeakKeyDictionary()
@@ -275,12 +276,15 @@ class ShardWriter:
             sent = send_claim(pg, leases, self.holder, limit)
             self._announce_committed()
             send_sync(pipeline)
+        self._recorded_on = set()
         if recording and recorded:
             placed = recording.read(recorded.fetchall()) or set()
             self._not_taken = {}
             for hold in self._handed:
                 if hold.key not in placed:
                     self._not_taken.setdefault(hold.reply_to, {})[hold.hold_id] = NOT_TAKEN.decode()
+                else:
+                    self._recorded_on |= {command["shard"] for command in hold.rows["commands"]}
         claim = sent.read()
         self._claimed = claim.commands
         return claim
@@ -295,17 +299,22 @@ class ShardWriter:
         self._handed = [hold for hold in self._handed if not hold.late(now)]
         if not self._handed:
             return None
-        # Its commands are this writer's to claim, in this batch: no nudge. (Should its lease have
-        # passed on meanwhile, the new holder finds them with its next claim, or the sweep rings.)
+        # Its commands are this writer's to claim, in this batch: no nudge. (Should a lease have
+        # passed on meanwhile, the batch rings that shard once committed: `_handed_committed`.)
         return record_holds(
             HoldRows.merged([HoldRows(**hold.rows) for hold in self._handed]), quiet_shards=sorted(leases)
         )
 
     def _handed_committed(self, report: BatchReport) -> None:
-        """The batch that recorded the handed holds committed: those it did not record are answered."""
+        """The batch that recorded the handed holds committed: those it did not record are answered,
+        and the shards it recorded them on but was fenced out of are rung for their new holder (the
+        recording nudged none of this writer's shards)."""
         for client, answers in self._not_taken.items():
             report.answers.setdefault(client, {}).update(answers)
-        self._handed, self._not_taken = [], {}
+        if passed_on := self._recorded_on & report.fenced:
+            report.follow_up_shards |= passed_on
+            report.leased -= passed_on
+        self._handed, self._not_taken, self._recorded_on = [], {}, set()
 
     def _drop_handed(self) -> None:
         """A batch that recorded handed holds failed for a reason retrying will not cure: their
@@ -314,7 +323,7 @@ class ShardWriter:
             answers: dict[str, dict[str, str]] = {}
             for hold in self._handed:
                 answers.setdefault(hold.reply_to, {})[hold.hold_id] = NOT_TAKEN.decode()
-            self._handed, self._not_taken = [], {}
+            self._handed, self._not_taken, self._recorded_on = [], {}, set()
             self.announce(BatchReport(0, answers=answers))
 
     def _announce_committed(self) -> None:
@@ -364,7 +373,7 @@ class ShardWriter:
             pg.execute("COMMIT")
             report = BatchReport(0, fenced=claim.fenced, now=now)
             self._handed_committed(report)
-            if report.answers:
+            if report.answers or report.follow_up_shards:
                 self._committed.append(report)
             return report
         batch = Batch(now, self.shards, claim.state)
