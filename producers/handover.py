@@ -24,6 +24,7 @@ from producers.hold_groups import HoldGroups
 from producers.requests import HoldRequest
 from tessera.answers import AnswerChannel
 from tessera.handover import NOT_TAKEN, ROW_FIELDS, HandedHold, HandedHolds
+from tessera.logs import first_line
 from tessera.metrics import HOLDS_HANDED
 
 log = structlog.get_logger("tessera.handover")
@@ -103,7 +104,7 @@ class HoldHandover:
                 )
                 handed = True
             except Exception as error:  # Redis away: each of these is recorded here
-                log.warning("handover.error", holds=len(group), error=_first_line(error))
+                log.warning("handover.error", holds=len(group), error=first_line(error))
                 handed = False
             for _, _, sent in group:
                 if not sent.done():
@@ -113,7 +114,3 @@ class HoldHandover:
         if self._redis is not None:
             await self._redis.connection_pool.disconnect()
             self._redis = None
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error) else repr(error)

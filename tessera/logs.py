@@ -21,3 +21,8 @@ def configure_logging(level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def first_line(error: BaseException) -> str:
+    """An error as one log field: its message's first line (its repr, if it has no message)."""
+    return str(error).splitlines()[0] if str(error) else repr(error)

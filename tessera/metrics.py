@@ -20,6 +20,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tessera.logs import first_line
+
 log = structlog.get_logger("tessera.metrics")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -115,9 +117,7 @@ class HoldsByStatus(Collector):
         try:
             counts = self.count()
         except Exception as error:
-            log.warning(
-                "metrics.holds_unavailable", error=str(error).splitlines()[0] if str(error) else repr(error)
-            )
+            log.warning("metrics.holds_unavailable", error=first_line(error))
             return
         family = GaugeMetricFamily("tessera_holds", "Holds by status", labels=["status"])
         for status, count in counts.items():

@@ -41,6 +41,7 @@ from tessera import metrics
 from tessera.answers import Wakeups
 from tessera.doorbells import RING_ACTOR, CoalescingDoorbells, Doorbells, make_broker, queue_name
 from tessera.handover import HandedHold, HandedHolds
+from tessera.logs import first_line
 from tessera.settings import Settings
 from tessera.signals import stop_on_termination
 from workers.announcer import Announcer
@@ -229,7 +230,7 @@ class WorkerProcess:
         try:
             return self.handed.take(shards, limit)
         except Exception as error:
-            log.warning("handed.error", error=str(error).splitlines()[0] if str(error) else repr(error))
+            log.warning("handed.error", error=first_line(error))
             return []
 
     # -- leases ----------------------------------------------------------------------------------
@@ -349,7 +350,7 @@ class WorkerProcess:
                         for note in conn.notifies(timeout=0.25):
                             self._nudge(note.payload)
             except Exception as error:  # PostgreSQL restarting: listen again once it is back
-                log.warning("notifies.error", error=str(error).splitlines()[0] if str(error) else repr(error))
+                log.warning("notifies.error", error=first_line(error))
                 self._stop.wait(1.0)
 
     def _keeper_loop(self) -> None:
@@ -370,7 +371,7 @@ class WorkerProcess:
                 if taken:
                     self.drain()
             except Exception as error:  # Redis or PostgreSQL restarting: the next round tries again
-                log.warning("keeper.error", error=str(error).splitlines()[0] if str(error) else repr(error))
+                log.warning("keeper.error", error=first_line(error))
 
     def _gauges_loop(self) -> None:
         """Every GAUGES_SECONDS, the inbox gauges of the shards this worker holds (for /metrics):
@@ -379,7 +380,7 @@ class WorkerProcess:
             try:
                 self._refresh_gauges()
             except Exception as error:  # PostgreSQL restarting: the gauges keep their last values
-                log.warning("gauges.error", error=str(error).splitlines()[0] if str(error) else repr(error))
+                log.warning("gauges.error", error=first_line(error))
             self._stop.wait(GAUGES_SECONDS)
 
     def _refresh_gauges(self) -> None:

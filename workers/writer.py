@@ -38,6 +38,7 @@ from db.writes import record_failure, send_writes
 from domain.commands import HoldCommand, StockCommand
 from tessera import metrics
 from tessera.handover import NOT_TAKEN, HandedHold
+from tessera.logs import first_line
 from workers import handlers
 from workers.batch import Batch
 
@@ -220,7 +221,7 @@ class ShardWriter:
             except Exception as error:
                 if _transient(error):
                     log.warning(
-                        "batch.retry", shards=sorted(held), error=_first_line(error), backoff_s=backoff
+                        "batch.retry", shards=sorted(held), error=first_line(error), backoff_s=backoff
                     )
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -238,12 +239,12 @@ class ShardWriter:
         if culprit is None:
             if len(claimed) > 1:  # a write of the batch was refused: find its command one by one
                 self._careful = len(claimed)
-                log.warning("batch.isolating", commands=len(claimed), error=_first_line(error))
+                log.warning("batch.isolating", commands=len(claimed), error=first_line(error))
             else:  # the claim itself failed: no command to blame; do not spin
-                log.error("claim.failed", error=_first_line(error))
+                log.error("claim.failed", error=first_line(error))
                 time.sleep(1.0)
             return
-        detail = f"{type(error).__name__}: {_first_line(error)}"
+        detail = f"{type(error).__name__}: {first_line(error)}"
         with self._session() as pg:
             attempts = record_failure(pg, culprit.seq, detail)
         log.error(
@@ -458,7 +459,3 @@ def _transient(error: BaseException) -> bool:
     if code is None:  # no answer from the server: the connection is gone
         return isinstance(error, psycopg.OperationalError)
     return code[:2] in TRANSIENT_CLASSES or code in TRANSIENT_STATES
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error) else repr(error)

@@ -18,6 +18,7 @@ from db.engine import libpq_url
 from db.tokens import CHANGES_CHANNEL, ApiToken, find_token, token_hash
 from producers.http.problems import Problem
 from producers.recording import Actor
+from tessera.logs import first_line
 
 CHECKOUT, PAYMENTS, WAREHOUSE, OPS = "checkout", "payments", "warehouse", "ops"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -88,9 +89,7 @@ class TokenCache:
                         for _note in conn.notifies(timeout=0.5):
                             self._forget()
             except Exception as error:  # PostgreSQL restarting: check every token until back
-                log.warning(
-                    "token_changes.error", error=str(error).splitlines()[0] if str(error) else repr(error)
-                )
+                log.warning("token_changes.error", error=first_line(error))
             finally:
                 self._listening = False
                 self._forget()
