@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,8 +150,7 @@ class ShardWriter:
         self.take_handed = take_handed
         # Taken from Redis and not committed yet: recorded again by the next try of the batch.
         self._handed: list[HandedHold] = []
-        self._not_taken: dict[str, dict[str, str]] = {}  # client → hold → NOT_TAKEN, once committed
-        self._recorded_on: set[int] = set()  # the shards of the handed holds the batch recorded
+        self._placed: set[str] = set()  # the keys of those this try of the batch recorded
         self._committed: list[BatchReport] = []  # not announced yet
         # Each pooled session's next replan and the interval it came after (see REPLAN_SECONDS).
         self._replans: weakref.WeakKeyDictionary[Pg, tuple[float, float]] = weakref.WeakKeyDictionary()
@@ -277,15 +276,7 @@ class ShardWriter:
             sent = send_claim(pg, leases, self.holder, limit)
             self._announce_committed()
             send_sync(pipeline)
-        self._recorded_on = set()
-        if recording and recorded:
-            placed = recording.read(recorded.fetchall()) or set()
-            self._not_taken = {}
-            for hold in self._handed:
-                if hold.key not in placed:
-                    self._not_taken.setdefault(hold.reply_to, {})[hold.hold_id] = NOT_TAKEN.decode()
-                else:
-                    self._recorded_on |= {command["shard"] for command in hold.rows["commands"]}
+        self._placed = (recording.read(recorded.fetchall()) or set()) if recording and recorded else set()
         claim = sent.read()
         self._claimed = claim.commands
         return claim
@@ -310,22 +301,26 @@ class ShardWriter:
         """The batch that recorded the handed holds committed: those it did not record are answered,
         and the shards it recorded them on but was fenced out of are rung for their new holder (the
         recording nudged none of this writer's shards)."""
-        for client, answers in self._not_taken.items():
-            report.answers.setdefault(client, {}).update(answers)
-        if passed_on := self._recorded_on & report.fenced:
+        _not_taken(report, (hold for hold in self._handed if hold.key not in self._placed))
+        recorded_on = {
+            command["shard"]
+            for hold in self._handed
+            if hold.key in self._placed
+            for command in hold.rows["commands"]
+        }
+        if passed_on := recorded_on & report.fenced:
             report.follow_up_shards |= passed_on
             report.leased -= passed_on
-        self._handed, self._not_taken, self._recorded_on = [], {}, set()
+        self._handed, self._placed = [], set()
 
     def _drop_handed(self) -> None:
         """A batch that recorded handed holds failed for a reason retrying will not cure: their
         APIs record them themselves."""
         if self._handed:
-            answers: dict[str, dict[str, str]] = {}
-            for hold in self._handed:
-                answers.setdefault(hold.reply_to, {})[hold.hold_id] = NOT_TAKEN.decode()
-            self._handed, self._not_taken, self._recorded_on = [], {}, set()
-            self.announce(BatchReport(0, answers=answers))
+            report = BatchReport(0)
+            _not_taken(report, self._handed)
+            self._handed, self._placed = [], set()
+            self.announce(report)
 
     def _announce_committed(self) -> None:
         while self._committed:
@@ -432,6 +427,12 @@ class ShardWriter:
                 )
         self._committed.append(report)
         return report
+
+
+def _not_taken(report: BatchReport, holds: Iterable[HandedHold]) -> None:
+    """Answer these handed holds NOT_TAKEN: their APIs record them themselves."""
+    for hold in holds:
+        report.answers.setdefault(hold.reply_to, {})[hold.hold_id] = NOT_TAKEN.decode()
 
 
 def _more_due(report: BatchReport, held: Mapping[int, int]) -> bool:
