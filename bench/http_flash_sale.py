@@ -15,13 +15,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.chaos.servers import free_port
+from bench.chaos.servers import free_port, wait_up
 from bench.common import ROOT, BenchEnv, base_parser, machine_facts, print_table, write_results
 from bench.flash_sale import seed_setup, seed_stock
 from db.tokens import create_token
@@ -95,22 +92,11 @@ def prepare(env: BenchEnv, args: argparse.Namespace) -> str:
         return create_token(conn, "checkout", "http flash sale")[1]
 
 
-def _wait_up(url: str, path: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + path, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up within {timeout}s")
-
-
 def start_tessera(env: BenchEnv, args: argparse.Namespace) -> str:
     port = free_port()
     env.start("api", "--port", str(port), "--workers", str(args.api_workers))
     url = f"http://127.0.0.1:{port}"
-    _wait_up(url, "/healthz")
+    wait_up(url)
     return url
 
 
@@ -137,7 +123,7 @@ def start_seed(env: BenchEnv, args: argparse.Namespace) -> str:
     )
     env.procs.append(proc)
     url = f"http://127.0.0.1:{port}"
-    _wait_up(url, "/docs")
+    wait_up(url, "/docs")
     return url
 
 

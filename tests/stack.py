@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, create_engine, text
 
-from bench.chaos.servers import free_port
+from bench.chaos.servers import free_port, wait_up
 from producers import StockClient
 from tessera.settings import Settings
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, Processes, run_cli, seed_catalog, settings_env
@@ -81,15 +81,7 @@ def _start(settings: Settings, engine: Engine, client: StockClient, processes: P
     processes.start("api", "--port", str(port), env={"TESSERA_WEBHOOK_SECRET": SECRETS})
     processes.worker()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        raise AssertionError("tessera api did not come up within 30 s")
+    wait_up(url)
     stack = Stack(url, tokens, env, engine, client, processes)
     received = stack.call(
         "POST",

@@ -9,10 +9,9 @@ import socket
 import time
 from collections import Counter
 
-import httpx
 import psutil
 
-from bench.chaos.servers import free_port
+from bench.chaos.servers import free_port, wait_up
 from tests.conftest import Processes
 
 
@@ -38,17 +37,6 @@ def _serving(port: int, processes: list[psutil.Process], status: str) -> Counter
     return found
 
 
-def _up(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up within {timeout} s")
-
-
 def _open(port: int, count: int) -> list[socket.socket]:
     """`count` kept-alive connections, each having had one answer (so each is accepted)."""
     opened = []
@@ -65,7 +53,7 @@ def test_each_server_process_listens_on_its_own_socket_and_gets_a_share_of_the_c
 ) -> None:
     port = free_port()
     api = processes.start("api", "--port", str(port), "--workers", "2")
-    _up(f"http://127.0.0.1:{port}")
+    wait_up(f"http://127.0.0.1:{port}")
     servers = _servers(api.pid)
     assert len(servers) == 2
     assert _serving(port, servers, psutil.CONN_LISTEN) == {s.pid: 1 for s in servers}
@@ -84,7 +72,7 @@ def test_a_server_process_that_dies_is_started_again(processes: Processes) -> No
     port = free_port()
     api = processes.start("api", "--port", str(port), "--workers", "2")
     url = f"http://127.0.0.1:{port}"
-    _up(url)
+    wait_up(url)
     killed = _servers(api.pid)[0]
     os.kill(killed.pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -95,6 +83,6 @@ def test_a_server_process_that_dies_is_started_again(processes: Processes) -> No
     while not _serving(port, [replacement], psutil.CONN_LISTEN):
         assert time.monotonic() < deadline, "the new server process does not listen"
         time.sleep(0.1)
-    _up(url)
+    wait_up(url)
     processes.stop(api)
     assert api.returncode == 0

@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+import httpx
 import psycopg
 from redis import Redis
 
@@ -28,6 +29,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_up(url: str, path: str = "/healthz", timeout: float = 30.0) -> None:
+    """Block until an HTTP server just started answers `path` with 200; RuntimeError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url}{path} did not answer 200 within {timeout} s")
 
 
 class OwnPostgres:
