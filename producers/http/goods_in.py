@@ -22,7 +22,7 @@ from producers.http.bodies import (
     model_response,
 )
 from producers.http.exact import exact_json, idempotency_key
-from producers.http.holds import KeyHeader, Wait, client_of, command_answer, lines_within
+from producers.http.holds import APPLIED, KeyHeader, Wait, client_of, command_answer, lines_within
 from producers.http.problems import Problem, documented
 from producers.requests import GoodsReceiptRequest
 from producers.tickets import ReceiptTicket
@@ -87,7 +87,7 @@ async def _receipt_answer(ticket: ReceiptTicket, wait: float) -> Response:
     "/v1/quarantine/{quarantine_id}/release",
     status_code=202,
     response_model=Recorded,
-    responses={200: {"model": Recorded}},
+    responses=APPLIED,
 )
 async def release_quarantine(
     request: Request,
@@ -114,7 +114,7 @@ async def release_quarantine(
     "/v1/quarantine/{quarantine_id}/write-off",
     status_code=202,
     response_model=Recorded,
-    responses={200: {"model": Recorded}},
+    responses=APPLIED,
 )
 async def write_off_quarantine(
     request: Request,
@@ -138,7 +138,7 @@ async def write_off_quarantine(
     return await command_answer(ticket, wait)
 
 
-@router.post("/v1/damage", status_code=202, response_model=Recorded, responses={200: {"model": Recorded}})
+@router.post("/v1/damage", status_code=202, response_model=Recorded, responses=APPLIED)
 async def damage(
     request: Request, body: DamageBody, caller: Warehouse, key: KeyHeader = None, wait: Wait = 0
 ) -> Response:

@@ -31,6 +31,8 @@ from producers.tickets import CommandTicket, HoldTicket
 router = APIRouter(tags=["holds"], responses=documented(400, 401, 403, 404, 413, 422))
 Wait = Annotated[float, Query(ge=0, le=30, description="seconds to wait for the answer")]
 KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
+APPLIED: dict[int | str, dict[str, Any]] = {200: {"model": Recorded}}
+"""A command route's other answer: 200, applied within `wait` (202: recorded)."""
 
 
 def client_of(request: Request) -> StockClient:
@@ -149,7 +151,7 @@ async def read_hold(request: Request, hold_id: str) -> HoldResult:
     "/v1/holds/{hold_id}/release",
     status_code=202,
     response_model=Recorded,
-    responses={200: {"model": Recorded}},
+    responses=APPLIED,
     dependencies=[Depends(allow(CHECKOUT))],
 )
 async def release_hold(request: Request, hold_id: str, key: KeyHeader = None, wait: Wait = 0) -> Response:

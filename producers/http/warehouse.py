@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -19,7 +19,15 @@ from db.tokens import ApiToken
 from producers.http.auth import CHECKOUT, OPS, WAREHOUSE, Warehouse, actor_of, allow
 from producers.http.bodies import Recorded, model_response
 from producers.http.exact import exact_json, idempotency_key
-from producers.http.holds import KeyHeader, Wait, client_of, command_answer, lines_within, recorded_within
+from producers.http.holds import (
+    APPLIED,
+    KeyHeader,
+    Wait,
+    client_of,
+    command_answer,
+    lines_within,
+    recorded_within,
+)
 from producers.http.problems import documented
 from producers.http.warehouse_bodies import (
     AdjustmentBody,
@@ -53,9 +61,6 @@ async def _lines_answer(key: str, tickets: list[CommandTicket], wait: float) -> 
     applied = all(line.status == "applied" for line in lines)
     answer = LinesRecorded(idempotency_key=key, status="applied" if applied else "recorded", lines=lines)
     return model_response(answer, 200 if applied else 202)
-
-
-APPLIED: dict[int | str, dict[str, Any]] = {200: {"model": Recorded}}
 
 
 # -- transfers ----------------------------------------------------------------------------------
