@@ -1,6 +1,6 @@
 """After a batch commits: doorbells for the follow-up commands it recorded, and wake-ups for the
-tickets waiting on what it decided. The writer announces each batch while its next claim is on
-its way to PostgreSQL; a failure here only delays (the sweep rings again, tickets re-read)."""
+tickets waiting on what it decided. The writer announces each batch as soon as its commit is
+confirmed; a failure here only delays (the sweep rings again, tickets re-read)."""
 
 from __future__ import annotations
 

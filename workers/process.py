@@ -10,7 +10,7 @@ One writer at a time per process: a doorbell for any of its shards runs a batch 
 the process holds (one transaction, each shard's commands in its own order), so many quiet shards
 share one commit instead of paying one each. While a thread is at it, other doorbells only mark
 the process dirty and it goes round again; the leases fence other processes. The writer sends what
-each committed batch tells (answers to waiting tickets, doorbells) while its next claim is on its way.
+each committed batch tells (answers to waiting tickets, doorbells) the moment its commit is confirmed.
 """
 
 from __future__ import annotations

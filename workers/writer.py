@@ -11,7 +11,7 @@ pipelines they go in. One batch:
      rejections are results, never failures;
   5. write everything set-based, mark each command applied with its result, commit (`db.writes`:
      one round trip);
-  6. after commit: ring the shards of follow-up commands, wake waiting tickets.
+  6. at once after commit: ring the shards of follow-up commands, wake waiting tickets.
 A transient database error rolls the batch back and retries it whole, in place, in order.
 """
 
@@ -123,8 +123,8 @@ class ShardWriter:
       shards: the fixed shard count (follow-up commands are routed with it).
       batch_max: most commands per transaction.
       holder: this worker's name, recorded with each batch.
-      announce: called with each committed batch's report (doorbells, wake-ups, answers), while the
-        next claim is on its way to PostgreSQL, or as the drain ends: it never holds up a batch.
+      announce: called with each committed batch's report (doorbells, wake-ups, answers) as soon as
+        its commit is confirmed, before anything else (its waiting callers are the next batch's).
       max_attempts: tries before a command that keeps failing is parked as a dead letter.
       take_handed: (shards, limit) → the holds handed to those shards' writer (`tessera.handover`),
         recorded first thing in the next batch.
@@ -151,7 +151,6 @@ class ShardWriter:
         # Taken from Redis and not committed yet: recorded again by the next try of the batch.
         self._handed: list[HandedHold] = []
         self._placed: set[str] = set()  # the keys of those this try of the batch recorded
-        self._committed: list[BatchReport] = []  # not announced yet
         # Each pooled session's next replan and the interval it came after (see REPLAN_SECONDS).
         self._replans: weakref.WeakKeyDictionary[Pg, tuple[float, float]] = weakref.WeakKeyDictionary()
         self.stats = WriterStats()
@@ -163,11 +162,8 @@ class ShardWriter:
         """One transaction: up to batch_max due commands of the leased shards (shard → epoch), each
         shard's in its inbox order. A shard whose lease was taken by a newer epoch is left alone and
         reported as fenced."""
-        try:
-            with self._session() as pg:
-                return self._apply(pg, leases, self._claim(pg, leases, self.batch_max))
-        finally:
-            self._announce_committed()
+        with self._session() as pg:
+            return self._apply(pg, leases, self._claim(pg, leases, self.batch_max))
 
     def drain(
         self, leases: Callable[[], Mapping[int, int]], rung: Callable[[], bool] = lambda: False
@@ -186,12 +182,12 @@ class ShardWriter:
 
         Batches follow each other on one session: a batch costs two round trips to PostgreSQL, its
         claim and its writes with the commit. A batch's answers are built while its commit is on its
-        way, and announced while the next claim is: no round trip waits for the other.
+        way, and sent the moment it is confirmed: a closed loop of waiting callers (a checkout's
+        connections) sends its next holds only once answered. (Sent while the next claim was on its
+        way instead, they waited for that batch's take and recording: 2.3 ms of a hold's 24 at 32
+        connections, and the next batch was the smaller for it.)
         """
-        try:
-            return self._drain(leases, rung)
-        finally:
-            self._announce_committed()  # the last batch's, or those a failed claim left
+        return self._drain(leases, rung)
 
     def _drain(self, leases: Callable[[], Mapping[int, int]], rung: Callable[[], bool]) -> BatchReport:
         total, backoff = BatchReport(0), 0.05
@@ -266,15 +262,13 @@ class ShardWriter:
             self._replans[pg] = (now + interval, interval)
 
     def _claim(self, pg: Pg, leases: Mapping[int, int], limit: int) -> Claim:
-        """Open the batch's transaction and claim its commands: one round trip, during which the
-        reports of batches already committed are announced (Redis and PostgreSQL work at once)."""
+        """Open the batch's transaction and claim its commands: one round trip."""
         self._claimed, self._deciding = [], None
         recording = self._recording(leases, limit)
         with pg.pipeline() as pipeline:
             pg.execute("BEGIN")
             recorded = pg.execute(recording.sql, recording.params) if recording else None
             sent = send_claim(pg, leases, self.holder, limit)
-            self._announce_committed()
             send_sync(pipeline)
         self._placed = (recording.read(recorded.fetchall()) or set()) if recording and recorded else set()
         claim = sent.read()
@@ -322,10 +316,6 @@ class ShardWriter:
             self._handed, self._placed = [], set()
             self.announce(report)
 
-    def _announce_committed(self) -> None:
-        while self._committed:
-            self.announce(self._committed.pop(0))
-
     @contextlib.contextmanager
     def _session(self) -> Iterator[Pg]:
         """A pooled connection in autocommit: the writer sends BEGIN and COMMIT itself, inside its
@@ -359,7 +349,7 @@ class ShardWriter:
                 batch.results.append((command, result))
 
     def _apply(self, pg: Pg, leases: Mapping[int, int], claim: Claim) -> BatchReport:
-        """Apply a claimed batch and commit it; its report waits to be announced."""
+        """Apply a claimed batch, commit it and announce it."""
         started = time.perf_counter()
         now, commands = claim.now, claim.commands
         if now is None or not commands:
@@ -370,7 +360,7 @@ class ShardWriter:
             report = BatchReport(0, fenced=claim.fenced, now=now)
             self._handed_committed(report)
             if report.answers or report.follow_up_shards:
-                self._committed.append(report)
+                self.announce(report)
             return report
         batch = Batch(now, self.shards, claim.state)
         self._decide(batch, commands)
@@ -396,6 +386,7 @@ class ShardWriter:
             send_sync(pipeline)
         self._claimed = []
         self._handed_committed(report)
+        self.announce(report)
         latency_ms = (time.perf_counter() - started) * 1000
         self.stats.add(len(commands), latency_ms)
         metrics.record_batch(
@@ -425,7 +416,6 @@ class ShardWriter:
                     batch=len(commands),
                     latency_ms=round(latency_ms, 2),
                 )
-        self._committed.append(report)
         return report
 
 
