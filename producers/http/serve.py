@@ -16,6 +16,7 @@ import socket
 import threading
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 import structlog
 import uvicorn
@@ -30,16 +31,7 @@ def serve(host: str, port: int, workers: int, log_level: str, app: str = APP) ->
     """Serve `app` (an app factory's import path: Tessera's by default) until SIGINT or SIGTERM;
     a server process that dies is started again."""
     if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
-        uvicorn.run(
-            app,
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level.lower(),
-            access_log=False,
-            proxy_headers=False,  # served directly; behind a proxy, its headers are its own to set
-        )
+        uvicorn.run(app, host=host, port=port, workers=workers, **_options(log_level))
         return
     # Bound here, never listened on: a port already taken is refused now, with the error, not by
     # each server process in turn.
@@ -77,16 +69,18 @@ def serve(host: str, port: int, workers: int, log_level: str, app: str = APP) ->
 
 def serve_one(host: str, port: int, log_level: str, app: str) -> None:
     """One server process (serving the app factory `app`), on its own socket."""
-    config = uvicorn.Config(
-        app,
-        factory=True,
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        access_log=False,
-        proxy_headers=False,
-    )
+    config = uvicorn.Config(app, host=host, port=port, **_options(log_level))
     uvicorn.Server(config).run(sockets=[listening_socket(host, port, listen=True)])
+
+
+def _options(log_level: str) -> dict[str, Any]:
+    """What every server process runs with, in one process or in several."""
+    return {
+        "factory": True,
+        "log_level": log_level.lower(),
+        "access_log": False,
+        "proxy_headers": False,  # served directly; behind a proxy, its headers are its own to set
+    }
 
 
 def listening_socket(host: str, port: int, *, listen: bool) -> socket.socket:
