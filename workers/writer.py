@@ -124,7 +124,7 @@ class ShardWriter:
       batch_max: most commands per transaction.
       holder: this worker's name, recorded with each batch.
       announce: called with each committed batch's report (doorbells, wake-ups, answers) as soon as
-        its commit is confirmed, before anything else (its waiting callers are the next batch's).
+        its commit is confirmed, before anything else: its waiting callers send the next holds.
       max_attempts: tries before a command that keeps failing is parked as a dead letter.
       take_handed: (shards, limit) → the holds handed to those shards' writer (`tessera.handover`),
         recorded first thing in the next batch.
@@ -185,7 +185,7 @@ class ShardWriter:
         way, and sent the moment it is confirmed: a closed loop of waiting callers (a checkout's
         connections) sends its next holds only once answered. (Sent while the next claim was on its
         way instead, they waited for that batch's take and recording: 2.3 ms of a hold's 24 at 32
-        connections, and the next batch was the smaller for it.)
+        connections, measured.)
         """
         return self._drain(leases, rung)
 
