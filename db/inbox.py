@@ -261,11 +261,6 @@ class HoldRows:
             warehouse_ids=sorted({w for part in parts for w in part.warehouse_ids}),
         )
 
-    @property
-    def keys(self) -> list[str]:
-        """The idempotency keys of the holds' placements."""
-        return [h["key"] for h in self.holds]
-
 
 def record_holds(rows: HoldRows, quiet_shards: Sequence[int] = ()) -> Statement[set[str] | None]:
     """Record hold requests in one statement (see `_RECORD_HOLDS`); run it in autocommit, or first
