@@ -44,6 +44,14 @@ class _Pending:
     lines: list[dict[str, Any]] = field(default_factory=list)
     fresh: bool = False
 
+    @classmethod
+    def of(cls, request: HoldRequest, hold_id: str | None = None) -> _Pending:
+        """The request with its placement's digest, under `hold_id` (a new one if None)."""
+        pending = cls(request, payload_digest(HoldCommand.PLACE.value, request.body()))
+        if hold_id is not None:
+            pending.hold_id = hold_id
+        return pending
+
 
 class HoldGroups:
     """A background thread that records queued hold requests in groups.
@@ -93,9 +101,7 @@ class HoldGroups:
         that arrive while the previous group's statement is on its way. `hold_id`: the id the
         request was handed to its writer with (`producers.handover`): if that writer recorded it
         after all, it is this call's hold, not a resend's."""
-        pending = _Pending(request, payload_digest(HoldCommand.PLACE.value, request.body()))
-        if hold_id is not None:
-            pending.hold_id = hold_id
+        pending = _Pending.of(request, hold_id)
         self._on_loop.append(pending)
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.get_running_loop().create_task(self._loop_on_event_loop())
@@ -109,7 +115,7 @@ class HoldGroups:
         shard's writer to record (`producers.handover`); converted with the cached references only.
         None when it cannot be handed: a product or warehouse not read yet, a line refused (the
         recording path reads them again, and answers), lines on more than one shard."""
-        pending = _Pending(request, payload_digest(HoldCommand.PLACE.value, request.body()), hold_id=hold_id)
+        pending = _Pending.of(request, hold_id)
         skus, codes = _references([pending])
         if skus - self._products.keys() or codes - self._warehouses.keys():
             return None
@@ -128,7 +134,7 @@ class HoldGroups:
         )
 
     def _enqueue(self, request: HoldRequest) -> _Pending:
-        pending = _Pending(request, payload_digest(HoldCommand.PLACE.value, request.body()))
+        pending = _Pending.of(request)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
