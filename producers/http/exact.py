@@ -13,9 +13,15 @@ from producers.http.problems import Problem
 
 
 async def exact_json(request: Request) -> dict[str, Any]:
-    """The body parsed again with JSON numbers as Decimal: a number is taken as written (2.50 is
-    2.5, 0.1 is 0.1), never through a float. FastAPI has checked its shape already."""
-    data = json.loads(await request.body(), parse_float=Decimal)
+    """The body parsed again with JSON numbers as Decimal (`exact_body`). FastAPI has checked its
+    shape already."""
+    return exact_body(await request.body())
+
+
+def exact_body(body: bytes) -> dict[str, Any]:
+    """A JSON object with its numbers as Decimal: a number is taken as written (2.50 is 2.5, 0.1 is
+    0.1), never through a float."""
+    data = json.loads(body, parse_float=Decimal)
     if not isinstance(data, dict):
         raise Problem(422, "invalid_request", "the body must be a JSON object")
     return data

@@ -7,7 +7,6 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
@@ -24,7 +23,7 @@ from domain.states import HoldStatus
 from producers.client import StockClient
 from producers.http.auth import CHECKOUT, OPS, allow
 from producers.http.bodies import HoldBody, Pending, Recorded, model_response
-from producers.http.exact import exact_json, idempotency_key
+from producers.http.exact import exact_body, exact_json, idempotency_key
 from producers.http.problems import Problem, Shortcut, documented, problem_for
 from producers.tickets import CommandTicket, HoldTicket
 
@@ -80,17 +79,18 @@ def place_hold_directly(app: FastAPI) -> Shortcut:
         if wait is None or content_type != b"application/json" or key is None or scheme.lower() != "bearer":
             return False
         found = app.state.tokens.cached(token.strip())
-        if found is None or found.role != CHECKOUT or float(wait.group(1) or 0) > 30:
+        seconds = float(wait.group(1) or 0)
+        if found is None or found.role != CHECKOUT or seconds > 30:
             return False
         try:  # parsed and validated as FastAPI does (python mode, JSON numbers as floats)
             parsed = HoldBody.model_validate(json.loads(body))
         except (ValueError, ValidationError):  # not JSON (ValueError), or not the route's shape
             return False
-        if parsed.idempotency_key is not None or key.decode("latin-1") in app.state.in_flight:
+        key_text = key.decode("latin-1")
+        if parsed.idempotency_key is not None or key_text in app.state.in_flight:
             return False
         try:
-            data = json.loads(body, parse_float=Decimal)
-            response = await hold_response(app.state, key.decode("latin-1"), data, float(wait.group(1) or 0))
+            response = await hold_response(app.state, key_text, exact_body(body), seconds)
         except Exception as error:  # answered as the route's would be
             response = await problem_for(app, StarletteRequest(scope), error)
         await response(scope, _no_body, send)
