@@ -223,3 +223,44 @@ def test_a_writer_fenced_out_after_recording_a_handed_hold_rings_its_shard(
     assert newer.apply_batch({shard: 6}).applied == 1  # the new holder decides it
     assert catalog.hold(hold_id).status == "reserved"
     assert_consistent()
+
+
+def test_one_key_handed_twice_in_a_batch_is_recorded_once_and_its_twin_left_to_its_api(
+    catalog: StockClient, engine: Engine, assert_consistent
+) -> None:
+    """Two API processes may hand the same key at once (a checkout's retry on another connection):
+    the batch records the first and answers the twin NOT_TAKEN, so its API finds the first's hold
+    (or refuses another cart under the key). Nothing fails, nothing is recorded twice."""
+    shards = catalog.settings.shards
+    shard = shard_of(SKU, shards)
+    catalog.receive(idempotency_key="rcv", warehouse="BUC1", sku=SKU, quantity="10", lot="L1")
+    catalog.reserve(idempotency_key="warm", lines=LINE)  # the client has read the product
+    request = HoldRequest.parse(idempotency_key="twin", lines=LINE, ttl_seconds=900, mode="all_or_nothing")
+    handed = []
+    for reply_to in ("api-1", "api-2"):
+        hold_id = str(uuid.uuid4())
+        prepared = catalog.recorder.holds.handed_rows(request, hold_id)
+        assert prepared is not None
+        rows = {f: getattr(prepared[1], f) for f in ROW_FIELDS}
+        handed.append(HandedHold(hold_id, "twin", rows, reply_to, time.time() + 30))
+    announced: list[BatchReport] = []
+    writer = ShardWriter(
+        engine,
+        shards=shards,
+        batch_max=16,
+        holder="w",
+        announce=announced.append,
+        take_handed=lambda _shards, _limit: [handed.pop(0) for _ in range(len(handed))],
+    )
+    first, twin = handed
+    report = writer.apply_batch({shard: 1})
+    assert report.applied == 3  # the receipt, the warm-up's line command and the first's
+    answers = {hold: answer for r in announced for a in r.answers.values() for hold, answer in a.items()}
+    assert answers[twin.hold_id] == "0"  # NOT_TAKEN
+    assert '"reserved"' in answers[first.hold_id]
+    assert catalog.hold(first.hold_id).status == "reserved"
+    with engine.connect() as conn:
+        holds = conn.execute(text("SELECT count(*) FROM holds WHERE idempotency_key = 'twin'")).scalar()
+    assert holds == 1
+    assert catalog.stock(SKU).reserved == 8
+    assert_consistent()

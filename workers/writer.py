@@ -150,7 +150,7 @@ class ShardWriter:
         self.take_handed = take_handed
         # Taken from Redis and not committed yet: recorded again by the next try of the batch.
         self._handed: list[HandedHold] = []
-        self._placed: set[str] = set()  # the keys of those this try of the batch recorded
+        self._placed: set[str] = set()  # the ids of those this try of the batch recorded
         # Each pooled session's next replan and the interval it came after (see REPLAN_SECONDS).
         self._replans: weakref.WeakKeyDictionary[Pg, tuple[float, float]] = weakref.WeakKeyDictionary()
         self.stats = WriterStats()
@@ -270,7 +270,8 @@ class ShardWriter:
             recorded = pg.execute(recording.sql, recording.params) if recording else None
             sent = send_claim(pg, leases, self.holder, limit)
             send_sync(pipeline)
-        self._placed = (recording.read(recorded.fetchall()) or set()) if recording and recorded else set()
+        keys = (recording.read(recorded.fetchall()) or set()) if recording and recorded else set()
+        self._placed = {hold.hold_id for hold in self._recorded_firsts() if hold.key in keys}
         claim = sent.read()
         self._claimed = claim.commands
         return claim
@@ -288,18 +289,28 @@ class ShardWriter:
         # Its commands are this writer's to claim, in this batch: no nudge. (Should a lease have
         # passed on meanwhile, the batch rings that shard once committed: `_handed_committed`.)
         return record_holds(
-            HoldRows.merged([HoldRows(**hold.rows) for hold in self._handed]), quiet_shards=sorted(leases)
+            HoldRows.merged([HoldRows(**hold.rows) for hold in self._recorded_firsts()]),
+            quiet_shards=sorted(leases),
         )
+
+    def _recorded_firsts(self) -> list[HandedHold]:
+        """The handed holds the batch records: the first of each key. Two APIs may hand one key at
+        once (a checkout retrying on another connection); one statement cannot record both, and the
+        twin, answered NOT_TAKEN, is recorded by its API, which finds the first's hold."""
+        firsts: dict[str, HandedHold] = {}
+        for hold in self._handed:
+            firsts.setdefault(hold.key, hold)
+        return list(firsts.values())
 
     def _handed_committed(self, report: BatchReport) -> None:
         """The batch that recorded the handed holds committed: those it did not record are answered,
         and the shards it recorded them on but was fenced out of are rung for their new holder (the
         recording nudged none of this writer's shards)."""
-        _not_taken(report, (hold for hold in self._handed if hold.key not in self._placed))
+        _not_taken(report, (hold for hold in self._handed if hold.hold_id not in self._placed))
         recorded_on = {
             command["shard"]
             for hold in self._handed
-            if hold.key in self._placed
+            if hold.hold_id in self._placed
             for command in hold.rows["commands"]
         }
         if passed_on := recorded_on & report.fenced:
