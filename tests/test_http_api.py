@@ -10,6 +10,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -17,11 +18,14 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from redis import Redis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import Engine, text
 
 from db.events import events_after
-from tests.stack import SKU, Stack, cli_out, running_stack
+from domain.commands import shard_of
+from tessera.handover import HandedHolds
+from tests.stack import SKU, Stack, cli_out, running_stack, until
 
 LINE = {"sku": SKU, "quantity": "2", "unit": "box"}
 
@@ -157,6 +161,55 @@ def test_idempotency_conflicts_and_mismatched_keys_are_422_and_record_nothing(ap
     assert missing.status_code == 422 and missing.json()["field"] == "idempotency_key"
     assert _holds(api) == before
     assert not _recorded(api, "a") and not _recorded(api, "b")
+
+
+def test_a_key_whose_first_request_is_still_being_recorded_is_409_and_then_the_same_hold(
+    api: Stack,
+) -> None:
+    """While the first request under a key is handed to a writer that does not answer yet (it is
+    stopped), a second one under the key is refused with 409 and records nothing; once the first is
+    answered, the second gets its hold (200)."""
+    redis = Redis.from_url(api.client.settings.redis_url)
+    handed = HandedHolds(redis, api.client.settings.redis_namespace).key(
+        shard_of(SKU, api.client.settings.shards)
+    )
+    workers = [p for p in api.processes.procs if "worker" in p.args and p.poll() is None]
+    body = {"lines": [LINE]}
+    warm = api.call("POST", "/v1/holds?wait=10", "checkout", headers={"Idempotency-Key": "busy-0"}, json=body)
+    assert warm.status_code == 201  # the API has read the product: the next holds are handed over
+    for worker in workers:
+        worker.send_signal(signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(
+                api.call,
+                "POST",
+                "/v1/holds?wait=10",
+                "checkout",
+                headers={"Idempotency-Key": "busy-1"},
+                json=body,
+            )
+            until(lambda: redis.llen(handed) > 0, what="the first request handed over")
+            second = api.call(
+                "POST", "/v1/holds?wait=10", "checkout", headers={"Idempotency-Key": "busy-1"}, json=body
+            )
+            assert second.status_code == 409, second.text
+            assert second.json()["code"] == "in_progress" and second.json()["field"] == "idempotency_key"
+            for worker in workers:
+                worker.send_signal(signal.SIGCONT)
+            placed = first.result()
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
+        redis.close()
+    assert placed.status_code in (201, 202), placed.text
+    again = api.call(
+        "POST", "/v1/holds?wait=10", "checkout", headers={"Idempotency-Key": "busy-1"}, json=body
+    )
+    assert again.status_code == 200 and again.json()["hold_id"] == placed.json()["hold_id"]
+    with api.engine.connect() as conn:
+        holds = conn.execute(text("SELECT count(*) FROM holds WHERE idempotency_key = 'busy-1'")).scalar()
+    assert holds == 1
 
 
 BAD_BODIES = [
