@@ -251,6 +251,13 @@ BAD_BODIES = [
     ),
     pytest.param(json.dumps({"lines": []}).encode(), 422, "invalid_command", "lines", id="empty-cart"),
     pytest.param(
+        b'{"lines": [{"sku": "GRS-60x60-GREY", "quantity": "1", "quantity": "9", "unit": "box"}]}',
+        422,
+        "duplicate_member",
+        "quantity",
+        id="member-named-twice",
+    ),
+    pytest.param(
         json.dumps({"lines": [{**LINE, "sku": "GRS\x00"}]}).encode(),
         422,
         "invalid_command",
@@ -337,6 +344,15 @@ def test_the_webhook_takes_a_good_signature_under_either_secret_and_answers_a_du
             content=body,
         )
         assert refused.status_code == 401 and refused.json()["code"] == "bad_signature"
+    twice = body.replace(b'"status": "paid"', b'"status": "failed", "status": "paid"')
+    ambiguous = api.call(
+        "POST",
+        "/v1/payments/webhook",
+        "payments",
+        headers={**headers, "X-Signature": _sign(twice, "new-secret")},
+        content=twice,
+    )
+    assert ambiguous.status_code == 422 and ambiguous.json()["code"] == "duplicate_member", ambiguous.text
     assert not _recorded(api, "payment:evt-1")
     first = api.call(
         "POST",

@@ -20,10 +20,21 @@ async def exact_json(request: Request) -> dict[str, Any]:
 
 def exact_body(body: bytes) -> dict[str, Any]:
     """A JSON object with its numbers as Decimal: a number is taken as written (2.50 is 2.5, 0.1 is
-    0.1), never through a float."""
-    data = json.loads(body, parse_float=Decimal)
+    0.1), never through a float; an object that names a member twice is refused (`single_members`)."""
+    data = json.loads(body, parse_float=Decimal, object_pairs_hook=single_members)
     if not isinstance(data, dict):
         raise Problem(422, "invalid_request", "the body must be a JSON object")
+    return data
+
+
+def single_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose members are each named once. `{"quantity": "1", "quantity": "9"}` is
+    ambiguous: parsers differ on which one counts, and the caller may have meant either."""
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        names = [name for name, _ in pairs]
+        twice = next(name for at, name in enumerate(names) if name in names[:at])
+        raise Problem(422, "duplicate_member", f"{twice!r} is given twice in one JSON object", field=twice)
     return data
 
 

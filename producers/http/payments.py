@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from producers.client import StockClient
 from producers.http.auth import PAYMENTS, allow
 from producers.http.bodies import PaymentBody, Recorded, model_response
+from producers.http.exact import exact_body
 from producers.http.problems import Problem, documented
 from tessera.settings import Settings
 
@@ -49,6 +50,7 @@ async def payment_webhook(
     settings: Settings = request.app.state.settings
     if not signature_ok(settings.webhook_secrets, await request.body(), signature):
         raise Problem(401, "bad_signature", "X-Signature is not the HMAC-SHA256 of this body")
+    exact_body(await request.body())  # a member named twice is refused, as on every route
     client: StockClient = request.app.state.client
     ticket = await run_in_threadpool(
         client.confirm_payment, event_id=body.event_id, hold_id=body.hold_id, status=body.status
