@@ -335,15 +335,29 @@ def test_the_webhook_takes_a_good_signature_under_either_secret_and_answers_a_du
     ).json()
     body = json.dumps({"event_id": "evt-1", "hold_id": hold["hold_id"], "status": "paid"}).encode()
     headers = {"Content-Type": "application/json"}
-    for bad in (None, "sha256=00", _sign(body, "not-our-secret")):
-        refused = api.call(
+    # The signature first, whatever the body: a sender without the secret learns nothing else.
+    for sent in (body, b'{"event_id": ', b'{"colour": "red"}'):
+        for bad in (None, "sha256=00", _sign(sent, "not-our-secret")):
+            refused = api.call(
+                "POST",
+                "/v1/payments/webhook",
+                "payments",
+                headers={**headers, **({"X-Signature": bad} if bad else {})},
+                content=sent,
+            )
+            assert refused.status_code == 401 and refused.json()["code"] == "bad_signature", refused.text
+    for sent, status, code in (
+        (b'{"event_id": ', 400, "malformed_json"),
+        (b'{"colour": "red"}', 422, "invalid_request"),
+    ):
+        signed = api.call(
             "POST",
             "/v1/payments/webhook",
             "payments",
-            headers={**headers, **({"X-Signature": bad} if bad else {})},
-            content=body,
+            headers={**headers, "X-Signature": _sign(sent, "new-secret")},
+            content=sent,
         )
-        assert refused.status_code == 401 and refused.json()["code"] == "bad_signature"
+        assert (signed.status_code, signed.json()["code"]) == (status, code), signed.text
     twice = body.replace(b'"status": "paid"', b'"status": "failed", "status": "paid"')
     ambiguous = api.call(
         "POST",
