@@ -152,6 +152,20 @@ async def problem_for(app: FastAPI, request: Request, error: Exception) -> Respo
     raise error
 
 
+async def refused_caller(request: Request) -> JSONResponse | None:
+    """The 401 or 403 the route's token check (`auth.RoleCheck`) gives this request, if any. FastAPI
+    refuses a body that is not JSON before it runs a route's dependencies: this check is run then,
+    so that a caller who may not call the route learns nothing of what it takes."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    for sub in dependant.dependencies if dependant is not None else ():
+        if getattr(sub.call, "checks_caller", False):
+            try:
+                await sub.call(request)
+            except Problem as refused:
+                return problem(refused.status, refused.code, refused.detail, headers=refused.headers)
+    return None
+
+
 def install(app: FastAPI) -> None:
     """Answer every error of the app as a problem document."""
 
@@ -176,7 +190,9 @@ def install(app: FastAPI) -> None:
         first = error.errors()[0]
         loc = tuple(first.get("loc", ()))
         if first.get("type") == "json_invalid":
-            return problem(400, "malformed_json", "the body is not valid JSON")
+            return await refused_caller(request) or problem(
+                400, "malformed_json", "the body is not valid JSON"
+            )
         return problem(422, "invalid_request", str(first.get("msg", "invalid")), field=_field(loc))
 
     @app.exception_handler(StarletteHTTPException)
