@@ -415,16 +415,23 @@ def test_health_readiness_metrics_and_openapi(api: Stack) -> None:
 
 def _events(api: Stack, last: str | None, count: int) -> list[tuple[str, str]]:
     """The next `count` hold.reserved events (id, topic) of the feed, after `last`."""
+    return [(event_id, topic) for event_id, topic, _ in _feed(api, "types=hold.reserved", last, count)]
+
+
+def _feed(api: Stack, query: str, last: str | None, count: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """The next `count` events (id, topic, data) of `/v1/events?{query}`, after `last`."""
     headers = {"Authorization": f"Bearer {api.tokens['ops']}"} | ({"Last-Event-ID": last} if last else {})
-    got: list[tuple[str, str]] = []
-    url = api.url + "/v1/events?types=hold.reserved"
-    with httpx.stream("GET", url, headers=headers, timeout=30) as stream:
-        event_id = None
+    got: list[tuple[str, str, dict[str, Any]]] = []
+    with httpx.stream("GET", f"{api.url}/v1/events?{query}", headers=headers, timeout=30) as stream:
+        event_id = topic = None
         for line in stream.iter_lines():
-            if line.startswith("id:"):
-                event_id = line.partition(":")[2].strip()
-            elif line.startswith("event:") and event_id:
-                got.append((event_id, line.partition(":")[2].strip()))
+            field, _, value = line.partition(":")
+            if field == "id":
+                event_id = value.strip()
+            elif field == "event":
+                topic = value.strip()
+            elif field == "data" and event_id and topic:
+                got.append((event_id, topic, json.loads(value)))
                 if len(got) == count:
                     break
     return got
@@ -468,6 +475,29 @@ def test_events_resume_after_the_last_event_id_with_none_missed_or_repeated(api:
             .all()
         )
     assert order == holds
+
+
+def test_events_of_one_sku_leave_out_the_others_and_an_unknown_sku_is_refused(api: Stack) -> None:
+    start = _newest_event(api)
+    holds = {
+        sku: api.call(
+            "POST",
+            "/v1/holds?wait=10",
+            "checkout",
+            headers={"Idempotency-Key": f"cart-sku-{sku}"},
+            json={"lines": [{**LINE, "sku": sku}]},
+        ).json()
+        for sku in (SKU, "WALL-20x50-WHITE")  # the second has no stock: rejected
+    }
+    assert [h["status"] for h in holds.values()] == ["reserved", "rejected"]
+    for sku, hold in holds.items():
+        ((_, topic, data),) = _feed(api, f"sku={sku}&types=hold", start, 1)
+        assert (topic, data["hold_id"]) == (f"hold.{hold['status']}", hold["hold_id"])
+    unknown = api.call("GET", "/v1/events?sku=NOPE-1", "ops")
+    assert unknown.status_code == 422 and (unknown.json()["code"], unknown.json()["field"]) == (
+        "unknown_sku",
+        "sku",
+    )
 
 
 def test_an_event_committed_after_later_numbered_ones_is_not_passed_over_across_a_worker_restart(

@@ -2,7 +2,8 @@
 
 Each event's id is its place in commit order (`db.events`): a subscriber that reconnects with
 `Last-Event-ID` gets everything after it, none missed and none twice, however the writers' commits
-interleave. Filter by `?sku=` and `?types=hold,stock.changed` (topic prefixes).
+interleave. Filter by `?sku=` (a SKU the catalogue has) and `?types=hold,stock.changed` (topic
+prefixes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from db.events import Event, events_after
+from db.reads import product_id_of
 from producers.http.auth import OPS, allow
 from producers.http.problems import documented
 
@@ -29,6 +31,11 @@ def _read(request: Request, cursor: str | None, topics: list[str] | None, sku: s
         return events_after(conn, cursor, topics=topics, sku=sku)
 
 
+def _known_sku(request: Request, sku: str) -> None:
+    with request.app.state.engine.connect() as conn:
+        product_id_of(conn, sku)
+
+
 @router.get("/v1/events", dependencies=[Depends(allow(OPS))], response_class=EventSourceResponse)
 async def events(
     request: Request,
@@ -37,6 +44,8 @@ async def events(
     types: Annotated[str | None, Query(description="topic prefixes, comma-separated")] = None,
 ) -> EventSourceResponse:
     topics = [t.strip() for t in types.split(",") if t.strip()] if types else None
+    if sku is not None:  # a SKU nobody has would give a feed that stays empty: refused (422)
+        await run_in_threadpool(_known_sku, request, sku)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         cursor = last_event_id
