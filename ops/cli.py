@@ -12,6 +12,7 @@ from redis import Redis
 
 from db.engine import get_engine
 from tessera.logs import configure_logging
+from tessera.redis_clients import connect_redis
 from tessera.settings import get_settings
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def scheduler(
     settings = get_settings()
     configure_logging(settings.log_level)
     engine = get_engine(settings.database_url)
-    doorbells = Doorbells.of(Redis.from_url(settings.redis_url), settings)
+    doorbells = Doorbells.of(connect_redis(settings.redis_url), settings)
     if once:
         rang = sweep(engine, doorbells, settings.sweep_grace_seconds)
         typer.echo(json.dumps({"rang": rang}))
@@ -311,7 +312,7 @@ def dead_letters_requeue(
     settings = get_settings()
     requeued = requeue_dead(
         get_engine(settings.database_url),
-        Redis.from_url(settings.redis_url),
+        connect_redis(settings.redis_url),
         settings,
         None if everything else [key],
     )

@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import Engine, text
 
 from db.engine import get_engine
@@ -49,6 +48,7 @@ from producers.warehouse_client import WarehouseCalls
 from tessera.answers import AnswerChannel, Wakeups
 from tessera.doorbells import CoalescingDoorbells, Doorbells
 from tessera.handover import HandedHolds
+from tessera.redis_clients import connect_async_redis, connect_redis
 from tessera.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -78,7 +78,7 @@ class StockClient(WarehouseCalls):
         self.settings = settings
         self.actor = _as_actor(actor)
         self.engine = engine or get_engine(settings.database_url)
-        self.redis = redis_client or Redis.from_url(settings.redis_url)
+        self.redis = redis_client or connect_redis(settings.redis_url)
         self.bells = CoalescingDoorbells(Doorbells.of(self.redis, settings))
         self.wakeups = Wakeups(self.redis, settings.redis_namespace)
         self.client_id = uuid.uuid4().hex
@@ -93,7 +93,7 @@ class StockClient(WarehouseCalls):
             self.recorder.holds,
             HandedHolds(self.redis, settings.redis_namespace),
             self.answers,
-            connect=lambda: AsyncRedis.from_url(settings.redis_url),
+            connect=lambda: connect_async_redis(settings.redis_url),
             nudge_channel=self.bells.doorbells.nudge_channel,
             reply_to=self.client_id,
         )
@@ -350,16 +350,17 @@ class StockClient(WarehouseCalls):
         ttl_seconds: int | None = None,
         mode: str = "all_or_nothing",
         hand_over_within: float = 0.0,
+        record_within: float = 30.0,
     ) -> HoldTicket:
-        """`reserve` for a coroutine (the HTTP API): the event loop waits for the recording.
-        `hand_over_within` > 0 (a caller that waits for the answer): the hold is handed to its
-        shard's writer, which records and decides it at once (`producers.handover`); recorded here
-        if not answered within that many seconds."""
+        """`reserve` for a coroutine (the HTTP API): the event loop waits for the recording, up to
+        `record_within` seconds (then RecordingTimeout). `hand_over_within` > 0 (a caller that
+        waits for the answer): the hold is handed to its shard's writer, which records and decides
+        it at once (`producers.handover`); recorded here if not answered within that many seconds."""
         request = self._hold_request(idempotency_key, lines, ttl_seconds, mode)
         if hand_over_within > 0:
-            hold_id, fresh, answer = await self.handover.hold(request, hand_over_within)
+            hold_id, fresh, answer = await self.handover.hold(request, hand_over_within, record_within)
             return HoldTicket(self, hold_id, request.idempotency_key, fresh=fresh, answer=answer)
-        hold_id, fresh = await self.recorder.hold_async(request)
+        hold_id, fresh = await self.recorder.hold_async(request, record_within)
         return HoldTicket(self, hold_id, request.idempotency_key, fresh=fresh)
 
     def _hold_request(

@@ -49,16 +49,19 @@ class HoldHandover:
         self._queued: list[tuple[int, HandedHold, asyncio.Future[bool]]] = []
         self._sending: asyncio.Task[None] | None = None
 
-    async def hold(self, request: HoldRequest, within: float) -> tuple[str, bool, HoldResult | None]:
+    async def hold(
+        self, request: HoldRequest, within: float, record_within: float
+    ) -> tuple[str, bool, HoldResult | None]:
         """The hold's id, whether this call made it (False: a resend), and its answer if its writer
-        decided it within `within` seconds (else None: it is recorded, and decided later)."""
+        decided it within `within` seconds (else None: it is recorded here, within `record_within`
+        seconds or RecordingTimeout, and decided later)."""
         hold_id = str(uuid.uuid4())
         outcome = await self._handed(request, hold_id, within)
         if isinstance(outcome, HoldResult):
             HOLDS_HANDED.labels("decided").inc()
             return hold_id, True, outcome
         HOLDS_HANDED.labels(outcome).inc()
-        recorded_id, fresh = await self.groups.record_async(request, hold_id=hold_id)
+        recorded_id, fresh = await self.groups.record_async(request, record_within, hold_id=hold_id)
         return recorded_id, fresh, None
 
     async def _handed(self, request: HoldRequest, hold_id: str, within: float) -> HoldResult | str:
@@ -74,7 +77,7 @@ class HoldHandover:
             self.reply_to,
             time.time() + within,
         )
-        if not await self._hand(shard, hold):
+        if not await self._hand(shard, hold, within):
             return "refused"
         answer = await self.answers.wait_async(hold_id, within)
         if answer is None or answer == b"1":
@@ -83,19 +86,28 @@ class HoldHandover:
             return "not_taken"
         return HoldResult.model_validate_json(answer)
 
-    async def _hand(self, shard: int, hold: HandedHold) -> bool:
+    async def _hand(self, shard: int, hold: HandedHold, within: float) -> bool:
         """Push the hold with those that come while the previous group is on its way; False if
-        Redis refused them."""
+        Redis refused them, or took no delivery within `within` seconds (a Redis that stopped
+        answering: the hold is recorded here, and its writer, should it take it after all, finds
+        it late)."""
         loop = asyncio.get_running_loop()
         sent = loop.create_future()
         self._queued.append((shard, hold, sent))
         if self._sending is None or self._sending.done():
             self._sending = loop.create_task(self._send())
-        return await sent
+        expiry = loop.call_later(within, _given_up, sent)
+        try:
+            return await sent
+        finally:
+            expiry.cancel()
 
     async def _send(self) -> None:
         while self._queued:
-            group, self._queued = self._queued, []
+            # A hold whose caller stopped waiting (`_hand`) is recorded by its API: not sent.
+            group, self._queued = [queued for queued in self._queued if not queued[2].done()], []
+            if not group:
+                continue
             try:
                 if self._redis is None:
                     self._redis = self.connect()
@@ -114,3 +126,8 @@ class HoldHandover:
         if self._redis is not None:
             await self._redis.connection_pool.disconnect()
             self._redis = None
+
+
+def _given_up(sent: asyncio.Future[bool]) -> None:
+    if not sent.done():
+        sent.set_result(False)

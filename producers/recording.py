@@ -89,9 +89,10 @@ class Recorder:
         """Record a hold request (in the next group): its hold id, and whether it is new."""
         return self.holds.record(request)
 
-    async def hold_async(self, request: HoldRequest) -> tuple[str, bool]:
-        """`hold` for a coroutine: the event loop waits for the group's commit."""
-        return await self.holds.record_async(request)
+    async def hold_async(self, request: HoldRequest, timeout: float = 30.0) -> tuple[str, bool]:
+        """`hold` for a coroutine: the event loop waits for the group's commit (RecordingTimeout
+        after `timeout` seconds)."""
+        return await self.holds.record_async(request, timeout)
 
     def stock_commands(self, build: Callable[[Pg], Sequence[NewCommand]]) -> Sequence[NewCommand]:
         """Record warehouse commands, all or none, in one transaction: `build` reads what it needs

@@ -17,6 +17,7 @@ from redis import Redis
 from redis.client import PubSub
 
 from tessera.handoff import Handoff, HandoffTimeout, handed
+from tessera.redis_clients import BLOCKING_SLICE_SECONDS
 
 TOKEN_TTL_SECONDS = 15
 """Long enough for a waiter between two reads; short, since most decided holds have no waiter left."""
@@ -46,9 +47,17 @@ class Wakeups:
         pipe.execute()
 
     def wait(self, ticket: str, timeout: float) -> bytes | None:
-        """Block up to `timeout` seconds for the ticket's token; the token, or None if none came."""
-        popped = self.redis.blpop([self.key(ticket)], timeout=max(timeout, 0.01))
-        return None if popped is None else popped[1]
+        """Block up to `timeout` seconds for the ticket's token; the token, or None if none came.
+        Popped in slices: a blocking pop longer than the client's socket timeout would fail. (Never
+        under 10 ms: Redis counts in milliseconds, and a pop of 0 ms waits for ever.)"""
+        deadline = time.monotonic() + max(timeout, 0.01)
+        while (left := deadline - time.monotonic()) > 0:
+            popped = self.redis.blpop(
+                [self.key(ticket)], timeout=max(min(left, BLOCKING_SLICE_SECONDS), 0.01)
+            )
+            if popped is not None:
+                return popped[1]
+        return None
 
 
 class AnswerChannel:

@@ -46,14 +46,16 @@ def cli_out(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def running_stack(admin_engine: Engine, template_db: str, log_dir: Path) -> Iterator[Stack]:
+def running_stack(
+    admin_engine: Engine, template_db: str, log_dir: Path, redis_url: str = REDIS_URL
+) -> Iterator[Stack]:
     """One database, Redis namespace, API and worker (each starts in a second or two)."""
     name = f"tessera_http_{uuid.uuid4().hex[:10]}"
     with admin_engine.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
     settings = Settings(
         database_url=PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name,
-        redis_url=REDIS_URL,
+        redis_url=redis_url,
         redis_namespace=f"tt{uuid.uuid4().hex[:10]}",
         shards=4,
         lease_ttl_seconds=2.0,

@@ -42,6 +42,7 @@ from tessera.answers import Wakeups
 from tessera.doorbells import RING_ACTOR, CoalescingDoorbells, Doorbells, make_broker, queue_name
 from tessera.handover import HandedHold, HandedHolds
 from tessera.logs import first_line
+from tessera.redis_clients import connect_redis
 from tessera.settings import Settings
 from tessera.signals import stop_on_termination
 from workers.announcer import Announcer
@@ -50,7 +51,6 @@ from workers.spread import ShardSpread
 from workers.writer import ShardWriter
 
 log = structlog.get_logger("tessera.worker")
-REDIS_TIMEOUT_SECONDS = 5.0
 GAUGES_SECONDS = 5.0
 """How often a worker serving /metrics reads the inbox of the shards it holds."""
 
@@ -122,7 +122,7 @@ class WorkerProcess:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         # A Redis that hangs must not hang the writer, which sends its answers itself: give up after a
         # while (the sweep rings again, and tickets re-read PostgreSQL).
-        self.redis = redis_client or Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT_SECONDS)
+        self.redis = redis_client or connect_redis(settings.redis_url)
         self.engine = engine or get_engine(
             settings.database_url,
             application_name=f"tessera-worker {self.name}",

@@ -24,6 +24,7 @@ from producers.client import StockClient
 from producers.http import events, goods_in, health, holds, ledger, ops, payments, problems, stock, warehouse
 from producers.http.auth import TokenCache
 from tessera.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from tessera.redis_clients import connect_redis
 from tessera.settings import Settings, get_settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -162,7 +163,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.engine = engine or get_engine(settings.database_url)
-        app.state.redis = redis_client or Redis.from_url(settings.redis_url)
+        app.state.redis = redis_client or connect_redis(settings.redis_url)
         app.state.client = StockClient(settings, engine=app.state.engine, redis_client=app.state.redis)
         app.state.client.answers.listen()  # now, not in the event loop of the first hold
         app.state.in_flight = set()

@@ -1,18 +1,22 @@
-"""Is the API up (`/healthz`), can it serve (`/readyz`: PostgreSQL and Redis reachable), and its
-metrics (`/metrics`, Prometheus; one registry across `--workers` processes when
-PROMETHEUS_MULTIPROC_DIR is set, and the holds by status counted as it is scraped)."""
+"""Is the API up (`/healthz`), can it serve (`/readyz`: PostgreSQL and Redis answer within
+`READY_TIMEOUT_SECONDS`), and its metrics (`/metrics`, Prometheus; one registry across `--workers`
+processes when PROMETHEUS_MULTIPROC_DIR is set, and the holds by status counted as it is scraped)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Callable
 from functools import partial
 
+import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 
+from db.engine import libpq_url
 from db.ops_reads import holds_by_status
 from tessera.metrics import HoldsByStatus
 
@@ -28,25 +32,39 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _ready(request: Request) -> dict[str, str]:
-    checks = {}
+READY_TIMEOUT_SECONDS = 2
+"""Longest `/readyz` waits for PostgreSQL or for Redis: one that stopped answering is not ready."""
+
+
+def _postgresql(request: Request) -> None:
+    """A session of its own, which connects within the timeout or fails: a pooled one would wait
+    for a stopped server for ever, and hold its thread."""
+    with psycopg.connect(
+        libpq_url(request.app.state.engine),
+        connect_timeout=READY_TIMEOUT_SECONDS,
+        application_name="tessera-api readyz",
+    ) as conn:
+        conn.execute("SELECT 1")
+
+
+def _redis(request: Request) -> None:
+    request.app.state.redis.ping()  # its client's socket timeout bounds the thread
+
+
+async def _check(probe: Callable[[Request], None], request: Request) -> str:
     try:
-        with request.app.state.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["postgresql"] = "ok"
+        await asyncio.wait_for(run_in_threadpool(probe, request), READY_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return "timeout"
     except Exception as error:
-        checks["postgresql"] = type(error).__name__
-    try:
-        request.app.state.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as error:
-        checks["redis"] = type(error).__name__
-    return checks
+        return type(error).__name__
+    return "ok"
 
 
 @router.get("/readyz", responses={503: {"description": "PostgreSQL or Redis out of reach"}})
 async def readyz(request: Request) -> JSONResponse:
-    checks = await run_in_threadpool(_ready, request)
+    postgresql, redis = await asyncio.gather(_check(_postgresql, request), _check(_redis, request))
+    checks = {"postgresql": postgresql, "redis": redis}
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503

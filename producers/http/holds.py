@@ -29,6 +29,9 @@ from producers.tickets import CommandTicket, HoldTicket
 
 router = APIRouter(tags=["holds"], responses=documented(400, 401, 403, 404, 413, 422))
 Wait = Annotated[float, Query(ge=0, le=30, description="seconds to wait for the answer")]
+RECORD_WITHIN_SECONDS = 5.0
+"""The least a hold request waits for its hold to be recorded, however short its `wait`: then 503
+`not_recorded` (PostgreSQL not answering). A hold recorded after all is found by a resend of the key."""
 KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 APPLIED: dict[int | str, dict[str, Any]] = {200: {"model": Recorded}}
 """A command route's other answer: 200, applied within `wait` (202: recorded)."""
@@ -123,6 +126,7 @@ async def hold_response(state: State, key: str, data: dict[str, Any], wait: floa
             ttl_seconds=data.get("ttl_seconds"),
             mode=data.get("mode", "all_or_nothing"),
             hand_over_within=min(client.settings.hand_over_seconds, wait / 2),
+            record_within=max(wait, RECORD_WITHIN_SECONDS),
         )
     finally:
         in_flight.discard(key)

@@ -1,0 +1,112 @@
+"""The front door when a server stops answering. A Redis that is stopped (SIGSTOP: no error, no
+answer) and a PostgreSQL that does not answer (here: the inbox locked) each get a hold request a
+bounded answer, the one the rules give: recorded and 202 within its wait, or 503 `not_recorded`
+with the key still good for a resend. `/readyz` says which server is not ready within its timeout,
+and the books reconcile once the server is back."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from bench.chaos.servers import OwnRedis
+from db.reconcile import reconcile
+from tests.stack import SKU, Stack, running_stack, until
+
+LINE = {"sku": SKU, "quantity": "2", "unit": "box"}
+BOUND_SECONDS = 15.0
+"""Far above what the answers take (2-6 s), far below the client's 30 s timeout: what they must
+not do is hang."""
+
+
+def _hold(api: Stack, key: str, wait: float) -> tuple[int, dict[str, object], float]:
+    started = time.monotonic()
+    answer = api.call(
+        "POST",
+        f"/v1/holds?wait={wait:g}",
+        "checkout",
+        headers={"Idempotency-Key": key},
+        json={"lines": [LINE]},
+    )
+    return answer.status_code, answer.json(), time.monotonic() - started
+
+
+def _holds_of(api: Stack, key: str) -> int:
+    with api.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM holds WHERE idempotency_key = :k"), {"k": key}
+            ).scalar_one()
+        )
+
+
+def _books_balance(api: Stack) -> None:
+    with api.engine.connect() as conn:
+        assert reconcile(conn) == []
+        assert (
+            conn.execute(text("SELECT count(*) FROM stock_balances WHERE reserved > on_hand")).scalar_one()
+            == 0
+        )
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    redis = OwnRedis(tmp_path)
+    redis.start()
+    yield redis
+    assert redis.proc is not None
+    redis.proc.send_signal(signal.SIGCONT)
+    redis.stop()
+
+
+def test_with_redis_stopped_a_hold_is_recorded_and_answered_202_within_its_wait(
+    admin_engine: Engine, template_db: str, tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    with running_stack(admin_engine, template_db, tmp_path, redis_url=own_redis.url) as api:
+        assert _hold(api, "warm", 10)[0] == 201  # the API has read the product: the next is handed over
+        assert own_redis.proc is not None
+        own_redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            status, placed, took = _hold(api, "redis-stopped", 2)
+            started = time.monotonic()
+            ready = api.call("GET", "/readyz")
+            ready_took = time.monotonic() - started
+        finally:
+            own_redis.proc.send_signal(signal.SIGCONT)
+        assert status == 202 and placed["status"] == "pending", placed
+        assert took < BOUND_SECONDS
+        assert _holds_of(api, "redis-stopped") == 1  # recorded in PostgreSQL before the answer
+        assert ready.status_code == 503 and ready.json()["redis"] == "timeout", ready.text
+        assert ready.json()["postgresql"] == "ok" and ready_took < BOUND_SECONDS
+        hold = str(placed["hold_id"])
+        until(
+            lambda: api.call("GET", f"/v1/holds/{hold}", "checkout").json()["status"] != "pending",
+            what="the hold decided once Redis is back",
+        )
+        assert api.call("GET", f"/v1/holds/{hold}", "checkout").json()["status"] == "reserved"
+        assert api.call("GET", "/readyz").status_code == 200
+        _books_balance(api)
+
+
+def test_with_postgresql_not_answering_a_hold_is_503_and_a_resend_finds_it(
+    admin_engine: Engine, template_db: str, tmp_path: Path
+) -> None:
+    with running_stack(admin_engine, template_db, tmp_path) as api:
+        assert _hold(api, "warm", 10)[0] == 201
+        with api.engine.connect() as locker:  # nothing can be recorded, nor claimed, meanwhile
+            locker.execute(text("LOCK TABLE commands IN ACCESS EXCLUSIVE MODE"))
+            status, refused, took = _hold(api, "pg-stuck", 1)
+            locker.rollback()
+        assert (status, refused["code"]) == (503, "not_recorded"), refused
+        assert took < BOUND_SECONDS
+        # The recording that was on its way when the answer was given went on once the lock was
+        # gone: the key's resend finds its hold.
+        status, again, _ = _hold(api, "pg-stuck", 10)
+        assert status in (200, 201) and again["status"] == "reserved", again
+        assert _holds_of(api, "pg-stuck") == 1
+        _books_balance(api)
