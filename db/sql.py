@@ -12,10 +12,12 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection, Pipeline
 from psycopg import Connection as PgConnection
 from psycopg import _queries as _psycopg_queries
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 Pg = PgConnection[Any]
 AsyncPg = AsyncConnection[Any]
@@ -147,3 +149,25 @@ def forget_plans(pg: Pg) -> None:
 
 
 _forgettings = itertools.count(1)
+
+
+TRANSIENT_CLASSES = {"08", "40", "53", "57", "58"}
+"""Connection exception, transaction rollback, insufficient resources, operator intervention, system error."""
+TRANSIENT_STATES = {"55P03", "25P03", "25P04"}
+"""Lock not available (lock_timeout), idle-in-transaction and transaction timeouts."""
+
+
+def transient(error: BaseException) -> bool:
+    """Connection loss, serialization failures, deadlocks, lock timeouts, shutdowns, a session ended
+    for idling in its transaction: worth trying again (the writer retries its batch in place; the
+    API answers 503 with Retry-After). Anything else (a refused write, a bug) is not."""
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig if error.orig is not None else error
+    if not isinstance(error, psycopg.Error):
+        return False
+    code = error.sqlstate
+    if code is None:  # no answer from the server: the connection is gone
+        return isinstance(error, psycopg.OperationalError)
+    return code[:2] in TRANSIENT_CLASSES or code in TRANSIENT_STATES

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from db.engine import libpq_url
 from db.inbox import HoldRows, NewCommand, NewHold, record_holds, recorded_commands
 from db.reads import load_references
-from db.sql import AsyncPg, Steps, psycopg_of, run_steps, run_steps_async
+from db.sql import AsyncPg, Steps, psycopg_of, run_steps, run_steps_async, transient
 from domain.catalog import ProductRef, resolve
 from domain.commands import HoldCommand, line_command_key, payload_digest, shard_of
 from domain.errors import IdempotencyConflict, InvalidCommand, RecordingTimeout, ReferencesChanging
@@ -197,16 +197,27 @@ class HoldGroups:
         while self._on_loop:
             group, self._on_loop = self._on_loop[:MAX_GROUP], self._on_loop[MAX_GROUP:]
             try:
-                session = await self._loop_session()
-                try:
-                    shards = await run_steps_async(self._record_group(group), session)
-                except Exception:
-                    self._session = None  # it may be broken: the next group opens another
-                    await session.close()
-                    raise
-                self._recorded(group, shards)
+                self._recorded(group, await self._record_on_loop(group))
             except Exception as error:  # the group's callers get the error; the next group tries again
                 _failed(group, error)
+
+    async def _record_on_loop(self, group: list[_Pending]) -> set[int]:
+        """Record the group on the loop's session. A session lost (PostgreSQL restarted, the session
+        cut) or a transient refusal is met with a new session and the group recorded once more:
+        recording is idempotent by key, and a group committed after all is found under its own
+        hold ids (`_resolve_resends`), so its callers still get their holds as new."""
+        tries = 2
+        while True:
+            tries -= 1
+            session = await self._loop_session()
+            try:
+                return await run_steps_async(self._record_group(group), session)
+            except Exception as error:
+                self._session = None  # it may be broken: the next try opens another
+                await session.close()
+                group[:] = [pending for pending in group if not pending.recorded.done()]
+                if not tries or not group or not transient(error):
+                    raise
 
     async def _loop_session(self) -> AsyncPg:
         if self._session is None or self._session.closed:

@@ -110,3 +110,32 @@ def test_with_postgresql_not_answering_a_hold_is_503_and_a_resend_finds_it(
         assert status in (200, 201) and again["status"] == "reserved", again
         assert _holds_of(api, "pg-stuck") == 1
         _books_balance(api)
+
+
+def test_sessions_cut_under_the_api_are_503_with_retry_after_and_a_retry_is_served(
+    admin_engine: Engine, template_db: str, tmp_path: Path
+) -> None:
+    """What a PostgreSQL restart does to the API's pooled sessions, on this test's database only:
+    the request that meets a dead session is 503 `unavailable` with Retry-After (no 500), and
+    the next is served; a hold's resend under its key gets the one hold."""
+    with running_stack(admin_engine, template_db, tmp_path) as api:
+        assert _hold(api, "warm", 10)[0] == 201
+        assert api.call("GET", f"/v1/stock/{SKU}", "checkout").status_code == 200
+        with api.engine.connect() as conn:
+            cut = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert cut > 0
+        reads = [api.call("GET", f"/v1/stock/{SKU}", "checkout") for _ in range(2)]
+        assert [r.status_code for r in reads] == [503, 200], [r.text for r in reads]
+        assert reads[0].json()["code"] == "unavailable" and reads[0].headers["Retry-After"] == "1"
+        # A hold handed to the writer (whose batch retries in place), then its resend, which the
+        # API looks up on its own recording session (cut too: replaced, and the group tried again).
+        placed = [_hold(api, "after-cut", 10) for _ in range(2)]
+        assert [status for status, _, _ in placed] == [201, 200], placed
+        assert placed[0][1]["hold_id"] == placed[1][1]["hold_id"]
+        assert _holds_of(api, "after-cut") == 1
+        _books_balance(api)

@@ -26,14 +26,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 import structlog
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from db.claims import Claim, InboxCommand, send_claim
 from db.inbox import HoldRows, record_holds
-from db.sql import Pg, Statement, forget_plans, psycopg_of, send_sync
+from db.sql import Pg, Statement, forget_plans, psycopg_of, send_sync, transient
 from db.writes import record_failure, send_writes
 from domain.commands import HoldCommand, StockCommand
 from tessera import metrics
@@ -57,10 +55,6 @@ STATS_SECONDS = 10.0
 # after FIRST_REPLAN_SECONDS, twice that, and so on up to every REPLAN_SECONDS.
 REPLAN_SECONDS = 10.0
 FIRST_REPLAN_SECONDS = 0.5
-TRANSIENT_CLASSES = {"08", "40", "53", "57", "58"}
-"""Connection exception, transaction rollback, insufficient resources, operator intervention, system error."""
-TRANSIENT_STATES = {"55P03", "25P03", "25P04"}
-"""Lock not available (lock_timeout), idle-in-transaction and transaction timeouts."""
 NOTIFIED_KINDS = {*(kind.value for kind in StockCommand), HoldCommand.RELEASE.value, HoldCommand.PAY.value}
 """The kinds whose callers wait on a command ticket: woken with a token once applied."""
 
@@ -214,7 +208,7 @@ class ShardWriter:
                         }
                 return total
             except Exception as error:
-                if _transient(error):
+                if transient(error):
                     log.warning(
                         "batch.retry", shards=sorted(held), error=first_line(error), backoff_s=backoff
                     )
@@ -445,19 +439,3 @@ def _more_due(report: BatchReport, held: Mapping[int, int]) -> bool:
     return report.now is not None and any(
         shard in held and when <= report.now for shard, when in report.delayed
     )
-
-
-def _transient(error: BaseException) -> bool:
-    """Connection loss, serialization failures, deadlocks, lock timeouts, shutdowns, a session ended
-    for idling in its transaction: retry in place. Anything else (a refused write, a bug in a
-    decision) is a command's failure."""
-    if isinstance(error, DBAPIError):
-        if error.connection_invalidated:
-            return True
-        error = error.orig if error.orig is not None else error
-    if not isinstance(error, psycopg.Error):
-        return False
-    code = error.sqlstate
-    if code is None:  # no answer from the server: the connection is gone
-        return isinstance(error, psycopg.OperationalError)
-    return code[:2] in TRANSIENT_CLASSES or code in TRANSIENT_STATES

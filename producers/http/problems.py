@@ -9,14 +9,17 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope, Send
 
+from db.sql import transient
 from domain.errors import (
     IdempotencyConflict,
     InvalidCommand,
@@ -28,6 +31,7 @@ from domain.errors import (
     UnknownSku,
 )
 from producers.requests import field_path
+from tessera.logs import first_line
 
 log = structlog.get_logger("tessera.api")
 PROBLEM = "application/problem+json"
@@ -205,3 +209,19 @@ def install(app: FastAPI) -> None:
         request_id = getattr(request.state, "request_id", "")
         log.error("request.failed", request_id=request_id, path=request.url.path, error=repr(error))
         return problem(500, "internal_error", f"something went wrong (request {request_id})")
+
+    async def on_database(request: Request, error: Exception) -> JSONResponse:
+        """A session lost to a PostgreSQL restart, a lock or a timeout: worth trying again (with the
+        same idempotency key, which makes it one command), not a fault of ours."""
+        if not transient(error):
+            return await on_error(request, error)
+        log.warning("request.unavailable", path=request.url.path, error=first_line(error))
+        return problem(
+            503,
+            "unavailable",
+            "the database is out of reach for now; try again",
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(DBAPIError, on_database)
+    app.add_exception_handler(psycopg.Error, on_database)
