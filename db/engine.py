@@ -25,7 +25,11 @@ def libpq_url(engine: Engine) -> str:
 
 @lru_cache(maxsize=8)
 def get_engine(
-    url: str, pool_size: int = 32, application_name: str = "tessera", options: str | None = None
+    url: str,
+    pool_size: int = 32,
+    application_name: str = "tessera",
+    options: str | None = None,
+    pre_ping: bool = False,
 ) -> Engine:
     """The process's engine for `url`.
 
@@ -34,13 +38,17 @@ def get_engine(
     which under a flash sale costs more CPU than the statements themselves. `options` are the
     sessions' settings (libpq's ``options``, e.g. ``-c lock_timeout=5000``).
     """
-    # No pre-ping: it costs a round trip per checkout on the hot path; a connection lost with a
-    # PostgreSQL restart fails its statement, and the writer retries the batch in place.
+    # No pre-ping by default: it costs a round trip per checkout on the writer's hot path, and a
+    # connection lost with a PostgreSQL restart fails its statement, which the writer retries in
+    # place. The API pings (`pre_ping`): its requests check a session out only off the hold path
+    # (reads, a token's first lookup, webhooks), and a stale one would fail its request.
     # application_name shows in pg_stat_activity which part of Tessera holds each session.
     connect_args = {"application_name": application_name[:63]}
     if options:
         connect_args["options"] = options
-    return make_engine(url, pool_size=pool_size, max_overflow=16, connect_args=connect_args)
+    return make_engine(
+        url, pool_size=pool_size, max_overflow=16, connect_args=connect_args, pool_pre_ping=pre_ping
+    )
 
 
 def make_engine(url: str, **options: Any) -> Engine:

@@ -162,7 +162,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.engine = engine or get_engine(settings.database_url)
+        app.state.engine = engine or get_engine(settings.database_url, pre_ping=True)
         app.state.redis = redis_client or connect_redis(settings.redis_url)
         app.state.client = StockClient(settings, engine=app.state.engine, redis_client=app.state.redis)
         app.state.client.answers.listen()  # now, not in the event loop of the first hold
