@@ -158,7 +158,8 @@ class HoldGroups:
     def _loop(self, given: queue.SimpleQueue[_Pending | None]) -> None:
         """Record groups until stopped. A session is taken from the pool when a request comes and
         kept while more keep coming, not taken and returned for each group (that was a sixth of
-        this thread's time in the flash sale)."""
+        this thread's time in the flash sale). A group whose session was lost is recorded once more
+        on another (`_retry`)."""
         stopping = False
         while not stopping:
             first = given.get()
@@ -166,21 +167,27 @@ class HoldGroups:
                 return
             group = [first]
             stopping = _take_queued(given, group)
-            try:
-                with self.engine.connect() as conn:
-                    pg = psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
-                    while group:
-                        try:
-                            shards = run_steps(self._record_group(group), pg)
-                        except Exception:
-                            conn.invalidate()  # it may be broken: the next group takes another session
-                            raise
-                        self._recorded(group, shards)
-                        group = []
-                        if not stopping:
-                            stopping = _take_queued(given, group)
-            except Exception as error:  # the group's callers get the error; the next group tries again
-                _failed(group, error)
+            retries = 1
+            while group:
+                try:
+                    with self.engine.connect() as conn:
+                        pg = psycopg_of(conn.execution_options(isolation_level="AUTOCOMMIT"))
+                        while group:
+                            try:
+                                shards = run_steps(self._record_group(group), pg)
+                            except Exception:
+                                conn.invalidate()  # it may be broken: the next try takes another session
+                                raise
+                            self._recorded(group, shards)
+                            group, retries = [], 1
+                            if not stopping:
+                                stopping = _take_queued(given, group)
+                except Exception as error:
+                    if retries and _retry(group, error):
+                        retries -= 1
+                        continue
+                    _failed(group, error)  # the group's callers get the error; the next group tries again
+                    group = []
 
     def _recorded(self, group: list[_Pending], shards: set[int]) -> None:
         # The statement notified the writers; the doorbells behind it make that certain.
@@ -202,22 +209,19 @@ class HoldGroups:
                 _failed(group, error)
 
     async def _record_on_loop(self, group: list[_Pending]) -> set[int]:
-        """Record the group on the loop's session. A session lost (PostgreSQL restarted, the session
-        cut) or a transient refusal is met with a new session and the group recorded once more:
-        recording is idempotent by key, and a group committed after all is found under its own
-        hold ids (`_resolve_resends`), so its callers still get their holds as new."""
-        tries = 2
+        """Record the group on the loop's session; one that was lost is replaced and the group
+        recorded once more (`_retry`)."""
+        retries = 1
         while True:
-            tries -= 1
             session = await self._loop_session()
             try:
                 return await run_steps_async(self._record_group(group), session)
             except Exception as error:
                 self._session = None  # it may be broken: the next try opens another
                 await session.close()
-                group[:] = [pending for pending in group if not pending.recorded.done()]
-                if not tries or not group or not transient(error):
+                if not (retries and _retry(group, error)):
                     raise
+                retries -= 1
 
     async def _loop_session(self) -> AsyncPg:
         if self._session is None or self._session.closed:
@@ -345,6 +349,15 @@ class HoldGroups:
                 # Recorded under this request's own hold id: by the writer it was handed to.
                 pending.fresh = recorded.payload["hold_id"] == pending.hold_id
                 pending.hold_id = twin.hold_id if twin.fresh else recorded.payload["hold_id"]
+
+
+def _retry(group: list[_Pending], error: Exception) -> bool:
+    """Whether to record the group again after `error`: a session lost (PostgreSQL restarted, the
+    session cut) or a transient refusal, with callers still waiting (those answered already, e.g. an
+    unknown SKU, leave the group). Safe: recording is idempotent by key, and a group committed after
+    all is found under its own hold ids (`_resolve_resends`), so its callers get their holds as new."""
+    group[:] = [pending for pending in group if not pending.recorded.done()]
+    return bool(group) and transient(error)
 
 
 def _failed(group: list[_Pending], error: Exception) -> None:

@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from domain.errors import UnknownWarehouse
 from producers import StockClient
@@ -147,3 +148,30 @@ def test_the_event_loops_recorder_survives_its_session_being_cut(
             for h in conn.execute(text("SELECT id FROM holds WHERE idempotency_key LIKE 'cut-%'")).scalars()
         }
     assert ids == {first, again} and fresh
+
+
+def test_the_recorder_threads_group_on_a_cut_session_is_recorded_on_another(
+    catalog: StockClient, engine: Engine
+) -> None:
+    """The Python client's recorder thread keeps a pooled session while holds keep coming; when
+    PostgreSQL ends it (a restart, a kill), the next group is recorded on a new session, and its
+    caller gets the hold as new."""
+    first = catalog.reserve(idempotency_key="tcut-1", lines=_line())
+    killer = create_engine(catalog.settings.database_url, poolclass=NullPool)  # not a pooled session
+    with killer.connect() as conn:
+        cut = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    killer.dispose()
+    assert cut > 0
+    again = catalog.reserve(idempotency_key="tcut-2", lines=_line())
+    assert again.fresh and again.hold_id != first.hold_id
+    with engine.connect() as conn:
+        ids = {
+            str(h)
+            for h in conn.execute(text("SELECT id FROM holds WHERE idempotency_key LIKE 'tcut-%'")).scalars()
+        }
+    assert ids == {first.hold_id, again.hold_id}
