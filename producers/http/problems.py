@@ -69,6 +69,10 @@ class Problem(Exception):
         super().__init__(detail)
         self.status, self.code, self.detail, self.field, self.headers = status, code, detail, field, headers
 
+    def response(self) -> JSONResponse:
+        """Its problem document."""
+        return problem(self.status, self.code, self.detail, field=self.field, headers=self.headers)
+
 
 TITLES = {
     400: "Bad request",
@@ -166,7 +170,7 @@ async def refused_caller(request: Request) -> JSONResponse | None:
             try:
                 await sub.call(request)
             except Problem as refused:
-                return problem(refused.status, refused.code, refused.detail, headers=refused.headers)
+                return refused.response()
     return None
 
 
@@ -175,7 +179,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def on_problem(request: Request, error: Problem) -> JSONResponse:
-        return problem(error.status, error.code, error.detail, field=error.field, headers=error.headers)
+        return error.response()
 
     @app.exception_handler(InvalidCommand)
     async def on_invalid(request: Request, error: InvalidCommand) -> JSONResponse:
