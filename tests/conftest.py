@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 from redis import Redis
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from db.migrate import upgrade
 from db.reconcile import reconcile
@@ -231,6 +232,27 @@ def check_invariants(engine: Engine) -> None:
             )
         ).scalar()
         assert bad == 0
+
+
+def cut_sessions(database_url: str, application_name: str = "%") -> int:
+    """What a PostgreSQL restart does to a database's sessions (those whose application_name is
+    LIKE `application_name`): each is ended. From a session of its own, outside every pool (a
+    pooled one could be the very session to cut). Returns how many were ended."""
+    killer = create_engine(database_url, poolclass=NullPool)
+    try:
+        with killer.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND application_name LIKE :name"
+                    ),
+                    {"name": application_name},
+                ).scalar_one()
+            )
+    finally:
+        killer.dispose()
 
 
 def fingerprint(engine: Engine, tables: tuple[str, ...]) -> dict[str, tuple[int, str]]:

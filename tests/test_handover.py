@@ -38,6 +38,30 @@ def _handed(client: StockClient, key: str, lines: list[dict[str, str]], within: 
     return asyncio.run(reserve())
 
 
+def _handed_hold(catalog: StockClient, key: str, reply_to: str) -> HandedHold:
+    """A one-box hold under `key`, as an API hands it to its shard's writer (deadline in 30 s)."""
+    request = HoldRequest.parse(idempotency_key=key, lines=LINE, ttl_seconds=900, mode="all_or_nothing")
+    hold_id = str(uuid.uuid4())
+    prepared = catalog.recorder.holds.handed_rows(request, hold_id)
+    assert prepared is not None and prepared[0] == shard_of(SKU, catalog.settings.shards)
+    rows = {field: getattr(prepared[1], field) for field in ROW_FIELDS}
+    return HandedHold(hold_id, key, rows, reply_to, time.time() + 30)
+
+
+def _writer_taking(
+    handed: list[HandedHold], catalog: StockClient, engine: Engine, holder: str, announced: list[BatchReport]
+) -> ShardWriter:
+    """A writer whose first claim takes every hold in `handed`; it announces into `announced`."""
+    return ShardWriter(
+        engine,
+        shards=catalog.settings.shards,
+        batch_max=16,
+        holder=holder,
+        announce=announced.append,
+        take_handed=lambda _shards, _limit: [handed.pop(0) for _ in range(len(handed))],
+    )
+
+
 def _handed_total(outcome: str) -> float:
     return REGISTRY.get_sample_value("tessera_holds_handed_total", {"outcome": outcome}) or 0.0
 
@@ -197,26 +221,10 @@ def test_a_writer_fenced_out_after_recording_a_handed_hold_rings_its_shard(
     catalog.reserve(idempotency_key="warm", lines=LINE)  # the client has read the product
     newer = ShardWriter(engine, shards=shards, batch_max=16, holder="newer", announce=lambda report: None)
     assert newer.apply_batch({shard: 6}).applied == 2
-    request = HoldRequest.parse(
-        idempotency_key="handed-6", lines=LINE, ttl_seconds=900, mode="all_or_nothing"
-    )
-    hold_id = str(uuid.uuid4())
-    prepared = catalog.recorder.holds.handed_rows(request, hold_id)
-    assert prepared is not None and prepared[0] == shard
-    handed = [
-        HandedHold(
-            hold_id, "handed-6", {f: getattr(prepared[1], f) for f in ROW_FIELDS}, "c", time.time() + 30
-        )
-    ]
+    handed = [_handed_hold(catalog, "handed-6", "c")]
+    hold_id = handed[0].hold_id
     announced: list[BatchReport] = []
-    stale = ShardWriter(
-        engine,
-        shards=shards,
-        batch_max=16,
-        holder="stale",
-        announce=announced.append,
-        take_handed=lambda _shards, _limit: [handed.pop()] if handed else [],
-    )
+    stale = _writer_taking(handed, catalog, engine, "stale", announced)
     report = stale.apply_batch({shard: 5})
     assert (report.applied, report.fenced) == (0, {shard})
     assert any(shard in r.follow_up_shards and shard not in r.leased for r in announced)
@@ -231,27 +239,12 @@ def test_one_key_handed_twice_in_a_batch_is_recorded_once_and_its_twin_left_to_i
     """Two API processes may hand the same key at once (a checkout's retry on another connection):
     the batch records the first and answers the twin NOT_TAKEN, so its API finds the first's hold
     (or refuses another cart under the key). Nothing fails, nothing is recorded twice."""
-    shards = catalog.settings.shards
-    shard = shard_of(SKU, shards)
+    shard = shard_of(SKU, catalog.settings.shards)
     catalog.receive(idempotency_key="rcv", warehouse="BUC1", sku=SKU, quantity="10", lot="L1")
     catalog.reserve(idempotency_key="warm", lines=LINE)  # the client has read the product
-    request = HoldRequest.parse(idempotency_key="twin", lines=LINE, ttl_seconds=900, mode="all_or_nothing")
-    handed = []
-    for reply_to in ("api-1", "api-2"):
-        hold_id = str(uuid.uuid4())
-        prepared = catalog.recorder.holds.handed_rows(request, hold_id)
-        assert prepared is not None
-        rows = {f: getattr(prepared[1], f) for f in ROW_FIELDS}
-        handed.append(HandedHold(hold_id, "twin", rows, reply_to, time.time() + 30))
+    handed = [_handed_hold(catalog, "twin", reply_to) for reply_to in ("api-1", "api-2")]
     announced: list[BatchReport] = []
-    writer = ShardWriter(
-        engine,
-        shards=shards,
-        batch_max=16,
-        holder="w",
-        announce=announced.append,
-        take_handed=lambda _shards, _limit: [handed.pop(0) for _ in range(len(handed))],
-    )
+    writer = _writer_taking(handed, catalog, engine, "w", announced)
     first, twin = handed
     report = writer.apply_batch({shard: 1})
     assert report.applied == 3  # the receipt, the warm-up's line command and the first's

@@ -338,55 +338,30 @@ def test_the_webhook_takes_a_good_signature_under_either_secret_and_answers_a_du
         "POST", "/v1/holds?wait=10", "checkout", headers={"Idempotency-Key": "cart-p"}, json={"lines": [LINE]}
     ).json()
     body = json.dumps({"event_id": "evt-1", "hold_id": hold["hold_id"], "status": "paid"}).encode()
-    headers = {"Content-Type": "application/json"}
+
+    def post(sent: bytes, signature: str | None) -> httpx.Response:
+        """The webhook's call with this body and X-Signature (none if None)."""
+        headers = {"Content-Type": "application/json"} | ({"X-Signature": signature} if signature else {})
+        return api.call("POST", "/v1/payments/webhook", "payments", headers=headers, content=sent)
+
     # The signature first, whatever the body: a sender without the secret learns nothing else.
     for sent in (body, b'{"event_id": ', b'{"colour": "red"}'):
         for bad in (None, "sha256=00", _sign(sent, "not-our-secret")):
-            refused = api.call(
-                "POST",
-                "/v1/payments/webhook",
-                "payments",
-                headers={**headers, **({"X-Signature": bad} if bad else {})},
-                content=sent,
-            )
+            refused = post(sent, bad)
             assert refused.status_code == 401 and refused.json()["code"] == "bad_signature", refused.text
     for sent, status, code in (
         (b'{"event_id": ', 400, "malformed_json"),
         (b'{"colour": "red"}', 422, "invalid_request"),
     ):
-        signed = api.call(
-            "POST",
-            "/v1/payments/webhook",
-            "payments",
-            headers={**headers, "X-Signature": _sign(sent, "new-secret")},
-            content=sent,
-        )
+        signed = post(sent, _sign(sent, "new-secret"))
         assert (signed.status_code, signed.json()["code"]) == (status, code), signed.text
     twice = body.replace(b'"status": "paid"', b'"status": "failed", "status": "paid"')
-    ambiguous = api.call(
-        "POST",
-        "/v1/payments/webhook",
-        "payments",
-        headers={**headers, "X-Signature": _sign(twice, "new-secret")},
-        content=twice,
-    )
+    ambiguous = post(twice, _sign(twice, "new-secret"))
     assert ambiguous.status_code == 422 and ambiguous.json()["code"] == "duplicate_member", ambiguous.text
     assert not _recorded(api, "payment:evt-1")
-    first = api.call(
-        "POST",
-        "/v1/payments/webhook",
-        "payments",
-        headers={**headers, "X-Signature": _sign(body, "new-secret")},
-        content=body,
-    )
+    first = post(body, _sign(body, "new-secret"))
     assert first.status_code == 200, first.text
-    duplicate = api.call(
-        "POST",
-        "/v1/payments/webhook",
-        "payments",
-        headers={**headers, "X-Signature": _sign(body, "old-secret")},
-        content=body,
-    )
+    duplicate = post(body, _sign(body, "old-secret"))
     assert duplicate.status_code == 200 and duplicate.json() == first.json()
     assert api.client.hold(hold["hold_id"]) is not None
     deadline = time.monotonic() + 15

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 from db.reconcile import EVERY_PRODUCT, product_ranges, reconcile
 from producers import StockClient
 from tessera.settings import Settings
-from tests.conftest import ROOT, Processes, settings_env
+from tests.conftest import ROOT, Processes, cut_sessions, settings_env
 from tests.flow import assert_applied_exactly_once, flow, stock_up, wait_all_applied
 
 
@@ -20,19 +20,10 @@ def test_the_writer_retries_in_place_when_postgres_drops_its_connections(
 ) -> None:
     processes.worker(name="steady")
     stock_up(catalog)
-    database = settings.database_url.rsplit("/", 1)[1]
 
     def drop_worker_connections() -> None:
         # What a PostgreSQL restart does to the worker: every one of its sessions is cut.
-        with engine.connect() as conn:
-            cut = conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = :db AND application_name LIKE 'tessera-worker %'"
-                ),
-                {"db": database},
-            ).scalar()
-        assert cut is not None and cut > 0
+        assert cut_sessions(settings.database_url, "tessera-worker %") > 0
 
     keys = flow(catalog, 600, at_half=drop_worker_connections)
     wait_all_applied(engine)

@@ -13,11 +13,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from domain.errors import UnknownWarehouse
 from producers import StockClient
 from tessera.settings import Settings
+from tests.conftest import cut_sessions
 from tests.test_bad_input import assert_refused
 
 SKU = "GRS-60x60-GREY"  # 4 pieces a box in seed_catalog
@@ -124,18 +124,8 @@ def test_the_event_loops_recorder_survives_its_session_being_cut(
 
     async def scenario() -> tuple[str, str, bool]:
         first = await catalog.reserve_async(idempotency_key="cut-1", lines=_line())
-        with engine.connect() as conn:  # PostgreSQL ends the recorder's session (a restart, a kill)
-            cut = (
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE application_name = 'tessera-api recorder' AND datname = current_database()"
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        assert cut == [True]
+        # PostgreSQL ends the recorder's session (a restart, a kill)
+        assert cut_sessions(catalog.settings.database_url, "tessera-api recorder") == 1
         # The group meets the cut session, and is recorded again on a new one: its caller never knows.
         again = await catalog.reserve_async(idempotency_key="cut-2", lines=_line())
         await catalog.recorder.holds.aclose()
@@ -157,16 +147,7 @@ def test_the_recorder_threads_group_on_a_cut_session_is_recorded_on_another(
     PostgreSQL ends it (a restart, a kill), the next group is recorded on a new session, and its
     caller gets the hold as new."""
     first = catalog.reserve(idempotency_key="tcut-1", lines=_line())
-    killer = create_engine(catalog.settings.database_url, poolclass=NullPool)  # not a pooled session
-    with killer.connect() as conn:
-        cut = conn.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        ).scalar_one()
-    killer.dispose()
-    assert cut > 0
+    assert cut_sessions(catalog.settings.database_url) > 0
     again = catalog.reserve(idempotency_key="tcut-2", lines=_line())
     assert again.fresh and again.hold_id != first.hold_id
     with engine.connect() as conn:
